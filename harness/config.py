@@ -1,0 +1,356 @@
+"""The run config: typed, frozen, validated at load time, hashed into the run's identity.
+
+Everything that can be wrong with a run (an unknown method, a bad type, a batch size that does not
+split into classes, NIR on a method without proxies) is reported here, before any work starts.
+The resolved config includes every method/regularizer default, so its hash changes whenever a
+default changes: two runs with the same hash really trained the same thing.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from harness.registry import closest_match_hint
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+BACKBONES = ("small_cnn", "resnet18", "resnet50")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key, the bad value and the fix."""
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str = "synth-cub"
+    root: str | None = None  # real datasets: folder holding the official layout
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "small_cnn"
+    embed_dim: int = 128
+    pretrained: bool = False
+    freeze_bn: bool = False  # freeze BatchNorm running statistics (the paper's ResNet50 setting)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    name: str = "proxy_anchor"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RegularizerConfig:
+    name: str = "nir"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 64
+    samples_per_class: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 4e-4
+    warmup_epochs: int = 0  # epochs with the backbone body frozen (head, proxies, flow train)
+    device: str = "auto"
+    deterministic: bool = False  # torch.use_deterministic_algorithms; CPU runs are reproducible anyway
+    threads: int = 0  # torch CPU threads; 0 = leave torch's default
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    recall_at: tuple[int, ...] | None = None  # None = the dataset's customary list
+    nmi: bool = True
+    batch_size: int = 512
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    regularizer: RegularizerConfig | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict, the shape a user writes in YAML (method params inline)."""
+        out = dataclasses.asdict(self)
+        out["method"] = {"name": self.method.name, **dict(self.method.params)}
+        if self.regularizer is not None:
+            out["regularizer"] = {"name": self.regularizer.name, **dict(self.regularizer.params)}
+        if self.eval.recall_at is not None:
+            out["eval"]["recall_at"] = list(self.eval.recall_at)
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=True)
+
+    @property
+    def config_hash(self) -> str:
+        """The run's identity: the hash of the resolved config, seed included."""
+        return _hash(self.to_dict())
+
+    @property
+    def arm_hash(self) -> str:
+        """Identity of the arm (everything but the seed): the runs one table cell averages."""
+        return _hash({k: v for k, v in self.to_dict().items() if k != "seed"})
+
+    @property
+    def regularizer_name(self) -> str:
+        return self.regularizer.name if self.regularizer is not None else "none"
+
+    @property
+    def recall_at(self) -> tuple[int, ...]:
+        from harness.data import DATASETS
+
+        return self.eval.recall_at or DATASETS.get(self.dataset.name).recall_at
+
+    def flat(self) -> dict[str, Any]:
+        return flatten(self.to_dict())
+
+
+def _hash(tree: Mapping[str, Any]) -> str:
+    canonical = json.dumps(tree, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading: YAML -> dict -> overrides -> typed + validated config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load ``path`` (default: the embedded default config), apply ``key=value`` overrides."""
+    raw = read_yaml(path or DEFAULT_CONFIG)
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.epochs=20")
+        set_dotted(raw, key.strip(), yaml.safe_load(value))
+    return build_config(raw)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at top level")
+    return data
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """``method.margin=0.2`` -> raw["method"]["margin"] = 0.2; ``regularizer=nir`` works too."""
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str) and part in ("method", "regularizer"):
+            child = {"name": child}
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a mapping")
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def build_config(raw: Mapping[str, Any]) -> RunConfig:
+    """Validate a plain dict into a RunConfig; every problem names its key."""
+    raw = copy.deepcopy(dict(raw))
+    _reject_unknown(raw, RunConfig, "")
+    seed = _typed("seed", raw.get("seed", 0), int)
+    if seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed}")
+    dataset = _section(raw, "dataset", DatasetConfig)
+    backbone = _section(raw, "backbone", BackboneConfig)
+    train = _section(raw, "train", TrainConfig)
+    eval_cfg = _section(raw, "eval", EvalConfig)
+    method = _method_config(raw.get("method", {"name": "proxy_anchor"}))
+    regularizer = _regularizer_config(raw.get("regularizer"))
+    cfg = RunConfig(seed=seed, dataset=dataset, backbone=backbone, method=method,
+                    regularizer=regularizer, train=train, eval=eval_cfg)
+    _check_compatibility(cfg)
+    return cfg
+
+
+def _section(raw: Mapping[str, Any], key: str, cls: type) -> Any:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a mapping, got {value!r}")
+    _reject_unknown(value, cls, key + ".")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in value:
+            kwargs[f.name] = _coerce(f"{key}.{f.name}", value[f.name], f.type)
+    return cls(**kwargs)
+
+
+def _reject_unknown(value: Mapping[str, Any], cls: type, prefix: str) -> None:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for name in value:
+        if name not in valid:
+            raise ConfigError(f"unknown config key {prefix + str(name)!r}; valid keys under "
+                              f"{prefix or 'the top level'}: {', '.join(valid)}."
+                              + closest_match_hint(str(name), valid))
+
+
+def _coerce(key: str, value: Any, annotation: str) -> Any:
+    """Check a value against a dataclass field annotation (written as a string here)."""
+    optional = "None" in annotation
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key} must not be null")
+    if annotation.startswith("tuple"):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{key} must be a non-empty list of integers, got {value!r}")
+        return tuple(_typed(key, v, int) for v in value)
+    base = annotation.replace(" | None", "")
+    return _typed(key, value, {"int": int, "float": float, "bool": bool, "str": str}[base])
+
+
+def _typed(key: str, value: Any, kind: type) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if kind is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{key} must be {kind.__name__}, got {value!r} "
+                          f"({type(value).__name__})")
+    return value
+
+
+def _params(key: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge user params over registered defaults; unknown names and bad types fail."""
+    out = dict(defaults)
+    for name, value in given.items():
+        if name not in defaults:
+            valid = sorted(defaults)
+            raise ConfigError(f"unknown parameter {key}.{name}; valid: {', '.join(valid) or 'none'}."
+                              + closest_match_hint(name, valid))
+        default = defaults[name]
+        out[name] = value if default is None else _typed(f"{key}.{name}", value, type(default))
+    return out
+
+
+def _method_config(raw: Any) -> MethodConfig:
+    from harness.registry import UnknownNameError
+    from methods import METHODS
+
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise ConfigError(f"method must be a mapping with a name, got {raw!r}")
+    raw = dict(raw)
+    name = raw.pop("name")
+    try:
+        info = METHODS.get(name)
+    except UnknownNameError as err:
+        raise ConfigError(f"method.name: {err}") from None
+    return MethodConfig(name=name, params=_params("method", raw, info.defaults))
+
+
+def _regularizer_config(raw: Any) -> RegularizerConfig | None:
+    from harness.registry import UnknownNameError
+    from methods import REGULARIZERS
+
+    if raw is None or raw == "none":
+        return None
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise ConfigError(f"regularizer must be null or a mapping with a name, got {raw!r}")
+    raw = dict(raw)
+    name = raw.pop("name")
+    try:
+        info = REGULARIZERS.get(name)
+    except UnknownNameError as err:
+        raise ConfigError(f"regularizer.name: {err}") from None
+    return RegularizerConfig(name=name, params=_params("regularizer", raw, info.defaults))
+
+
+def _check_compatibility(cfg: RunConfig) -> None:
+    from harness.data import DATASETS
+    from harness.registry import UnknownNameError
+    from methods import METHODS, REGULARIZERS
+
+    t = cfg.train
+    for key, value, low in (("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 2),
+                            ("train.samples_per_class", t.samples_per_class, 1),
+                            ("train.warmup_epochs", t.warmup_epochs, 0),
+                            ("train.threads", t.threads, 0), ("eval.batch_size", cfg.eval.batch_size, 1),
+                            ("backbone.embed_dim", cfg.backbone.embed_dim, 2)):
+        if value < low:
+            raise ConfigError(f"{key} must be >= {low}, got {value}")
+    if t.lr <= 0 or t.weight_decay < 0:
+        raise ConfigError(f"train.lr must be > 0 and train.weight_decay >= 0, got {t.lr}, "
+                          f"{t.weight_decay}")
+    if t.batch_size % t.samples_per_class:
+        raise ConfigError(f"train.batch_size ({t.batch_size}) must be divisible by "
+                          f"train.samples_per_class ({t.samples_per_class}): a batch holds "
+                          f"batch_size / samples_per_class whole classes")
+    if t.warmup_epochs >= t.epochs:
+        raise ConfigError(f"train.warmup_epochs ({t.warmup_epochs}) must be < train.epochs "
+                          f"({t.epochs}), or the backbone never trains")
+    if t.device not in DEVICES:
+        raise ConfigError(f"train.device must be one of {DEVICES}, got {t.device!r}")
+    if cfg.backbone.name not in BACKBONES:
+        raise ConfigError(f"backbone.name {cfg.backbone.name!r} is unknown; valid: "
+                          f"{', '.join(BACKBONES)}." + closest_match_hint(cfg.backbone.name,
+                                                                          list(BACKBONES)))
+    try:
+        data = DATASETS.get(cfg.dataset.name)
+    except UnknownNameError as err:
+        raise ConfigError(f"dataset.name: {err}") from None
+    if data.needs_root and not cfg.dataset.root:
+        raise ConfigError(f"dataset {cfg.dataset.name!r} needs dataset.root (the folder that holds "
+                          f"its official layout)")
+    for k in cfg.eval.recall_at or ():
+        if k < 1:
+            raise ConfigError(f"eval.recall_at values must be >= 1, got {k}")
+    if cfg.regularizer is not None:
+        reg = REGULARIZERS.get(cfg.regularizer.name)
+        method = METHODS.get(cfg.method.name)
+        own = cfg.regularizer.params.get("proxy_source") == "own"
+        if reg.needs_proxies and not method.provides_proxies and not own:
+            with_proxies = [n for n, i in METHODS.items() if i.provides_proxies]
+            raise ConfigError(
+                f"regularizer {cfg.regularizer.name!r} needs class proxies, but method "
+                f"{cfg.method.name!r} ({method.family}-based) provides none; use a proxy-based "
+                f"method ({', '.join(with_proxies)}) or regularizer=null")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

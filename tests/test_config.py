@@ -1,0 +1,112 @@
+"""The run config: load-time validation with clear messages, overrides, and the identity hash."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config import DEFAULT_CONFIG, CONFIG_DIR, ConfigError, build_config, load_config
+from harness.grid import load_grid
+from harness.registry import Registry, UnknownNameError
+
+
+def test_default_config_loads_with_every_default_resolved():
+    cfg = load_config()
+    assert cfg.method.name == "proxy_anchor"
+    assert cfg.method.params["margin"] == 0.1  # registered default filled in
+    assert cfg.regularizer is None and cfg.regularizer_name == "none"
+    assert cfg.recall_at == (1, 2, 4, 8)
+
+
+def test_every_shipped_config_and_grid_builds():
+    for path in CONFIG_DIR.rglob("*.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        if "datasets" in raw:  # a grid
+            plan = load_grid(path)
+            assert plan.configs, path
+        else:
+            load_config(path)
+
+
+def test_dotted_overrides_and_regularizer_shorthand():
+    cfg = load_config(overrides=["train.epochs=3", "regularizer=nir", "regularizer.form=nll",
+                                 "method.margin=0.2", "eval.recall_at=1,10", "seed=7"])
+    assert cfg.train.epochs == 3 and cfg.seed == 7
+    assert cfg.regularizer.name == "nir" and cfg.regularizer.params["form"] == "nll"
+    assert cfg.regularizer.params["blocks"] == 5
+    assert cfg.method.params["margin"] == 0.2
+    assert cfg.recall_at == (1, 10)
+
+
+def test_hash_is_identity_seed_included_and_stable():
+    a = load_config(overrides=["seed=1"])
+    b = load_config(overrides=["seed=1"])
+    c = load_config(overrides=["seed=2"])
+    assert a.config_hash == b.config_hash != c.config_hash
+    assert a.arm_hash == c.arm_hash  # same arm, different seed
+    nir = load_config(overrides=["seed=1", "regularizer=nir"])
+    assert nir.config_hash != a.config_hash and nir.arm_hash != a.arm_hash
+    # Explicitly writing a default does not change the identity.
+    assert load_config(overrides=["seed=1", "method.margin=0.1"]).config_hash == a.config_hash
+
+
+@pytest.mark.parametrize("override, message", [
+    (["method.name=proxy_ancor"], "Did you mean 'proxy_anchor'"),
+    (["dataset.name=synth-cubb"], "valid: synth-cars, synth-cub, synth-sop"),
+    (["regularizer=nri"], "Did you mean 'nir'"),
+    (["train.batch_size=63"], "must be divisible by train.samples_per_class (2)"),
+    (["train.epochs=abc"], "train.epochs must be int, got 'abc'"),
+    (["train.epochs=0"], "train.epochs must be >= 1"),
+    (["train.lrr=0.1"], "Did you mean 'lr'"),
+    (["method.marginn=0.3"], "unknown parameter method.marginn"),
+    (["method.margin=big"], "method.margin must be float"),
+    (["backbone.name=vgg"], "backbone.name 'vgg' is unknown"),
+    (["train.warmup_epochs=8"], "warmup_epochs (8) must be < train.epochs"),
+    (["method=multi_similarity", "regularizer=nir"], "needs class proxies"),
+    (["train.device=tpu"], "train.device must be one of"),
+    (["bogus=1"], "unknown config key 'bogus'"),
+])
+def test_bad_configs_fail_at_load_time_naming_the_problem(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=override)
+    assert message in str(err.value)
+
+
+def test_nir_on_pair_method_names_proxy_methods():
+    with pytest.raises(ConfigError, match="use a proxy-based method .*proxy_anchor"):
+        load_config(overrides=["method=multi_similarity", "regularizer=nir"])
+
+
+def test_missing_and_malformed_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(overrides=["train.epochs"])
+
+
+def test_yaml_round_trip_preserves_identity(tmp_path: Path):
+    cfg = load_config(overrides=["regularizer=nir", "seed=4"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(cfg.to_yaml())
+    again = load_config(path)
+    assert again == cfg and again.config_hash == cfg.config_hash
+
+
+def test_build_config_from_dict_matches_file():
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    assert build_config(raw) == load_config()
+
+
+def test_registry_is_strict():
+    reg: Registry[int] = Registry("thing")
+    reg.add("alpha", 1)
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.add("alpha", 2)
+    with pytest.raises(UnknownNameError, match="Did you mean 'alpha'"):
+        reg.get("alpah")
+    assert reg.names("al*") == ["alpha"] and "alpha" in reg
