@@ -1,0 +1,101 @@
+"""What every DML method and every regularizer is, and the registries that hold them.
+
+A *method* is a DML loss that owns its parameters (proxies, learnable margins). A *regularizer*
+(NIR) adds loss terms on top of a method and may read the method's class proxies. Both are plain
+``nn.Module``s built from explicit keyword arguments: they never see the global run config.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from harness.registry import Registry
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """Frozen metadata that lives next to a method's code."""
+
+    name: str
+    cls: type["Method"]
+    family: str  # "proxy" or "pair"
+    provides_proxies: bool
+    paper: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    # Tuning priors for the search issue: {param: {"type": "float", "low":..., "high":..., "log": bool}}
+    search_space: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RegularizerInfo:
+    name: str
+    cls: type["Regularizer"]
+    paper: str
+    needs_proxies: bool
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    search_space: Mapping[str, Any] = field(default_factory=dict)
+
+
+METHODS: Registry[MethodInfo] = Registry("method")
+REGULARIZERS: Registry[RegularizerInfo] = Registry("regularizer")
+
+
+class Method(nn.Module):
+    """A DML loss. Subclasses implement ``compute_loss`` and, when they have proxies,
+    ``class_proxies``; the harness never reaches into loss internals."""
+
+    def __init__(self, *, num_classes: int, embed_dim: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+
+    def compute_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.compute_loss(embeddings, labels)
+
+    def class_proxies(self) -> torch.Tensor | None:
+        """(num_classes, embed_dim) proxies, un-normalised, differentiable; None without proxies."""
+        return None
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters this loss owns, as optimizer groups with an ``lr_mult`` each.
+        Loss-owned parameters never get weight decay (the harness sets that)."""
+        return []
+
+
+WEIGHT_CONVENTIONS = ("lambda", "w_align")
+
+
+class Regularizer(nn.Module):
+    """Extra loss term computed from embeddings, labels and (optionally) class proxies.
+
+    ``forward`` returns the unweighted term; the objective combines it with the method loss by
+    ``weight_convention``: ``lambda`` -> method + weight * reg (the paper's notation),
+    ``w_align`` -> reg + weight * method (what the NIR code ran). Both are recorded on the run.
+    """
+
+    def __init__(
+        self, *, num_classes: int, embed_dim: int, weight: float, weight_convention: str
+    ) -> None:
+        super().__init__()
+        if weight_convention not in WEIGHT_CONVENTIONS:
+            raise ValueError(
+                f"weight_convention {weight_convention!r} must be one of {WEIGHT_CONVENTIONS}"
+            )
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.weight = float(weight)
+        self.weight_convention = weight_convention
+
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor | None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return []
