@@ -1,0 +1,13 @@
+"""Datasets: the registry, and the embedded synthetic benchmarks registered on import."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.data import synthetic  # noqa: F401  (registers synth-cub, synth-cars, synth-sop)
+from harness.data.base import DATASETS, DatasetBundle, DatasetInfo, ImageSplit
+
+__all__ = ["DATASETS", "DatasetBundle", "DatasetInfo", "ImageSplit", "load_dataset"]
+
+
+def load_dataset(name: str, root: str | None, cache_dir: Path) -> DatasetBundle:
+    return DATASETS.get(name).load(root, str(cache_dir))

@@ -1,0 +1,59 @@
+"""The data contract between datasets and the training engine.
+
+A dataset yields two class-disjoint splits. Each split keeps its images as one uint8 tensor
+(N, 3, H, W) so that augmentation runs batched on the training device instead of per-sample in
+Python; labels are contiguous ints 0..C-1 within the split (so a proxy table has C rows).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from harness.registry import Registry
+
+
+@dataclass
+class ImageSplit:
+    images: torch.Tensor  # uint8, (N, 3, H, W)
+    labels: torch.Tensor  # int64, (N,), contiguous 0..C-1
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"images must be uint8 (N, 3, H, W), got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError("labels must have one entry per image")
+        if len(self.labels) and set(self.labels.unique().tolist()) != set(range(self.num_classes)):
+            raise ValueError("labels must be contiguous 0..C-1 within a split")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.labels.max().item()) + 1 if len(self.labels) else 0
+
+
+@dataclass
+class DatasetBundle:
+    name: str
+    train: ImageSplit
+    test: ImageSplit
+    # Anything a later stage may want to show (generator parameters, source paths, ...).
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Registry entry: how to load a dataset and its standard evaluation protocol."""
+
+    name: str
+    load: Callable[..., DatasetBundle]  # load(root: str | None, cache_dir: str) -> DatasetBundle
+    recall_at: tuple[int, ...]  # the benchmark's customary Recall@k list
+    description: str
+    needs_root: bool  # real datasets need dataset.root; embedded ones do not
+
+
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
