@@ -258,40 +258,35 @@ def _params(key: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> 
     return out
 
 
-def _method_config(raw: Any) -> MethodConfig:
+def _named(key: str, raw: Any, registry: Any) -> tuple[str, dict[str, Any]]:
+    """``name`` or ``{name: ..., **params}`` -> (name, params merged over registered defaults)."""
     from harness.registry import UnknownNameError
-    from methods import METHODS
 
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict) or "name" not in raw:
-        raise ConfigError(f"method must be a mapping with a name, got {raw!r}")
+        raise ConfigError(f"{key} must be a name or a mapping with a name, got {raw!r}")
     raw = dict(raw)
     name = raw.pop("name")
     try:
-        info = METHODS.get(name)
+        info = registry.get(name)
     except UnknownNameError as err:
-        raise ConfigError(f"method.name: {err}") from None
-    return MethodConfig(name=name, params=_params("method", raw, info.defaults))
+        raise ConfigError(f"{key}.name: {err}") from None
+    return name, _params(key, raw, info.defaults)
+
+
+def _method_config(raw: Any) -> MethodConfig:
+    from methods import METHODS
+
+    return MethodConfig(*_named("method", raw, METHODS))
 
 
 def _regularizer_config(raw: Any) -> RegularizerConfig | None:
-    from harness.registry import UnknownNameError
     from methods import REGULARIZERS
 
     if raw is None or raw == "none":
         return None
-    if isinstance(raw, str):
-        raw = {"name": raw}
-    if not isinstance(raw, dict) or "name" not in raw:
-        raise ConfigError(f"regularizer must be null or a mapping with a name, got {raw!r}")
-    raw = dict(raw)
-    name = raw.pop("name")
-    try:
-        info = REGULARIZERS.get(name)
-    except UnknownNameError as err:
-        raise ConfigError(f"regularizer.name: {err}") from None
-    return RegularizerConfig(name=name, params=_params("regularizer", raw, info.defaults))
+    return RegularizerConfig(*_named("regularizer", raw, REGULARIZERS))
 
 
 def _check_compatibility(cfg: RunConfig) -> None:

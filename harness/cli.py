@@ -1,0 +1,262 @@
+"""`nirbench ...`: parse, call the library, print. No logic lives here."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("nirbench")
+
+DESCRIPTION = """\
+nirbench: does Non-isotropy Regularization (NIR, CVPR 2022) improve proxy-based deep metric
+learning, and by how much? Runs DML methods with and without NIR over datasets and seeds, tracks
+every run in MLflow and writes paper-style tables.
+
+Typical use:
+  nirbench grid harness/configs/grids/default.yaml   # the default grid (skips finished runs)
+  nirbench aggregate --grid default                  # results/tables/table1.md
+  nirbench run --config harness/configs/default.yaml --set regularizer=nir --set seed=3
+"""
+
+
+def results_dir_arg(value: str | None) -> Path:
+    return Path(value or os.environ.get("NIRBENCH_RESULTS") or "results")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # MLflow, alembic and faiss's loader are chatty at INFO; their warnings still show.
+    for noisy in ("alembic", "mlflow", "faiss"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; finished runs are kept, the interrupted one resumes on the next start",
+              file=sys.stderr)
+        return 130
+    except Exception as err:  # a clear one-line error; the traceback only with --debug
+        if getattr(args, "debug", False):
+            raise
+        from harness.config import ConfigError
+
+        kind = "config error" if isinstance(err, ConfigError) else type(err).__name__
+        print(f"nirbench: {kind}: {err}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nirbench", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--results-dir", default=None,
+                        help="where the MLflow store, caches and tables live (default: $NIRBENCH_RESULTS "
+                             "or ./results). MLFLOW_TRACKING_URI, when set, overrides the store.")
+    common.add_argument("--debug", action="store_true", help="show full tracebacks")
+    common.add_argument("--quiet", action="store_true", help="only warnings and errors")
+
+    p = sub.add_parser("run", parents=[common], help="train and evaluate one configuration",
+                       description="Train one configuration and log it to MLflow. Skips it when a "
+                                   "FINISHED run with the same config hash exists; resumes it from "
+                                   "its checkpoint when it was interrupted.")
+    p.add_argument("--config", default=None, help="run config YAML (default: the embedded default)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, repeatable: --set method.margin=0.2 --set regularizer=nir")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("grid", parents=[common], help="run a grid of configurations",
+                       description="Expand methods x {none, nir} x datasets x seeds from GRID.yaml, "
+                                   "validate every entry before anything starts, run them in order "
+                                   "and skip configurations that already finished.")
+    p.add_argument("grid_file", help="grid YAML, e.g. harness/configs/grids/default.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override applied to every run of the grid")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the configurations and which are finished, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_grid)
+
+    p = sub.add_parser("aggregate", parents=[common], help="write results/tables from MLflow",
+                       description="Build results/tables/: table1.md and table1.csv (the paper's Table 1 "
+                                   "layout, mean ± std over seeds), runs.csv (one row per run) and "
+                                   "summary.csv (long format with run ids).")
+    p.add_argument("--grid", default=None, help="only runs of this grid (tag 'grid')")
+    p.add_argument("--out", default=None, help="output folder (default: RESULTS/tables)")
+    p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("evaluate", parents=[common], help="metrics for saved embeddings",
+                       description="Recall@k, MAP@R, R-Precision, mAP@1000 and NMI from one exact kNN "
+                                   "pass (the query excluded from its own ranking), as one JSON object.")
+    p.add_argument("--embeddings", required=True, help=".npy float array (N, D)")
+    p.add_argument("--labels", required=True, help=".npy int array (N,)")
+    p.add_argument("--recall-at", default="1,2,4,8", help="comma-separated ks (default 1,2,4,8)")
+    p.add_argument("--no-nmi", action="store_true", help="skip k-means NMI")
+    p.add_argument("--json", action="store_true", help="print JSON (the default output anyway)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("list", parents=[common], help="list methods, regularizers or datasets")
+    p.add_argument("what", choices=("methods", "regularizers", "datasets"))
+    p.add_argument("--json", action="store_true", help="machine-readable JSON list")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("config", parents=[common], help="print a resolved config and its hash",
+                       description="Resolve a config with its overrides and every default, validate "
+                                   "it, and print it with its hash (the run identity).")
+    p.add_argument("--config", default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("ui", parents=[common], help="print (or start) the MLflow UI command")
+    p.add_argument("--start", action="store_true", help="start the UI instead of printing the command")
+    p.set_defaults(func=cmd_ui)
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.config import load_config
+    from harness.runner import execute
+    from harness.tracking import Tracker
+
+    cfg = load_config(args.config, args.overrides)
+    results = results_dir_arg(args.results_dir)
+    outcome = execute(cfg, Tracker(results), results, progress=not args.no_progress)
+    verb = "already finished" if outcome.status == "skipped" else "finished"
+    print(f"run {outcome.run_id} {verb} (config {cfg.config_hash})")
+    print(json.dumps({k: round(v, 6) for k, v in outcome.metrics.items()
+                      if k.startswith("test/")}, indent=None))
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from harness.grid import load_grid
+    from harness.runner import execute
+    from harness.tracking import Tracker
+
+    plan = load_grid(args.grid_file, args.overrides)
+    results = results_dir_arg(args.results_dir)
+    tracker = Tracker(results)
+    for reason in plan.skipped:
+        print(f"not in grid (incompatible): {reason}")
+    finished = {c.config_hash for c in plan.configs if tracker.find(c.config_hash, ("FINISHED",))}
+    if args.dry_run:
+        for cfg in plan.configs:
+            state = "finished" if cfg.config_hash in finished else "would run"
+            print(f"{cfg.config_hash}  {cfg.dataset.name:11s} {cfg.method.name:18s} "
+                  f"{cfg.regularizer_name:5s} seed={cfg.seed}  {state}")
+        print(f"{len(plan.configs)} configurations, {len(finished)} finished, "
+              f"{len(plan.configs) - len(finished)} would run")
+        return 0
+    started, failures = time.perf_counter(), []
+    for i, cfg in enumerate(plan.configs, 1):
+        label = (f"[{i}/{len(plan.configs)}] {cfg.dataset.name} {cfg.method.name} "
+                 f"+{cfg.regularizer_name} seed={cfg.seed}")
+        if cfg.config_hash in finished:
+            print(f"{label}: already finished, skipped")
+            continue
+        print(f"{label}: running (config {cfg.config_hash})", flush=True)
+        try:
+            outcome = execute(cfg, tracker, results, grid=plan.name, progress=not args.no_progress)
+        except Exception as err:  # recorded FAILED in MLflow by the runner; the grid goes on
+            failures.append(f"{label}: {type(err).__name__}: {err}")
+            print(f"{label}: FAILED: {err}", file=sys.stderr, flush=True)
+            continue
+        r1 = outcome.metrics.get("test/recall@1", float("nan"))
+        print(f"{label}: done in {outcome.seconds:.1f}s, test R@1 {100 * r1:.1f}", flush=True)
+    print(f"grid {plan.name!r}: {len(plan.configs)} configurations in "
+          f"{time.perf_counter() - started:.0f}s, {len(failures)} failed")
+    for line in failures:
+        print(f"  failed: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from harness.aggregate import write_tables
+    from harness.tracking import Tracker
+
+    results = results_dir_arg(args.results_dir)
+    out = Path(args.out) if args.out else results / "tables"
+    files = write_tables(Tracker(results), out, grid=args.grid)
+    print(files.markdown)
+    print(f"tables written to {out}/ (table1.md, table1.csv, runs.csv, summary.csv)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from harness.evaluation import compute_metrics
+
+    embeddings = np.load(args.embeddings)
+    labels = np.load(args.labels)
+    try:
+        recall_at = tuple(int(k) for k in args.recall_at.split(",") if k.strip())
+    except ValueError:
+        raise ValueError(f"--recall-at must be comma-separated integers, got {args.recall_at!r}")
+    metrics = compute_metrics(embeddings, labels, recall_at, nmi=not args.no_nmi)
+    print(json.dumps(metrics))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = list_entries(args.what)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        return 0
+    keys = list(rows[0])
+    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
+    print("  ".join(k.ljust(widths[k]) for k in keys))
+    for row in rows:
+        print("  ".join(str(row[k]).ljust(widths[k]) for k in keys))
+    return 0
+
+
+def list_entries(what: str) -> list[dict]:
+    if what == "datasets":
+        from harness.data import DATASETS
+
+        return [{"name": n, "recall_at": ",".join(map(str, i.recall_at)), "needs_root": i.needs_root,
+                 "description": i.description} for n, i in DATASETS.items()]
+    from methods import METHODS, REGULARIZERS
+
+    if what == "regularizers":
+        return [{"name": n, "needs_proxies": i.needs_proxies, "paper": i.paper}
+                for n, i in REGULARIZERS.items()]
+    nir = REGULARIZERS.get("nir")
+    return [{"name": n, "family": i.family, "provides_proxies": i.provides_proxies,
+             "nir_compatible": i.provides_proxies or not nir.needs_proxies, "paper": i.paper}
+            for n, i in METHODS.items()]
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from harness.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    print(cfg.to_yaml(), end="")
+    print(f"# config_hash: {cfg.config_hash}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from dashboards.mlflow_ui import ui_command
+
+    command = ui_command(results_dir_arg(args.results_dir))
+    if not args.start:
+        print(" ".join(command))
+        return 0
+    os.execvp(command[0], command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

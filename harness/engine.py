@@ -1,0 +1,226 @@
+"""Training and evaluation: ``fit`` -> ``train_one_epoch`` / ``evaluate``.
+
+No ``if method == ...`` anywhere: the objective hides the method and the regularizer. The engine
+knows nothing about MLflow either; it reports each finished epoch to a callback.
+
+Fair arms: the backbone, the method's proxies and then the regularizer are built in that order
+right after seeding, and batches and augmentations are drawn from generators seeded by
+(seed, epoch) alone, so a run with NIR sees exactly the data and initial weights of the run without.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from harness.config import RunConfig
+from harness.data.augment import eval_transform, train_augment
+from harness.data.base import DatasetBundle, ImageSplit
+from harness.data.sampler import ClassBalancedBatchSampler
+from harness.evaluation import compute_metrics
+from harness.models import EmbeddingModel, build_model
+from harness.objective import Objective, build_objective
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(FloatingPointError):
+    """A non-finite loss. The run fails loudly; a skipped step would bias the comparison."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu "
+                           "or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    """A generator that depends only on (seed, epoch, stream): resumable and identical across arms."""
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + epoch * 7919 + stream) % (2**63))
+    return g
+
+
+@dataclass
+class Trainer:
+    """Everything that changes during training, and so everything a checkpoint must hold."""
+
+    cfg: RunConfig
+    model: EmbeddingModel
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    epoch: int = 0  # number of finished epochs
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "history": self.history,
+            "model": self.model.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()},
+            "config": self.cfg.to_dict(),
+            "config_hash": self.cfg.config_hash,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["config_hash"] != self.cfg.config_hash:
+            raise ValueError(f"checkpoint belongs to config {state['config_hash']}, not "
+                             f"{self.cfg.config_hash}")
+        self.epoch = state["epoch"]
+        self.history = state["history"]
+        self.model.load_state_dict(state["model"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)  # atomic: a kill mid-write never corrupts the last good checkpoint
+
+
+def build_trainer(cfg: RunConfig, bundle: DatasetBundle, device: torch.device) -> Trainer:
+    seed_everything(cfg.seed)
+    model = build_model(cfg.backbone.name, cfg.backbone.embed_dim, cfg.backbone.pretrained,
+                        cfg.backbone.freeze_bn).to(device)
+    objective = build_objective(
+        cfg.method.name, cfg.method.params,
+        cfg.regularizer.name if cfg.regularizer else None,
+        cfg.regularizer.params if cfg.regularizer else {},
+        num_classes=bundle.train.num_classes, embed_dim=cfg.backbone.embed_dim).to(device)
+    optimizer = torch.optim.Adam(param_groups(model, objective, cfg.train.lr,
+                                              cfg.train.weight_decay))
+    return Trainer(cfg, model, objective, optimizer, device)
+
+
+def param_groups(model: EmbeddingModel, objective: Objective, lr: float,
+                 weight_decay: float) -> list[dict[str, Any]]:
+    """Backbone and head decay; loss-owned parameters get their own lr multiplier, no decay."""
+    groups = [
+        {"name": "body", "params": list(model.body.parameters()), "lr": lr,
+         "weight_decay": weight_decay},
+        {"name": "head", "params": list(model.head.parameters()), "lr": lr,
+         "weight_decay": weight_decay},
+    ]
+    for group in objective.param_groups():
+        groups.append({"name": group.get("name", "loss"), "params": list(group["params"]),
+                       "lr": lr * group["lr_mult"], "weight_decay": 0.0})
+    owned = {id(p) for g in groups for p in g["params"]}
+    stray = [n for n, p in objective.named_parameters() if p.requires_grad and id(p) not in owned]
+    if stray:  # a parameter no group covers would silently never train
+        raise RuntimeError(f"objective parameters not in any optimizer group: {stray}")
+    return groups
+
+
+def train_one_epoch(trainer: Trainer, split: ImageSplit, sampler: ClassBalancedBatchSampler,
+                    epoch: int, progress: bool = False) -> dict[str, float]:
+    """One pass of ``sampler.iterations_per_epoch`` batches; returns mean loss terms."""
+    cfg, model, objective = trainer.cfg, trainer.model, trainer.objective
+    warmup = epoch < cfg.train.warmup_epochs
+    model.set_body_trainable(not warmup)
+    model.train()
+    objective.train()
+    aug_gen = epoch_generator(cfg.seed, epoch, stream=1)
+    sums: dict[str, float] = {}
+    batches = sampler.batches(epoch)
+    bar = _progress(batches, f"epoch {epoch + 1}/{cfg.train.epochs}", progress)
+    for step, idx in enumerate(bar):
+        images = train_augment(split.images[idx].to(trainer.device), aug_gen)
+        labels = split.labels[idx].to(trainer.device)
+        try:
+            terms = objective(model(images), labels)
+        except FloatingPointError as err:
+            raise TrainingDiverged(f"epoch {epoch + 1}, step {step + 1}: {err}") from err
+        total = terms["loss/total"]
+        if not torch.isfinite(total):
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            raise TrainingDiverged(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: "
+                                   f"{values}; lower train.lr or the loss-owned lr multipliers")
+        trainer.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        trainer.optimizer.step()
+        for key, value in terms.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach())
+        if progress and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{float(total.detach()):.4f}")
+    model.set_body_trainable(True)
+    return {key: value / len(batches) for key, value in sums.items()}
+
+
+@torch.no_grad()
+def embed(model: EmbeddingModel, split: ImageSplit, device: torch.device,
+          batch_size: int = 512) -> np.ndarray:
+    model.eval()
+    out = []
+    for start in range(0, len(split), batch_size):
+        images = eval_transform(split.images[start:start + batch_size].to(device))
+        out.append(model(images).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def evaluate(trainer: Trainer, split: ImageSplit) -> dict[str, float]:
+    cfg = trainer.cfg
+    embeddings = embed(trainer.model, split, trainer.device, cfg.eval.batch_size)
+    recall_at = tuple(k for k in cfg.recall_at if k <= len(split) - 1)
+    return compute_metrics(embeddings, split.labels.numpy(), recall_at, nmi=cfg.eval.nmi,
+                           nmi_seed=cfg.seed)
+
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None = None,
+        on_epoch_end: EpochCallback | None = None, progress: bool = False) -> dict[str, float]:
+    """Train from ``trainer.epoch`` to ``cfg.train.epochs``; evaluate on the test split after
+    every epoch (the convergence curve), checkpoint, report. Returns the last epoch's record."""
+    cfg = trainer.cfg
+    sampler = ClassBalancedBatchSampler(bundle.train.labels, cfg.train.batch_size,
+                                        cfg.train.samples_per_class, cfg.seed)
+    for epoch in range(trainer.epoch, cfg.train.epochs):
+        started = time.perf_counter()
+        terms = train_one_epoch(trainer, bundle.train, sampler, epoch, progress)
+        train_s = time.perf_counter() - started
+        metrics = evaluate(trainer, bundle.test)
+        record = {**{f"test/{k}": v for k, v in metrics.items()}, **terms,
+                  "time/train_epoch_s": train_s,
+                  "time/epoch_s": time.perf_counter() - started}
+        trainer.epoch = epoch + 1
+        trainer.history.append(record)
+        if checkpoint_path is not None:
+            trainer.save(checkpoint_path)
+        if on_epoch_end is not None:
+            on_epoch_end(trainer.epoch, record)
+        log.info("epoch %d/%d  loss %.4f  R@1 %.4f  (%.1fs)", trainer.epoch, cfg.train.epochs,
+                 terms["loss/total"], metrics.get("recall@1", float("nan")), record["time/epoch_s"])
+    return trainer.history[-1]
+
+
+def _progress(items: list, desc: str, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True)

@@ -1,0 +1,111 @@
+"""Grids: methods x {no regularizer, regularizers} x datasets x seeds, expanded and validated
+before anything runs, then executed in order with finished configurations skipped.
+
+A grid file::
+
+    name: default
+    config: ../default.yaml            # the base run config, relative to this file
+    datasets: [synth-cub, synth-cars]
+    methods: [proxy_anchor, {name: multi_similarity, alpha: 2.0}]
+    regularizers: [null, nir]          # null = the baseline arm
+    seeds: [0, 1]
+    overrides: [train.epochs=8]        # dotted overrides for every run
+    dataset_overrides: {synth-sop: [train.epochs=6]}
+
+Method x regularizer pairs that cannot work (NIR on a method without proxies) are skipped and
+listed; any other bad entry fails the whole grid before the first run starts.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.config import ConfigError, RunConfig, build_config, read_yaml, set_dotted
+
+log = logging.getLogger(__name__)
+GRID_KEYS = ("name", "config", "datasets", "methods", "regularizers", "seeds", "overrides",
+             "dataset_overrides")
+
+
+@dataclass
+class GridPlan:
+    name: str
+    configs: list[RunConfig]
+    skipped: list[str] = field(default_factory=list)  # incompatible combinations, with reasons
+
+
+def load_grid(path: str | Path, extra_overrides: list[str] | None = None) -> GridPlan:
+    path = Path(path)
+    grid = read_yaml(path)
+    unknown = sorted(set(grid) - set(GRID_KEYS))
+    if unknown:
+        raise ConfigError(f"grid {path}: unknown keys {unknown}; valid: {', '.join(GRID_KEYS)}")
+    base_path = (path.parent / grid["config"]) if grid.get("config") else None
+    base = read_yaml(base_path) if base_path else {}
+    name = str(grid.get("name") or path.stem)
+
+    def listed(key: str, default: list[Any]) -> list[Any]:
+        value = grid.get(key, default)
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"grid {path}: {key} must be a non-empty list, got {value!r}")
+        return value
+
+    datasets = listed("datasets", [base.get("dataset", {}).get("name", "synth-cub")])
+    methods = listed("methods", [base.get("method", "proxy_anchor")])
+    regularizers = listed("regularizers", [None])
+    seeds = listed("seeds", [base.get("seed", 0)])
+    overrides = list(grid.get("overrides") or []) + list(extra_overrides or [])
+    per_dataset = grid.get("dataset_overrides") or {}
+
+    plan = GridPlan(name, [])
+    for dataset in datasets:
+        for method in methods:
+            for reg in regularizers:
+                for seed in seeds:
+                    raw = copy.deepcopy(base)
+                    raw.setdefault("dataset", {})["name"] = dataset
+                    raw["method"] = method
+                    raw["regularizer"] = None if reg in (None, "none") else reg
+                    raw["seed"] = seed
+                    for item in overrides + list(per_dataset.get(dataset, [])):
+                        key, _, value = str(item).partition("=")
+                        set_dotted(raw, key.strip(), yaml.safe_load(value))
+                    entry = f"dataset={dataset} method={_name(method)} regularizer={_name(reg)} seed={seed}"
+                    reason = _incompatible(raw)
+                    if reason:
+                        if seed == seeds[0]:
+                            plan.skipped.append(f"{_name(method)} + {_name(reg)}: {reason}")
+                        continue
+                    try:
+                        plan.configs.append(build_config(raw))
+                    except ConfigError as err:
+                        raise ConfigError(f"grid {path}, entry {entry}: {err}") from None
+    hashes = [c.config_hash for c in plan.configs]
+    if len(set(hashes)) != len(hashes):
+        raise ConfigError(f"grid {path} lists the same configuration twice")
+    return plan
+
+
+def _name(entry: Any) -> str:
+    if entry is None:
+        return "none"
+    return str(entry.get("name")) if isinstance(entry, dict) else str(entry)
+
+
+def _incompatible(raw: dict[str, Any]) -> str | None:
+    """Why this method x regularizer pair cannot run, or None (other errors are build_config's)."""
+    from methods import METHODS, REGULARIZERS
+
+    reg, method = raw.get("regularizer"), raw.get("method")
+    if reg is None or _name(method) not in METHODS or _name(reg) not in REGULARIZERS:
+        return None
+    own = isinstance(reg, dict) and reg.get("proxy_source") == "own"
+    if REGULARIZERS.get(_name(reg)).needs_proxies and not METHODS.get(_name(method)).provides_proxies \
+            and not own:
+        return "the regularizer needs class proxies and this method provides none"
+    return None

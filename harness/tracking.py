@@ -1,0 +1,193 @@
+"""MLflow, and only here. Everything else talks to ``Tracker``.
+
+Identity lives in tags (MLflow compares params as strings); params carry the flattened resolved
+config; artifacts carry the resolved YAML, the environment and the final checkpoint.
+MLflow metric names may not contain '@', so ``recall@1`` is logged as ``test/recall_at_1``.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import traceback
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlparse
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from harness.config import RunConfig
+
+EXPERIMENT = "nirbench"
+REPO_DIR = Path(__file__).resolve().parent.parent
+PACKAGES = ("torch", "torchvision", "faiss-gpu", "faiss-cpu", "numpy", "mlflow", "optuna",
+            "pandas", "pytorch-metric-learning", "FrEIA", "scikit-learn")
+
+
+def mlflow_key(name: str) -> str:
+    return name.replace("@", "_at_")
+
+
+def metric_name(mlflow_name: str) -> str:
+    """Inverse of ``mlflow_key`` for the metric part (``test/recall_at_1`` -> ``recall@1``)."""
+    return mlflow_name.split("/", 1)[-1].replace("_at_", "@")
+
+
+def default_tracking_uri(results_dir: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{results_dir.resolve()}/mlflow.db"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when a remote tracking server does not answer
+    (MLflow itself would retry for minutes and then lose the run)."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(
+            f"MLflow tracking server {uri} is unreachable ({err}). Start it, fix "
+            f"MLFLOW_TRACKING_URI, or unset it to use the local sqlite store.") from None
+
+
+def git_state() -> tuple[str, str]:
+    """(sha, dirty) of the checkout this code runs from; 'unknown' outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True,
+                             text=True, check=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=REPO_DIR, capture_output=True, text=True, check=True,
+                                timeout=10).stdout
+        return sha, "true" if status.strip() else "false"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", "unknown"
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "gpus": gpus, "packages": versions}
+
+
+def run_tags(cfg: RunConfig, grid: str) -> dict[str, str]:
+    sha, dirty = git_state()
+    tags = {"method": cfg.method.name, "regularizer": cfg.regularizer_name,
+            "dataset": cfg.dataset.name, "backbone": cfg.backbone.name, "seed": str(cfg.seed),
+            "config_hash": cfg.config_hash, "arm_hash": cfg.arm_hash,
+            "git_sha": sha, "git_dirty": dirty, "grid": grid}
+    if cfg.regularizer is not None:  # which published variant ran (PAPER.md: say it in the tags)
+        for key in ("form", "weight_convention", "proxy_source", "weight"):
+            if key in cfg.regularizer.params:
+                tags[f"{cfg.regularizer.name}.{key}"] = str(cfg.regularizer.params[key])
+    return tags
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    status: str
+    tags: dict[str, str]
+    metrics: dict[str, float]  # latest value per MLflow metric key
+
+
+class Tracker:
+    def __init__(self, results_dir: Path, uri: str | None = None,
+                 experiment: str = EXPERIMENT) -> None:
+        self.results_dir = Path(results_dir)
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.uri = uri or default_tracking_uri(self.results_dir)
+        check_reachable(self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            artifacts = (self.results_dir / "mlartifacts").resolve().as_uri()
+            is_local = not urlparse(self.uri).scheme.startswith("http")
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=artifacts if is_local else None)
+        else:
+            self.experiment_id = found.experiment_id
+
+    # ---------------------------------------------------------------- queries
+    def runs(self, filter_string: str = "", statuses: Iterable[str] | None = None) -> list[RunRecord]:
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=filter_string,
+                                           max_results=1000, page_token=token)
+            for run in page:
+                if statuses is None or run.info.status in statuses:
+                    out.append(RunRecord(run.info.run_id, run.info.status, dict(run.data.tags),
+                                         dict(run.data.metrics)))
+            token = page.token
+            if not token:
+                return out
+
+    def find(self, config_hash: str, statuses: Iterable[str]) -> RunRecord | None:
+        found = self.runs(f"tags.config_hash = '{config_hash}'", statuses=tuple(statuses))
+        return found[0] if found else None
+
+    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in self.client.get_metric_history(run_id, mlflow_key(key))]
+
+    # ---------------------------------------------------------------- writing
+    def start(self, cfg: RunConfig, grid: str, command: str) -> str:
+        tags = {**run_tags(cfg, grid), "command": command,
+                "mlflow.runName": f"{cfg.method.name}"
+                                  f"{'+' + cfg.regularizer.name if cfg.regularizer else ''}"
+                                  f"-{cfg.dataset.name}-s{cfg.seed}"}
+        run = self.client.create_run(self.experiment_id, tags=tags)
+        run_id = run.info.run_id
+        params = [Param(k, str(v)) for k, v in sorted(cfg.flat().items())]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(run_id, params=params[i:i + 100])
+        self.client.log_text(run_id, cfg.to_yaml(), "config.yaml")
+        self.client.log_dict(run_id, environment(), "environment.json")
+        return run_id
+
+    def resume(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, "resumed", "true")
+
+    def log_epoch(self, run_id: str, epoch: int, record: dict[str, float]) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(mlflow_key(k), float(v), now, epoch) for k, v in sorted(record.items())]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def finish(self, run_id: str, summary: dict[str, float]) -> None:
+        self.client.log_batch(run_id, metrics=[Metric(mlflow_key(k), float(v), 0, 0)
+                                               for k, v in sorted(summary.items())])
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def fail(self, run_id: str, err: BaseException) -> None:
+        text = "".join(traceback.format_exception(err))
+        self.client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])
+        self.client.log_text(run_id, text, "error.txt")
+        self.client.set_terminated(run_id, "FAILED")
+
+    def tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+__all__ = ["Tracker", "RunRecord", "mlflow_key", "metric_name"]
