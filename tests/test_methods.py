@@ -179,7 +179,7 @@ def test_gradients_reach_embeddings_proxies_and_flow(form):
 def test_nir_param_groups_hold_all_trainable_flow_params():
     nir = make_nir()
     [group] = nir.param_groups()
-    assert group["name"] == "flow" and group["lr_mult"] == 50.0
+    assert group["name"] == "flow" and group["lr_mult"] == NIR_SMALL["flow_lr_mult"]
     assert sum(p.numel() for p in group["params"]) == nir.flow.num_trainable_parameters()
     assert all(p.is_floating_point() for p in group["params"])
 
