@@ -50,7 +50,9 @@ esac
 setup
 started=$SECONDS
 status=0
-"$VENV/bin/nirbench" grid "$GRID" --no-progress || status=$?
+progress=()
+[ -t 2 ] || progress=(--no-progress)  # per-epoch bars only on a terminal; logs get one line per run
+"$VENV/bin/nirbench" grid "$GRID" "${progress[@]}" || status=$?
 "$VENV/bin/nirbench" aggregate --grid default --quiet
 echo
 echo "== main job took $((SECONDS - started))s"

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # MLflow, alembic and faiss's loader are chatty at INFO; their warnings still show.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
     for noisy in ("alembic", "mlflow", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

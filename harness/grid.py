@@ -78,8 +78,9 @@ def load_grid(path: str | Path, extra_overrides: list[str] | None = None) -> Gri
                     entry = f"dataset={dataset} method={_name(method)} regularizer={_name(reg)} seed={seed}"
                     reason = _incompatible(raw)
                     if reason:
-                        if seed == seeds[0]:
-                            plan.skipped.append(f"{_name(method)} + {_name(reg)}: {reason}")
+                        note = f"{_name(method)} + {_name(reg)}: {reason}"
+                        if note not in plan.skipped:
+                            plan.skipped.append(note)
                         continue
                     try:
                         plan.configs.append(build_config(raw))

@@ -15,7 +15,7 @@ Hierarchy of one dataset: family (super-class) -> class -> sub-mode -> image.
   plus wheels. A class is defined by *geometry* and trim details; paint colour is NOT a class cue
   (as in Cars196, a model comes in many colours): each sub-mode has its own paint and viewpoint
   (squash).
-- ``synth-sop``  "products": 12 families (super-classes) of random part templates, ~2400 classes
+- ``synth-sop``  "products": 12 families (super-classes) of random part templates, ~2000 classes
   with 2-12 images each; sub-modes are viewpoints that rotate, squash and hide parts.
 
 Split: class-disjoint, the first half of the (family-interleaved) class ids train, the second half
@@ -198,7 +198,7 @@ _DESCRIPTIONS = {
     "CUB-shaped",
     "synth-cars": "embedded synthetic fine-grained 'cars' (box parts, paint is not a class cue), "
     "Cars196-shaped",
-    "synth-sop": "embedded synthetic 'online products': ~2400 classes of 2-12 images, "
+    "synth-sop": "embedded synthetic 'online products': ~2000 classes of 2-12 images, "
     "12 super-classes, "
     "SOP-shaped",
 }
