@@ -5,9 +5,15 @@ ranked by cosine similarity (inner product of L2-normalised rows). All ranking m
 exact k-nearest-neighbour pass; NMI comes from one k-means run.
 
 Tie rule: neighbours are ordered by (-similarity, gallery index), so equal similarities resolve to
-the lower index first. faiss alone does not guarantee this (its order among ties, and which tied
-items survive its top-k cut, are implementation details), so :func:`knn` re-sorts every row and
+the lower index first. No kNN engine guarantees this by itself (its order among ties, and which tied
+items survive its top-k cut, are implementation details), so harness.knn re-sorts tied runs and
 re-ranks exactly the rows whose cut falls inside a tie. Results are identical for any chunk size.
+
+Engines and memory: the kNN pass runs in query chunks (harness.knn: torch matmul + topk or faiss,
+CPU or GPU, chosen automatically) and the metrics are accumulated per chunk from the neighbour
+indices only, so nothing of size N x N is ever held; the k-means for NMI is harness.clustering.
+:func:`retrieval_metrics` computes a chosen subset (its kNN pass is only as deep as that subset
+needs) and offers an approximate mode (faiss IVF / HNSW) that reports its measured deviation.
 
 Singleton classes: a query whose class has no other sample (R = 0) cannot retrieve anything, so it
 is excluded from the averages of recall@k, map@r and r_precision (pytorch-metric-learning does the
@@ -15,16 +21,19 @@ same). It still counts in map@1000, where it scores 0, which is also its best po
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
-import faiss
 import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
-DEFAULT_CHUNK_SIZE = 4096
+from harness.clustering import kmeans_assign
+from harness.knn import DEFAULT_CHUNK_SIZE, iter_approximate_knn, iter_knn, search_rows
+from harness.knn import knn as _knn
+
 MAP_CUTOFF = 1000  # the "1000" of the NIR code's mAP_1000
 KMEANS_NITER = 20
-_MIN_BATCH_ENTRIES = 1 << 22  # 4M similarities + indices: 48 MB
+RANKING_METRICS = ("map@r", "r_precision", "map@1000")
+APPROX_SAMPLE = 2000  # queries on which the approximate mode measures its deviation from exact
 
 METRIC_KEYS_DOC: dict[str, str] = {
     "recall@{k}": (
@@ -46,9 +55,10 @@ METRIC_KEYS_DOC: dict[str, str] = {
         "A perfect embedding scores mean((n_c - 1) / n_c), not 1."
     ),
     "nmi": (
-        "sklearn normalized_mutual_info_score between the labels and a faiss k-means clustering "
-        f"({KMEANS_NITER} iterations, k = number of distinct labels, one random init seeded by "
-        "nmi_seed) of the embeddings, each sample assigned to its nearest centroid."
+        "sklearn normalized_mutual_info_score between the labels and a k-means clustering "
+        f"({KMEANS_NITER} Lloyd iterations, k = number of distinct labels, one random init seeded "
+        "by nmi_seed; harness.clustering) of the embeddings, each sample assigned to its nearest "
+        "centroid."
     ),
 }
 
@@ -75,6 +85,44 @@ def compute_metrics(
     recall_at = _validate(x, y, recall_at)
     if normalize:
         x = l2_normalize(x)
+    metrics = retrieval_metrics(x, y, recall_at, normalize=False, chunk_size=chunk_size)
+    if nmi:
+        metrics["nmi"] = nmi_score(x, y, seed=nmi_seed, normalize=False)
+    return metrics
+
+
+def retrieval_metrics(
+    embeddings: Any,
+    labels: Any,
+    recall_at: Sequence[int] = (1, 2, 4, 8),
+    *,
+    include: Iterable[str] = RANKING_METRICS,
+    normalize: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    engine: str = "auto",
+    approximate: str | None = None,
+    approx_sample: int = APPROX_SAMPLE,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The kNN metrics of :func:`compute_metrics` (no NMI), restricted to ``recall_at`` and
+    ``include`` (a subset of ``RANKING_METRICS``), from one kNN pass exactly as deep as they need:
+    max(recall_at), R = largest class - 1 for map@r / r_precision, 1000 for map@1000.
+
+    ``engine``: the exact kNN engine (harness.knn.ENGINES; ``auto`` picks the fastest here).
+    ``approximate``: ``"ivf"`` or ``"hnsw"`` replaces the exact pass by a faiss approximate index
+    (for million-scale sets) and adds ``approx/sample``, ``approx/recall@1_exact``,
+    ``approx/recall@1_approx`` and ``approx/recall@1_deviation`` (approximate minus exact recall@1,
+    measured on ``approx_sample`` random queries, seeded by ``seed``, against an exact search).
+    """
+    include = tuple(include)
+    unknown = set(include) - set(RANKING_METRICS)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {RANKING_METRICS}")
+    x = _as_embedding_matrix(embeddings)
+    y = _as_label_vector(labels)
+    recall_at = _validate(x, y, recall_at)
+    if normalize:
+        x = l2_normalize(x)
 
     n = len(x)
     _, codes, class_sizes = np.unique(y, return_inverse=True, return_counts=True)
@@ -87,59 +135,101 @@ def compute_metrics(
             "retrieval metrics are undefined"
         )
 
-    # One kNN pass deep enough for every metric: recall@max(k), MAP@R/R-precision (R <= largest
-    # class - 1) and map@1000.
+    # One kNN pass deep enough for every requested metric.
     map_cutoff = min(MAP_CUTOFF, n - 1)
-    k = min(max(max(recall_at, default=1), int(r.max()), MAP_CUTOFF), n - 1)
+    depth = [max(recall_at, default=1)]
+    if "map@r" in include or "r_precision" in include:
+        depth.append(int(r.max()))
+    if "map@1000" in include:
+        depth.append(MAP_CUTOFF)
+    k = min(max(depth), n - 1)
 
     # Per-query scores, averaged once at the end so the result does not depend on chunking.
-    recall_hits = np.zeros((n, len(recall_at)), dtype=bool)
+    first_hit = np.empty(n, dtype=np.int64)  # rank - 1 of the first same-class neighbour (k: none)
     r_precision = np.zeros(n)
     map_at_r = np.zeros(n)
     map_at_cutoff = np.zeros(n)
-    ranks = np.arange(1, k + 1)
-    recall_columns = np.asarray(recall_at, dtype=np.intp) - 1
-    for start, _, neighbours in _iter_knn(x, k, chunk_size):
+    if approximate is None:
+        chunks = iter_knn(x, k, chunk_size, engine)
+    else:
+        chunks = iter_approximate_knn(x, k, approximate, chunk_size, seed)
+    for start, _, neighbours in chunks:
         rows = slice(start, start + len(neighbours))
-        relevant = codes[neighbours] == codes[rows, None]
-        hits = np.cumsum(relevant, axis=1)  # hits[:, i - 1] = same-class samples in the top i
-        precision_terms = np.where(relevant, hits / ranks, 0.0)  # P@i * rel_i
+        c = len(neighbours)
+        # Only the same-class entries matter: (row, column) of each, row-major, so the running
+        # count inside a row is the number of hits up to and including that rank.
+        # (An approximate index may leave slots empty: index -1, never relevant.)
+        row, col = np.nonzero((codes[neighbours] == codes[rows, None]) & (neighbours >= 0))
+        per_row = np.bincount(row, minlength=c)
+        row_start = np.cumsum(per_row) - per_row
+        hits = np.arange(1, len(row) + 1) - row_start[row]
+        precision = hits / (col + 1.0)  # P@i at each relevant rank i
+        first = np.full(c, k, dtype=np.int64)
+        first[per_row > 0] = col[row_start[per_row > 0]]
+        first_hit[rows] = first
         r_rows = r[rows]
         r_safe = np.maximum(r_rows, 1)  # singleton rows are computed, then dropped from averages
+        in_r = col < r_rows[row]
+        r_precision[rows] = np.bincount(row, weights=in_r, minlength=c) / r_safe
+        map_at_r[rows] = np.bincount(row, weights=precision * in_r, minlength=c) / r_safe
+        map_at_cutoff[rows] = (
+            np.bincount(row, weights=precision * (col < map_cutoff), minlength=c) / n_c[rows]
+        )
 
-        recall_hits[rows] = hits[:, recall_columns] > 0
-        r_precision[rows] = hits[np.arange(len(r_rows)), r_safe - 1] / r_safe
-        map_at_r[rows] = (precision_terms * (ranks <= r_rows[:, None])).sum(axis=1) / r_safe
-        map_at_cutoff[rows] = precision_terms[:, :map_cutoff].sum(axis=1) / n_c[rows]
-
-    metrics = {
-        f"recall@{m}": float(recall_hits[has_match, j].mean()) for j, m in enumerate(recall_at)
-    }
-    metrics["map@r"] = float(map_at_r[has_match].mean())
-    metrics["r_precision"] = float(r_precision[has_match].mean())
-    metrics["map@1000"] = float(map_at_cutoff.mean())
-    if nmi:
-        metrics["nmi"] = _nmi(x, codes, len(class_sizes), nmi_seed)
+    metrics = {f"recall@{m}": float((first_hit[has_match] < m).mean()) for m in recall_at}
+    if "map@r" in include:
+        metrics["map@r"] = float(map_at_r[has_match].mean())
+    if "r_precision" in include:
+        metrics["r_precision"] = float(r_precision[has_match].mean())
+    if "map@1000" in include:
+        metrics["map@1000"] = float(map_at_cutoff.mean())
+    if approximate is not None:
+        metrics.update(_approximate_deviation(x, codes, has_match, first_hit, approx_sample, seed,
+                                              engine))
     return metrics
 
 
+def _approximate_deviation(x, codes, has_match, first_hit, sample, seed, engine) -> dict[str, float]:
+    """recall@1 of the approximate pass against an exact search, on a random query sample."""
+    candidates = np.flatnonzero(has_match)
+    rng = np.random.default_rng(seed)
+    queries = np.sort(rng.choice(candidates, min(sample, len(candidates)), replace=False))
+    _, exact = search_rows(x, queries, 1, engine)
+    exact_r1 = float((codes[exact[:, 0]] == codes[queries]).mean())
+    approx_r1 = float((first_hit[queries] < 1).mean())
+    return {"approx/sample": float(len(queries)), "approx/recall@1_exact": exact_r1,
+            "approx/recall@1_approx": approx_r1, "approx/recall@1_deviation": approx_r1 - exact_r1}
+
+
+def nmi_score(
+    embeddings: Any, labels: Any, *, seed: int = 0, normalize: bool = True, engine: str = "auto",
+    niter: int = KMEANS_NITER,
+) -> float:
+    """NMI between ``labels`` and a k-means clustering of the embeddings, k = number of labels."""
+    x = _as_embedding_matrix(embeddings)
+    y = _as_label_vector(labels)
+    if len(y) != len(x):
+        raise ValueError(f"embeddings and labels differ in length: {len(x)} embeddings, {len(y)} labels")
+    if normalize:
+        x = l2_normalize(x)
+    _, codes = np.unique(y, return_inverse=True)
+    n_clusters = int(codes.max()) + 1 if len(codes) else 0
+    if n_clusters < 2:
+        return 1.0  # one class, one cluster: sklearn's convention for identical constant labelings
+    assignment = kmeans_assign(x, n_clusters, niter=niter, seed=seed, engine=engine)
+    return float(normalized_mutual_info_score(codes, assignment))
+
+
 def knn(
-    embeddings_normalised: np.ndarray, k: int, chunk_size: int = DEFAULT_CHUNK_SIZE
+    embeddings_normalised: np.ndarray, k: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
+    engine: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact leave-one-out kNN by inner product: (similarities (N, k) float32, indices (N, k) int64).
 
     Each row lists the k most similar OTHER samples, ordered by (-similarity, index). The query is
-    removed by index identity, so exact duplicates of it stay in its ranking.
+    removed by index identity, so exact duplicates of it stay in its ranking. See harness.knn.
     """
-    x = np.ascontiguousarray(embeddings_normalised, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must be 2-D (N, D), got shape {x.shape}")
-    sims = np.empty((len(x), k), dtype=np.float32)
-    indices = np.empty((len(x), k), dtype=np.int64)
-    for start, chunk_sims, chunk_indices in _iter_knn(x, k, chunk_size):
-        sims[start : start + len(chunk_sims)] = chunk_sims
-        indices[start : start + len(chunk_sims)] = chunk_indices
-    return sims, indices
+    return _knn(embeddings_normalised, k, chunk_size, engine)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -148,79 +238,6 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     out = np.zeros(x.shape, dtype=np.float64)
     np.divide(x, norms, out=out, where=norms > 0)
     return out.astype(np.float32)
-
-
-def _iter_knn(x: np.ndarray, k: int, chunk_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Yield (first query index, similarities, indices) per chunk of queries; see :func:`knn`."""
-    n = len(x)
-    if not 1 <= k <= n - 1:
-        raise ValueError(f"k must be between 1 and N - 1 = {n - 1}, got {k}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    # k others + the query itself + one spare: the spare is what lets us prove that a row's k-th
-    # neighbour is not tied with a sample faiss left out (see _cut_inside_tie).
-    fetch = min(k + 2, n)
-    for start in range(0, n, chunk_size):
-        queries = np.arange(start, min(start + chunk_size, n))
-        sims, indices = index.search(x[queries], fetch)
-        redo = _cut_inside_tie(sims, indices, queries, k) if fetch < n else np.zeros(0, dtype=int)
-        sims, indices = _drop_self_and_sort(sims, indices, queries, k)
-        # Rows whose cut falls inside a tie: rank against the whole gallery, in batches of about
-        # chunk_size x fetch entries (at least _MIN_BATCH_ENTRIES: faiss calls with a handful of
-        # queries and k ~ N are slow).
-        rows_per_search = max(1, max(chunk_size * fetch, _MIN_BATCH_ENTRIES) // n)
-        for lo in range(0, len(redo), rows_per_search):
-            rows = redo[lo : lo + rows_per_search]
-            full_sims, full_indices = index.search(x[queries[rows]], n)
-            sims[rows], indices[rows] = _drop_self_and_sort(full_sims, full_indices, queries[rows], k)
-        yield start, sims, indices
-
-
-def _cut_inside_tie(sims: np.ndarray, indices: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Rows where fewer than k returned others beat the worst returned similarity.
-
-    faiss returns every sample strictly more similar than the worst value it returned, but only
-    some of the samples EQUAL to it. If the k-th neighbour has that worst value, a left-out sample
-    with a lower index might belong in its place, so the row must be ranked in full.
-    """
-    worst = sims.min(axis=1, keepdims=True)
-    others = indices != queries[:, None]
-    return np.flatnonzero(((sims > worst) & others).sum(axis=1) < k)
-
-
-def _drop_self_and_sort(
-    sims: np.ndarray, indices: np.ndarray, queries: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sort rows by (is the query itself, -similarity, index) and keep the first k columns.
-
-    The query goes last whatever its similarity (with duplicates it need not be first); if faiss did
-    not return it at all, this drops the least similar column instead.
-    """
-    is_self = indices == queries[:, None]
-    order = np.lexsort((indices, -sims, is_self), axis=1)[:, :k]
-    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(indices, order, axis=1)
-
-
-def _nmi(x: np.ndarray, codes: np.ndarray, n_clusters: int, seed: int) -> float:
-    if n_clusters < 2:
-        return 1.0  # one class, one cluster: sklearn's convention for identical constant labelings
-    # min/max_points_per_centroid as in the Revisiting-DML code the NIR code forked: cluster every
-    # sample (faiss would otherwise subsample above 256 points per centroid) and skip faiss' stderr
-    # warning about few points per centroid. Neither changes the result at CUB/Cars/SOP sizes.
-    kmeans = faiss.Kmeans(
-        x.shape[1],
-        n_clusters,
-        niter=KMEANS_NITER,
-        seed=seed,
-        min_points_per_centroid=1,
-        max_points_per_centroid=len(x),
-    )
-    kmeans.train(x)
-    _, assignment = kmeans.index.search(x, 1)
-    return float(normalized_mutual_info_score(codes, assignment.ravel()))
 
 
 def _as_embedding_matrix(embeddings: Any) -> np.ndarray:
