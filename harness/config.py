@@ -76,6 +76,26 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    """A class-disjoint validation split of the TRAINING classes (harness/data/validation.py).
+
+    Inactive by default (fraction 0 and folds 0): the run trains on all training classes and
+    evaluates on the test split (``test/<metric>``). Active: it trains on the remaining training
+    classes and evaluates on the held-out ones only (``val/<metric>``); the test split is never
+    touched. Give either ``fraction`` or ``folds`` (+ ``fold``); ``seed`` picks the classes and is
+    independent of the run seed."""
+
+    fraction: float = 0.0
+    folds: int = 0
+    fold: int = 0
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.fraction > 0 or self.folds > 0
+
+
+@dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -84,10 +104,16 @@ class RunConfig:
     regularizer: RegularizerConfig | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict, the shape a user writes in YAML (method params inline)."""
+        """Plain nested dict, the shape a user writes in YAML (method params inline).
+
+        An inactive ``validation`` section is left out, so every config written before the
+        section existed keeps its hash (and its finished runs are still found and skipped)."""
         out = dataclasses.asdict(self)
+        if not self.validation.active:
+            del out["validation"]
         out["method"] = {"name": self.method.name, **dict(self.method.params)}
         if self.regularizer is not None:
             out["regularizer"] = {"name": self.regularizer.name, **dict(self.regularizer.params)}
@@ -183,10 +209,14 @@ def build_config(raw: Mapping[str, Any]) -> RunConfig:
     backbone = _section(raw, "backbone", BackboneConfig)
     train = _section(raw, "train", TrainConfig)
     eval_cfg = _section(raw, "eval", EvalConfig)
+    validation = _section(raw, "validation", ValidationConfig)
+    _check_validation(validation)
+    if not validation.active:  # its seed means nothing then; keep one canonical inactive value
+        validation = ValidationConfig()
     method = _method_config(raw.get("method", {"name": "proxy_anchor"}))
     regularizer = _regularizer_config(raw.get("regularizer"))
     cfg = RunConfig(seed=seed, dataset=dataset, backbone=backbone, method=method,
-                    regularizer=regularizer, train=train, eval=eval_cfg)
+                    regularizer=regularizer, train=train, eval=eval_cfg, validation=validation)
     _check_compatibility(cfg)
     return cfg
 
@@ -338,6 +368,23 @@ def _check_compatibility(cfg: RunConfig) -> None:
                 f"regularizer {cfg.regularizer.name!r} needs class proxies, but method "
                 f"{cfg.method.name!r} ({method.family}-based) provides none; use a proxy-based "
                 f"method ({', '.join(with_proxies)}) or regularizer=null")
+
+
+def _check_validation(v: ValidationConfig) -> None:
+    if not 0.0 <= v.fraction < 1.0:
+        raise ConfigError(f"validation.fraction must be in [0, 1) (0 = no validation split), "
+                          f"got {v.fraction}")
+    if v.folds < 0 or v.folds == 1:
+        raise ConfigError(f"validation.folds must be 0 (none) or >= 2, got {v.folds}")
+    if v.fraction > 0 and v.folds > 0:
+        raise ConfigError(f"validation: give either fraction ({v.fraction}) or folds ({v.folds}), "
+                          f"not both")
+    if v.folds and not 0 <= v.fold < v.folds:
+        raise ConfigError(f"validation.fold must be in [0, {v.folds}), got {v.fold}")
+    if not v.folds and v.fold:
+        raise ConfigError(f"validation.fold ({v.fold}) needs validation.folds >= 2")
+    if v.seed < 0:
+        raise ConfigError(f"validation.seed must be >= 0, got {v.seed}")
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -192,10 +192,28 @@ def evaluate(trainer: Trainer, split: ImageSplit) -> dict[str, float]:
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
+class RunPruned(Exception):
+    """Raised by an ``on_epoch_end`` callback to end a run early on purpose (a search pruner
+    judged it hopeless). Not a failure: the runner records the run as stopped early and
+    re-raises, so the caller (e.g. Optuna, through a subclass that is also ``TrialPruned``)
+    can record it as pruned."""
+
+    def __init__(self, epoch: int, message: str = "") -> None:
+        super().__init__(message or f"pruned after epoch {epoch}")
+        self.epoch = epoch
+
+
 def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None = None,
-        on_epoch_end: EpochCallback | None = None, progress: bool = False) -> dict[str, float]:
-    """Train from ``trainer.epoch`` to ``cfg.train.epochs``; evaluate on the test split after
-    every epoch (the convergence curve), checkpoint, report. Returns the last epoch's record."""
+        on_epoch_end: EpochCallback | None = None, progress: bool = False,
+        eval_prefix: str = "test") -> dict[str, float]:
+    """Train from ``trainer.epoch`` to ``cfg.train.epochs``; evaluate on ``bundle.test`` after
+    every epoch (the convergence curve), checkpoint, report. Returns the last epoch's record.
+
+    ``eval_prefix`` names what ``bundle.test`` is: ``test`` (the benchmark's test classes) or
+    ``val`` (held-out training classes, see harness/data/validation.py); metrics are recorded as
+    ``<prefix>/<metric>``."""
+    if eval_prefix not in ("test", "val"):
+        raise ValueError(f"eval_prefix must be 'test' or 'val', got {eval_prefix!r}")
     cfg = trainer.cfg
     sampler = ClassBalancedBatchSampler(bundle.train.labels, cfg.train.batch_size,
                                         cfg.train.samples_per_class, cfg.seed)
@@ -204,7 +222,7 @@ def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None
         terms = train_one_epoch(trainer, bundle.train, sampler, epoch, progress)
         train_s = time.perf_counter() - started
         metrics = evaluate(trainer, bundle.test)
-        record = {**{f"test/{k}": v for k, v in metrics.items()}, **terms,
+        record = {**{f"{eval_prefix}/{k}": v for k, v in metrics.items()}, **terms,
                   "time/train_epoch_s": train_s,
                   "time/epoch_s": time.perf_counter() - started}
         trainer.epoch = epoch + 1
@@ -213,8 +231,9 @@ def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None
             trainer.save(checkpoint_path)
         if on_epoch_end is not None:
             on_epoch_end(trainer.epoch, record)
-        log.info("epoch %d/%d  loss %.4f  R@1 %.4f  (%.1fs)", trainer.epoch, cfg.train.epochs,
-                 terms["loss/total"], metrics.get("recall@1", float("nan")), record["time/epoch_s"])
+        log.info("epoch %d/%d  loss %.4f  %s R@1 %.4f  (%.1fs)", trainer.epoch, cfg.train.epochs,
+                 terms["loss/total"], eval_prefix, metrics.get("recall@1", float("nan")),
+                 record["time/epoch_s"])
     return trainer.history[-1]
 
 

@@ -11,10 +11,11 @@ import platform
 import socket
 import subprocess
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, RunTag
@@ -23,6 +24,9 @@ from mlflow.tracking import MlflowClient
 from harness.config import RunConfig
 
 EXPERIMENT = "nirbench"
+# Search runs (one parent per Optuna study, one nested run per trial) live in their own
+# experiment: they are validation runs, never table material, and `aggregate` reads EXPERIMENT.
+SEARCH_EXPERIMENT = "nirbench-search"
 REPO_DIR = Path(__file__).resolve().parent.parent
 PACKAGES = ("torch", "torchvision", "faiss-gpu", "faiss-cpu", "numpy", "mlflow", "optuna",
             "pandas", "pytorch-metric-learning", "FrEIA", "scikit-learn")
@@ -97,6 +101,24 @@ def run_tags(cfg: RunConfig, grid: str) -> dict[str, str]:
     return tags
 
 
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock file next to a local sqlite store; a no-op for any other store."""
+    if not uri.startswith("sqlite:///") or os.name != "posix":
+        yield
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @dataclass(frozen=True)
 class RunRecord:
     run_id: str
@@ -112,15 +134,18 @@ class Tracker:
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self.uri = uri or default_tracking_uri(self.results_dir)
         check_reachable(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            artifacts = (self.results_dir / "mlartifacts").resolve().as_uri()
-            is_local = not urlparse(self.uri).scheme.startswith("http")
-            self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=artifacts if is_local else None)
-        else:
-            self.experiment_id = found.experiment_id
+        # Several processes starting on a fresh sqlite store (parallel `nirbench tune` workers)
+        # would race MLflow's schema migration and the experiment's creation: serialise both.
+        with _store_lock(self.uri):
+            self.client = MlflowClient(tracking_uri=self.uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                artifacts = (self.results_dir / "mlartifacts").resolve().as_uri()
+                is_local = not urlparse(self.uri).scheme.startswith("http")
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=artifacts if is_local else None)
+            else:
+                self.experiment_id = found.experiment_id
 
     # ---------------------------------------------------------------- queries
     def runs(self, filter_string: str = "", statuses: Iterable[str] | None = None) -> list[RunRecord]:
@@ -144,11 +169,18 @@ class Tracker:
         return [(m.step, m.value) for m in self.client.get_metric_history(run_id, mlflow_key(key))]
 
     # ---------------------------------------------------------------- writing
-    def start(self, cfg: RunConfig, grid: str, command: str) -> str:
+    def start(self, cfg: RunConfig, grid: str, command: str, *, tags: dict[str, str] | None = None,
+              parent_run_id: str | None = None) -> str:
         tags = {**run_tags(cfg, grid), "command": command,
                 "mlflow.runName": f"{cfg.method.name}"
                                   f"{'+' + cfg.regularizer.name if cfg.regularizer else ''}"
-                                  f"-{cfg.dataset.name}-s{cfg.seed}"}
+                                  f"-{cfg.dataset.name}-s{cfg.seed}",
+                **(tags or {})}
+        if cfg.validation.active:
+            tags["validation"] = ("fraction={fraction} folds={folds} fold={fold} seed={seed}"
+                                  .format(**vars(cfg.validation)))
+        if parent_run_id:  # the tag, not a fluent context: nesting must work across processes
+            tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, tags=tags)
         run_id = run.info.run_id
         params = [Param(k, str(v)) for k, v in sorted(cfg.flat().items())]
@@ -183,6 +215,57 @@ class Tracker:
         self.client.log_text(run_id, text, "error.txt")
         self.client.set_terminated(run_id, "FAILED")
 
+    def pruned(self, run_id: str, epoch: int, summary: dict[str, float]) -> None:
+        """A run a search pruner stopped after ``epoch``: KILLED (stopped on purpose, not a
+        failure, never mistaken for a finished run), tags ``pruned=true``, ``pruned_at_epoch``."""
+        tags = [RunTag("pruned", "true"), RunTag("pruned_at_epoch", str(epoch))]
+        self.client.log_batch(run_id, metrics=[Metric(mlflow_key(k), float(v), 0, 0)
+                                               for k, v in sorted(summary.items())], tags=tags)
+        self.client.set_terminated(run_id, "KILLED")
+
+    def killed(self, run_id: str, reason: str) -> None:
+        """A run whose process died (found by a search's heartbeat check): KILLED, with why."""
+        self.client.set_tag(run_id, "killed", reason[:5000])
+        self.client.set_terminated(run_id, "KILLED")
+
+    def start_plain(self, tags: dict[str, str], params: dict[str, Any] | None = None,
+                    run_name: str | None = None) -> str:
+        """A run that is not a training run (e.g. the parent run of a search)."""
+        if run_name:
+            tags = {**tags, "mlflow.runName": run_name}
+        run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
+        items = [Param(k, str(v)[:6000]) for k, v in sorted((params or {}).items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+        return run_id
+
+    def status(self, run_id: str) -> str | None:
+        """The run's status, or None if it does not exist (or was deleted)."""
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:  # MlflowException: RESOURCE_DOES_NOT_EXIST
+            return None
+        return None if run.info.lifecycle_stage == "deleted" else run.info.status
+
+    def set_status(self, run_id: str, status: str) -> None:
+        if status == "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            self.client.set_terminated(run_id, status)
+
+    def delete(self, run_id: str) -> None:
+        self.client.delete_run(run_id)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(mlflow_key(k), float(v), now, step)
+                                               for k, v in sorted(metrics.items())])
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
     def tags(self, run_id: str) -> dict[str, str]:
         return dict(self.client.get_run(run_id).data.tags)
 
@@ -190,4 +273,4 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
-__all__ = ["Tracker", "RunRecord", "mlflow_key", "metric_name"]
+__all__ = ["Tracker", "RunRecord", "mlflow_key", "metric_name", "EXPERIMENT", "SEARCH_EXPERIMENT"]

@@ -25,6 +25,11 @@ def test_every_shipped_config_and_grid_builds():
         if "datasets" in raw:  # a grid
             plan = load_grid(path)
             assert plan.configs, path
+        elif "search" in raw:  # a tune file (`nirbench tune`): both arms must build
+            from harness.tune_config import load_tune_config
+
+            for arm in ("nir", "baseline"):
+                assert load_tune_config(path, arm=arm).space, (path, arm)
         else:
             load_config(path)
 
