@@ -39,10 +39,25 @@ setup() {
   fi
 }
 
+# The report test opens the HTML report in headless Chromium; a fresh CI machine has none. Install
+# it from apt when we are root (otherwise that one test is skipped and says why).
+ensure_chromium() {
+  if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then return 0; fi
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    echo "run_all.sh: chromium not found (not root or no apt-get): the browser test will be skipped" >&2
+    return 0
+  fi
+  echo "== installing chromium (headless browser for the report test)"
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+    echo "run_all.sh: installing chromium failed: the browser test will be skipped" >&2
+  fi
+}
+
 case "${1:-}" in
   -h|--help) usage; exit 0 ;;
   --setup) setup; exit 0 ;;
-  --tests) shift; setup; exec "$PY" -m pytest "$@" ;;
+  --tests) shift; setup; ensure_chromium; exec "$PY" -m pytest "$@" ;;
   "") ;;
   *) echo "run_all.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
 esac
@@ -54,9 +69,12 @@ progress=()
 [ -t 2 ] || progress=(--no-progress)  # per-epoch bars only on a terminal; logs get one line per run
 "$VENV/bin/nirbench" grid "$GRID" "${progress[@]}" || status=$?
 "$VENV/bin/nirbench" aggregate --grid default --quiet
+"$VENV/bin/nirbench" report --quiet
 echo
 echo "== main job took $((SECONDS - started))s"
-echo "tables:    results/tables/table1.md (also .csv; one row per run in runs.csv)"
+echo "tables:    results/tables/table1.md (also .tex/.html/.csv; NIR vs baseline in comparison.md;"
+echo "           best-test/ and best-val/ for the other model-selection policies)"
+echo "report:    results/report/index.html (figures in results/report/figures/, PNG + PDF)"
 echo "MLflow UI: $("$VENV/bin/nirbench" ui --quiet)   then open http://127.0.0.1:5000"
 if [ "$status" -ne 0 ]; then
   echo "some runs FAILED (see above and their 'error' tag in MLflow); rerun ./run_all.sh to retry them" >&2

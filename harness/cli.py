@@ -86,13 +86,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_grid)
 
+    p = sub.add_parser(
+        "tune", parents=[common], help="Optuna search on held-out training classes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=TUNE_HELP)
+    p.add_argument("--config", default=None,
+                   help="tune file: a run config plus an optional `search:` section "
+                        "(e.g. harness/configs/tune/proxy_anchor_nir.yaml)")
+    p.add_argument("--arm", choices=("nir", "baseline"), default=None,
+                   help="nir: tune the NIR space (regularizer on); baseline: tune the method's "
+                        "own space with regularizer null. Default: search.arm, else nir if the "
+                        "config names a regularizer")
+    p.add_argument("--n-trials", type=int, default=None, metavar="N",
+                   help="target number of COMPLETE + PRUNED trials of the study (default "
+                        "search.n_trials, 20); a resumed study only runs what is missing")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage: a journal file path, or an RDB URL such as "
+                        "postgresql://user:pw@host/db for many machines (default: "
+                        "RESULTS/optuna/<study>.journal)")
+    p.add_argument("--study", default=None, metavar="NAME",
+                   help="study name (default <dataset>-<method>-<arm>); the same name resumes "
+                        "or joins the study")
+    p.add_argument("--final-seeds", type=int, default=None, metavar="K",
+                   help="after the search, train the best config on ALL training classes for "
+                        "K seeds and evaluate on test (tags stage=final, study, grid)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override of the tune file: train.epochs=3, search.metric=recall@1")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_tune)
+
     p = sub.add_parser("aggregate", parents=[common], help="write results/tables from MLflow",
-                       description="Build results/tables/: table1.md and table1.csv (the paper's Table 1 "
-                                   "layout, mean ± std over seeds), runs.csv (one row per run) and "
-                                   "summary.csv (long format with run ids).")
+                       description="Build results/tables/ from the FINISHED runs in MLflow: the tidy "
+                                   "runs and epochs tables (CSV + Parquet), the paper's Table 1 layout "
+                                   "and an extended table (mean ± std, t 95% CI over seeds), NIR minus "
+                                   "baseline paired by seed (paired t, Wilcoxon, bootstrap CI, "
+                                   "verdict), published vs reproduced for cub200/cars196/sop, in "
+                                   "Markdown, LaTeX, HTML and CSV. The last-epoch policy writes at the "
+                                   "top of the folder, best-test/ and best-val/ hold the others.")
     p.add_argument("--grid", default=None, help="only runs of this grid (tag 'grid')")
     p.add_argument("--out", default=None, help="output folder (default: RESULTS/tables)")
+    p.add_argument("--bootstrap", type=int, default=10_000, metavar="N",
+                   help="bootstrap resamples for the paired intervals (default 10000)")
+    p.add_argument("--bootstrap-seed", type=int, default=0, metavar="SEED",
+                   help="seed of the bootstrap resampling (default 0): same seed, same intervals")
     p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("report", parents=[common], help="build the HTML report with figures",
+                       description="Build RESULTS/report/index.html from the tables of `nirbench "
+                                   "aggregate`: tables, NIR-vs-baseline statistics, convergence and "
+                                   "gain figures (PNG + PDF in figures/), structure and tuning plots "
+                                   "when their data exist, every number linked to its MLflow run, "
+                                   "and the provenance. Opens offline.")
+    p.add_argument("--tables", default=None, help="tables folder to read (default: RESULTS/tables)")
+    p.add_argument("--out", default=None, help="output folder (default: RESULTS/report)")
+    p.add_argument("--study", dest="studies", action="append", default=None, metavar="FILE",
+                   help="Optuna storage file to plot (journal file or .db); repeatable "
+                        "(default: the files under RESULTS/optuna/, if any)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("evaluate", parents=[common], help="metrics for saved embeddings",
                        description="Recall@k, MAP@R, R-Precision, mAP@1000 and NMI from one exact kNN "
@@ -119,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", parents=[common], help="print (or start) the MLflow UI command")
     p.add_argument("--start", action="store_true", help="start the UI instead of printing the command")
     p.set_defaults(func=cmd_ui)
+
+    from harness.bench.cli import register as register_bench
+
+    register_bench(sub, common)
     return parser
 
 
@@ -179,15 +234,110 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+TUNE_HELP = """\
+Optuna search for the best hyperparameters of one arm on one dataset, without touching the test
+classes: every trial trains on the training classes minus a class-disjoint validation split and
+is scored on that split (default metric map@r, pruned per epoch; median pruner, seeded TPE).
+
+Fairness (Reality Check): never compare a tuned NIR arm with an untuned baseline. Tune both arms
+with the same tune file, budget and final seeds, then aggregate their final runs together:
+
+  nirbench tune --config harness/configs/tune/proxy_anchor_nir.yaml --arm baseline --final-seeds 3
+  nirbench tune --config harness/configs/tune/proxy_anchor_nir.yaml --arm nir --final-seeds 3
+  nirbench aggregate --grid tune-synth-cub-proxy_anchor
+
+--arm baseline tunes the method's own registered space with regularizer null; --arm nir tunes
+the NIR space (weight in the config's weight_convention, flow lr multiplier; the tune file may
+add more). Run the same command in several processes (or machines, with --storage
+postgresql://...) to share one study; start it again to resume. Results: RESULTS/optuna/
+(<study>.journal, <study>-best.yaml: a run config for `nirbench run --config`, plots, trials
+CSV); MLflow experiment nirbench-search (one parent run per study, one nested run per trial).
+"""
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from harness.search import dashboard_command, final_metric, run_search, storage_location
+    from harness.tune_config import load_tune_config
+
+    tc = load_tune_config(args.config, args.overrides, arm=args.arm, n_trials=args.n_trials,
+                          study=args.study, storage=args.storage, final_seeds=args.final_seeds)
+    results = results_dir_arg(args.results_dir)
+    location = storage_location(tc, results)
+    space = ", ".join(f"{p.key}" + (f" [{p.low:g}, {p.high:g}]{' log' if p.log else ''}"
+                                    if p.type != "categorical" else f" {list(p.choices)}")
+                      for p in tc.space)
+    v = tc.validation
+    split = f"fraction {v.fraction}" if v.fraction else f"fold {v.fold} of {v.folds}"
+    goal = "maximise" if tc.direction == "maximize" else "minimise"
+    print(f"study {tc.study} (arm {tc.arm}, {tc.base.dataset.name}, {tc.base.method.name}"
+          f"{' + ' + tc.base.regularizer_name if tc.base.regularizer else ''}): "
+          f"{tc.n_trials} trials, {goal} val {tc.metric} on held-out training classes "
+          f"({split}, seed {v.seed}); {tc.sampler} sampler seed {tc.seed}, {tc.pruner} pruner")
+    print(f"space: {space}")
+    if tc.weight_convention:
+        print(f"NIR weight convention: {tc.weight_convention}")
+    if tc.shared_keys:
+        print(f"fairness: {', '.join(tc.shared_keys)} are not {tc.own_section} parameters; "
+              f"tune them in the other arm too")
+    print(f"storage: {location}", flush=True)
+    outcome = run_search(tc, results, progress=not args.no_progress,
+                         echo=lambda line: print(line, flush=True), plots=not args.no_plots)
+    print(f"study {outcome.study}: {outcome.n_complete} complete, {outcome.n_pruned} pruned, "
+          f"{outcome.n_failed} failed trials; {len(outcome.ran)} run by this process in "
+          f"{outcome.seconds:.0f}s")
+    if outcome.best_trial is not None:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in outcome.best_params.items())
+        print(f"best: trial {outcome.best_trial}, val {tc.metric} {outcome.best_value:.4f}: "
+              f"{params}")
+        print(f"best config: {outcome.best_yaml}  (nirbench run --config {outcome.best_yaml})")
+    for note in outcome.notes:
+        print(f"note: {note}")
+    for f in outcome.final:
+        r1 = f.metrics.get("recall@1", float("nan"))
+        print(f"final seed {f.seed}: run {f.run_id} {f.status}, test R@1 {100 * r1:.1f}")
+    if outcome.final:
+        mean = final_metric(outcome.final)
+        print(f"final test R@1 mean over {len(outcome.final)} seeds: {100 * mean:.1f}"
+              if mean is not None else "final runs have no test R@1")
+        print(f"tables: nirbench aggregate --grid {tc.final_grid}")
+    print(f"dashboard: {dashboard_command(location)}   (pip install optuna-dashboard)")
+    return 0
+
+
 def cmd_aggregate(args: argparse.Namespace) -> int:
     from harness.aggregate import write_tables
     from harness.tracking import Tracker
 
+    import shlex
+
     results = results_dir_arg(args.results_dir)
     out = Path(args.out) if args.out else results / "tables"
-    files = write_tables(Tracker(results), out, grid=args.grid)
+    if args.bootstrap < 100:
+        raise ValueError(f"--bootstrap must be at least 100 resamples, got {args.bootstrap}")
+    command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+    files = write_tables(Tracker(results), out, grid=args.grid, resamples=args.bootstrap,
+                         seed=args.bootstrap_seed, command=command)
     print(files.markdown)
-    print(f"tables written to {out}/ (table1.md, table1.csv, runs.csv, summary.csv)")
+    print(f"tables written to {out}/ (table1.md/.tex/.html/.csv, extended.*, comparison.*, "
+          f"runs.csv/.parquet, epochs.csv/.parquet, summary.csv; {len(files.written)} files)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dashboards.mlflow_ui import ui_command
+    from dashboards.report import build_report, command_line
+
+    results = results_dir_arg(args.results_dir)
+    report = build_report(results, tables_dir=Path(args.tables) if args.tables else None,
+                          out_dir=Path(args.out) if args.out else None,
+                          studies=[Path(p) for p in args.studies] if args.studies else None,
+                          command=command_line())
+    for skipped in report.skipped:
+        print(f"not drawn: {skipped.title}: {skipped.reason}")
+    print(f"report: {report.index} ({len(report.figures)} figures, PNG + PDF in "
+          f"{report.index.parent / 'figures'}/)")
+    print(f"MLflow UI: {' '.join(ui_command(results))}   then open http://127.0.0.1:5000")
     return 0
 
 

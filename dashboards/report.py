@@ -1,0 +1,359 @@
+"""`nirbench report`: the HTML report in results/report/index.html, from the tidy tables only.
+
+It reads what `nirbench aggregate` saved (runs/epochs parquet + meta.json), recomputes the
+statistics with the same code and bootstrap seed, draws the figures (``harness.plots``) and
+fills ``templates/report.html`` with ``string.Template``. Every number links to its MLflow run (a
+title attribute with the run ids and a link to the runs section, which links to the MLflow UI);
+the provenance section says which code, packages, hardware and commands produced the numbers.
+The page loads nothing from the network: figures are relative PNG files, CSS and JS are inline.
+"""
+from __future__ import annotations
+
+import html
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+import pandas as pd
+
+from harness import aggregate as agg
+from harness import plots, published, stats
+
+TEMPLATE = Path(__file__).with_name("templates") / "report.html"
+UI_URL = "http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
+STUDY_PATTERNS = ("*.journal", "*.log", "*.db", "*.sqlite3")
+e = html.escape
+
+
+@dataclass(frozen=True)
+class Report:
+    index: Path
+    figures: tuple[plots.Figure, ...]
+    skipped: tuple[plots.Skipped, ...]
+
+
+# ---------------------------------------------------------------- Optuna studies (optional)
+def find_studies(results_dir: Path, explicit: list[Path] | None = None) -> list[Path]:
+    """Optuna storages to plot: the ones given, else files under RESULTS/optuna/."""
+    if explicit:
+        missing = [p for p in explicit if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"Optuna study file(s) not found: {', '.join(map(str, missing))}")
+        return list(explicit)
+    folder = results_dir / "optuna"
+    return sorted({p for pattern in STUDY_PATTERNS for p in folder.glob(pattern)})
+
+
+def load_trials(paths: list[Path]) -> pd.DataFrame:
+    """Every trial of every study in ``paths`` as one tidy frame (study, direction, number, state,
+    value, param_<name>). Optuna is imported only here and only when a study file exists: it is
+    slow to import and the report must not depend on it otherwise."""
+    if not paths:
+        return pd.DataFrame()
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    frames = []
+    for path in paths:
+        storage = (RDBStorage(f"sqlite:///{path.resolve()}") if path.suffix in (".db", ".sqlite3")
+                   else JournalStorage(JournalFileBackend(str(path))))
+        for name in optuna.get_all_study_names(storage):
+            study = optuna.load_study(study_name=name, storage=storage)
+            if len(study.directions) != 1:
+                raise ValueError(f"study {name!r} in {path} is multi-objective; the report plots "
+                                 f"single-objective studies only")
+            frames.append(pd.DataFrame([{
+                "study": name, "direction": study.direction.name, "number": t.number,
+                "state": t.state.name, "value": t.value,
+                **{f"param_{k}": v for k, v in t.params.items()}} for t in study.trials]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ---------------------------------------------------------------- build
+def build_report(results_dir: Path, *, tables_dir: Path | None = None,
+                 out_dir: Path | None = None, studies: list[Path] | None = None,
+                 command: str = "") -> Report:
+    results_dir = Path(results_dir)
+    tables_dir = Path(tables_dir or results_dir / "tables")
+    out_dir = Path(out_dir or results_dir / "report")
+    runs, epochs, meta = agg.load_tidy(tables_dir)
+    analysis = agg.analyse(runs, epochs, meta.get("grid"),
+                           resamples=meta.get("bootstrap_resamples", stats.BOOTSTRAP_RESAMPLES),
+                           seed=meta.get("bootstrap_seed", stats.BOOTSTRAP_SEED))
+
+    figures_dir = out_dir / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (*figures_dir.glob("*.png"), *figures_dir.glob("*.pdf")):
+        stale.unlink()  # ours from an earlier report; a figure that no longer applies must go
+
+    drawn: dict[str, list[plots.Figure | plots.Skipped]] = {
+        "convergence": plots.convergence(runs, epochs, figures_dir)}
+    for result in analysis.results:
+        if result.available:
+            drawn[f"gains-{result.policy.name}"] = [plots.gains(
+                result.comparisons, result.policy.name, result.policy.title, figures_dir)]
+    last = analysis.policy(agg.LAST.name)
+    drawn["structure"] = [plots.structure(last.selected, last.policy.title, figures_dir)]
+    study_files = find_studies(results_dir, studies)
+    drawn["tuning"] = (plots.tuning(load_trials(study_files), figures_dir) if study_files else
+                       [plots.Skipped("Tuning", f"no Optuna study file under "
+                                      f"{results_dir / 'optuna'} (or pass --study FILE)")])
+
+    page = Template(TEMPLATE.read_text()).substitute(
+        title=html.escape(_title(meta)), table_css=agg.TABLE_CSS,
+        body=_body(analysis, meta, drawn, results_dir, out_dir, command, study_files))
+    index = out_dir / "index.html"
+    index.write_text(page)
+    items = [x for group in drawn.values() for x in group]
+    return Report(index, tuple(x for x in items if isinstance(x, plots.Figure)),
+                  tuple(x for x in items if isinstance(x, plots.Skipped)))
+
+
+def _title(meta: dict) -> str:
+    grid = meta.get("grid")
+    return "nirbench report" + (f" — grid {grid}" if grid else "")
+
+
+# ---------------------------------------------------------------- HTML pieces
+def _link(ids: tuple[str, ...]) -> str:
+    return f"#run-{ids[0]}"
+
+
+def _tables(tables: list[agg.Table]) -> str:
+    return "\n".join(agg.to_html(t, link=_link) for t in tables)
+
+
+def _figure(item: plots.Figure | plots.Skipped, out_dir: Path) -> str:
+    if isinstance(item, plots.Skipped):
+        return f'<p class="skipped"><b>{e(item.title)}</b>: not drawn: {e(item.reason)}.</p>'
+    png = os.path.relpath(item.png, out_dir)
+    pdf = os.path.relpath(item.pdf, out_dir)
+    runs = " ".join(f'<a href="#run-{e(r)}">{e(r[:8])}</a>' for r in item.run_ids)
+    return (f'<figure id="fig-{e(item.key)}"><img src="{e(png)}" alt="{e(item.title)}">'
+            f"<figcaption><b>{e(item.title)}.</b> {e(item.caption)} "
+            f'<a href="{e(pdf)}">PDF</a>.{f" MLflow runs: {runs}" if runs else ""}'
+            f"</figcaption></figure>")
+
+
+def _verdict_class(verdict: str) -> str:
+    return {"helps": "verdict-helps", "hurts": "verdict-hurts"}.get(verdict, "verdict-other")
+
+
+def _headline(analysis: agg.Analysis) -> str:
+    items = []
+    for name in (agg.LAST.name, agg.BEST_TEST.name):
+        result = analysis.policy(name)
+        if not result.available or result.comparisons.empty:
+            continue
+        part = result.comparisons[result.comparisons["metric"] == "recall@1"]
+        part = part.iloc[sorted(range(len(part)), key=lambda i: (
+            agg.dataset_rank(part["dataset"].iloc[i]), part["method"].iloc[i]))]
+        for r in part.itertuples(index=False):
+            ids = r.baseline_run_ids.split() + r.treated_run_ids.split()
+            items.append(
+                f'<li><a href="#run-{e(ids[0])}" title="MLflow runs: {e(" ".join(ids))}">'
+                f"{e(r.dataset)}, {e(agg.METHOD_TITLES.get(r.method, r.method))} + "
+                f"{e(r.regularizer.upper())}</a> ({e(result.policy.title)}): Δ R@1 "
+                f"{e(agg.fmt(r.mean_diff, 'recall@1', 2, True))} pp, bootstrap 95% CI "
+                f"[{e(agg.fmt(r.boot_lo, 'recall@1', 2, True))}, "
+                f"{e(agg.fmt(r.boot_hi, 'recall@1', 2, True))}], paired t p = "
+                f"{e(agg.fmt_p(r.t_p))}, {r.n} seed pair(s): "
+                f'<span class="{_verdict_class(r.verdict)}">{e(r.verdict)}</span></li>')
+    if not items:
+        return "<p>No regularized arm has a baseline of the same method and dataset.</p>"
+    return f'<ul class="verdicts">{"".join(items)}</ul>'
+
+
+def _rule() -> str:
+    return (f"<p><b>How the verdict is decided.</b> For every dataset and method the regularized "
+            f"run of seed <i>s</i> is paired with the baseline run of seed <i>s</i>. "
+            f"<i>helps</i> / <i>hurts</i>: the percentile bootstrap 95% interval of the mean "
+            f"difference ({stats.BOOTSTRAP_RESAMPLES} resamples, fixed seed) excludes 0 "
+            f"<i>and</i> the paired t-test gives p &lt; {stats.ALPHA}. <i>too few seeds</i>: fewer "
+            f"than {stats.MIN_PAIRS} pairs. Otherwise <i>no detectable difference</i>. The "
+            f"Wilcoxon signed-rank p is shown but not used: with n pairs it cannot go below "
+            f"2/2<sup>n</sup>, i.e. never below 0.05 with 5 or fewer seeds.</p>")
+
+
+def _policies_intro(analysis: agg.Analysis) -> str:
+    rows = []
+    for r in analysis.results:
+        state = ("available" + (f"; {r.note}" if r.note else "")) if r.available else r.note
+        rows.append(f"<tr><td>{e(r.policy.title)}</td><td>{e(r.policy.description)}</td>"
+                    f"<td>{e(state)}</td></tr>")
+    return ('<table class="plain"><thead><tr><th>policy</th><th>which epoch is reported</th>'
+            f'<th>status</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def _runs_section(runs: pd.DataFrame, epochs: pd.DataFrame, meta: dict) -> str:
+    best = agg.select_epochs(epochs, agg.BEST_TEST) if "test/recall@1" in epochs else None
+    best_epoch = dict(zip(best["run_id"], best["selected_epoch"])) if best is not None else {}
+    head = ("<tr><th>run id</th><th>dataset</th><th>method</th><th>regularizer</th><th>seed</th>"
+            "<th>epochs</th><th>last R@1</th><th>last MAP@R</th><th>best test epoch</th>"
+            "<th>git sha</th><th>MLflow UI</th><th>reproduce</th></tr>")
+    rows = []
+    order = sorted(range(len(runs)), key=lambda i: (agg.dataset_rank(runs["dataset"].iloc[i]),
+                                                    runs["method"].iloc[i],
+                                                    runs["regularizer"].iloc[i] != agg.BASELINE,
+                                                    runs["seed"].iloc[i]))
+    # Records, not itertuples: metric names such as 'recall@1' are not Python identifiers.
+    for row in runs.iloc[order].to_dict("records"):
+        run_id = row["run_id"]
+        url = UI_URL.format(experiment_id=row.get("experiment_id") or meta.get("experiment_id"),
+                            run_id=run_id)
+        values = [agg.fmt(row.get(m, float("nan")), m) for m in ("recall@1", "map@r")]
+        sha = str(row.get("git_sha", ""))
+        dirty = " (dirty)" if str(row.get("git_dirty", "")) == "true" else ""
+        rows.append(
+            f'<tr id="run-{e(run_id)}"><td><code>{e(run_id)}</code></td>'
+            f"<td>{e(row['dataset'])}</td><td>{e(row['method'])}</td>"
+            f"<td>{e(row['regularizer'])}</td><td>{row['seed']}</td>"
+            f"<td>{row.get('epochs', '')}</td>"
+            + "".join(f'<td class="num" title="run {e(run_id)}">{v}</td>' for v in values)
+            + f"<td>{best_epoch.get(run_id, '–')}</td><td><code>{e(sha[:10])}</code>{dirty}</td>"
+            f'<td><a href="{e(url)}">open</a></td>'
+            f"<td><code>{e(str(row.get('reproduce', '')))}</code></td></tr>")
+    return (f'<table class="plain" id="runs-table"><thead>{head}</thead><tbody>{"".join(rows)}'
+            f"</tbody></table><p class=\"note\">MLflow UI links work while <code>nirbench ui "
+            f"--start</code> (or the command in the provenance section) serves this store; the "
+            f"pattern is <code>{e(UI_URL)}</code>.</p>")
+
+
+def _provenance(runs: pd.DataFrame, meta: dict, results_dir: Path, command: str,
+                studies: list[Path]) -> str:
+    from dashboards.mlflow_ui import ui_command
+    from harness.tracking import git_state
+
+    sha, dirty = git_state()
+    shas = runs.groupby(["git_sha", "git_dirty"]).size() if "git_dirty" in runs else pd.Series()
+    sha_items = "".join(f"<li><code>{e(s)}</code>{' (uncommitted changes)' if d == 'true' else ''}"
+                        f": {n} run(s)</li>" for (s, d), n in shas.items())
+    commands = runs["command"].value_counts() if "command" in runs else pd.Series()
+    command_items = "".join(f"<li><code>{e(c or '(not recorded)')}</code>: {n} run(s)</li>"
+                            for c, n in commands.items())
+    envs = []
+    for env_id, env in sorted(meta.get("environments", {}).items()):
+        n = int((runs.get("environment_id") == env_id).sum())
+        packages = ", ".join(f"{k} {v}" for k, v in sorted(env.get("packages", {}).items()))
+        gpus = ", ".join(env.get("gpus") or []) or "none"
+        hardware = (f"{env.get('processor', '')}, {env.get('cpu_count', '?')} CPUs, "
+                    f"{env.get('torch_threads', '?')} torch threads")
+        cells = [env.get("python", ""), env.get("platform", ""), hardware, gpus, packages]
+        envs.append(f"<tr><td><code>{e(env_id)}</code></td><td>{n}</td>"
+                    + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
+    missing = meta.get("runs_without_environment") or []
+    env_table = ('<table class="plain"><thead><tr><th>environment</th><th>runs</th><th>python</th>'
+                 "<th>platform</th><th>hardware</th><th>GPUs</th><th>packages</th></tr></thead>"
+                 f'<tbody>{"".join(envs)}</tbody></table>' if envs else
+                 "<p>No run logged an <code>environment.json</code> artifact.</p>")
+    if missing:
+        links = " ".join(f'<a href="#run-{e(r)}">{e(r[:8])}</a>' for r in missing)
+        env_table += f'<p class="note">No environment.json for {len(missing)} run(s): {links}</p>'
+    ui = " ".join(shlex.quote(a) for a in ui_command(results_dir))
+    here = f"<code>{e(sha)}</code>" + (" (uncommitted changes)" if dirty == "true" else "")
+    tables_cmd = e(meta.get("command") or "nirbench aggregate")
+    created = e(str(meta.get("created_utc", "?")))
+    store = e(str(meta.get("tracking_uri", "?")))
+    experiment, grid = e(str(meta.get("experiment_id", "?"))), e(str(meta.get("grid")))
+    studies_text = e(", ".join(str(p) for p in studies) or "none")
+    return f"""
+<h3>Code</h3>
+<ul><li>runs were produced by: <ul>{sha_items or '<li>(no git_sha tag)</li>'}</ul></li>
+<li>this report was built from {here}</li></ul>
+<h3>Commands</h3>
+<ul>{command_items or '<li>(no command tag)</li>'}
+<li>tables: <code>{tables_cmd}</code> at {created}</li>
+<li>this report: <code>{e(command or "nirbench report")}</code></li>
+<li>each run's exact reproduction command: runs table, tag <code>reproduce</code></li></ul>
+<h3>Environment and hardware</h3>
+{env_table}
+<h3>Tracking</h3>
+<ul><li>MLflow store: <code>{store}</code>, experiment id <code>{experiment}</code>,
+grid <code>{grid}</code></li>
+<li>open it: <code>{e(ui)}</code>, then <code>http://127.0.0.1:5000</code></li>
+<li>bootstrap: {meta.get('bootstrap_resamples')} resamples, seed {meta.get('bootstrap_seed')};
+Optuna studies: {studies_text}</li></ul>"""
+
+
+def _datasets(runs: pd.DataFrame) -> str:
+    return ", ".join(sorted(runs["dataset"].unique(), key=agg.dataset_rank))
+
+
+def _body(analysis: agg.Analysis, meta: dict, drawn: dict, results_dir: Path, out_dir: Path,
+          command: str, studies: list[Path]) -> str:
+    n_runs = len(analysis.runs)
+    parts = [f"<h1>{e(_title(meta))}</h1>",
+             f'<p class="subtitle">Does Non-isotropy Regularization (NIR, CVPR 2022) improve '
+             f"proxy-based deep metric learning? {n_runs} finished runs, datasets "
+             f"{e(_datasets(analysis.runs))}. "
+             f"Tables built {e(str(meta.get('created_utc', '?')))}. Every number links to its "
+             f"MLflow run(s) (hover for the run ids, click for the run list).</p>"]
+    sections = [("summary", "Summary"), ("comparison", "NIR minus baseline"),
+                ("convergence", "Convergence"), ("all-metrics", "All metrics"),
+                ("selection", "Other model-selection policies"),
+                ("published", "Published vs reproduced"), ("structure", "Embedding structure"),
+                ("tuning", "Tuning"), ("runs", "Runs"), ("provenance", "Provenance")]
+    parts.append('<nav class="toc"><ol>' + "".join(f'<li><a href="#{k}">{e(t)}</a></li>'
+                                                    for k, t in sections) + "</ol></nav>")
+    last = analysis.policy(agg.LAST.name)
+    last_tables = agg.layouts(last, n_runs, analysis.grid)
+
+    parts += ['<h2 id="summary">Summary</h2>', _headline(analysis), _rule(),
+              _tables(last_tables["table1"])]
+    parts += ['<h2 id="comparison">NIR minus baseline, paired by seed</h2>']
+    for result in analysis.results:
+        if not result.available:
+            continue
+        tables = agg.layouts(result, n_runs, analysis.grid)["comparison"]
+        parts.append(f"<h3>{e(result.policy.title.capitalize())}</h3>")
+        parts.append(_tables(tables) if tables else "<p>No regularized arm with a baseline.</p>")
+        parts += [_figure(x, out_dir) for x in drawn.get(f"gains-{result.policy.name}", [])]
+    parts += ['<h2 id="convergence">Convergence</h2>']
+    parts += [_figure(x, out_dir) for x in drawn["convergence"]]
+    parts += ['<h2 id="all-metrics">All metrics (last epoch)</h2>',
+              _tables(last_tables["extended"])]
+
+    parts += ['<h2 id="selection">Other model-selection policies</h2>', _policies_intro(analysis)]
+    for result in analysis.results:
+        if result.policy is agg.LAST:
+            continue
+        parts.append(f'<div class="policy"><h3>{e(result.policy.title.capitalize())}</h3>')
+        if result.available:
+            tables = agg.layouts(result, n_runs, analysis.grid)
+            parts += [_tables(tables["table1"]), _tables(tables["extended"])]
+        else:
+            parts.append(f'<p class="skipped">{e(result.note)}.</p>')
+        parts.append("</div>")
+
+    parts.append('<h2 id="published">Published vs reproduced</h2>')
+    shown = False
+    for result in analysis.results:
+        if result.available and not result.published.empty:
+            shown = True
+            parts.append(f"<h3>{e(result.policy.title.capitalize())}</h3>")
+            parts.append(_tables(agg.layouts(result, n_runs, analysis.grid)["published"]))
+    if not shown:
+        parts.append(f'<p class="skipped">Not applicable: the paper reports '
+                     f"{e(', '.join(published.DATASETS))}; these runs use "
+                     f"{e(_datasets(analysis.runs))}.</p>")
+    parts += ['<h2 id="structure">Embedding structure</h2>']
+    parts += [_figure(x, out_dir) for x in drawn["structure"]]
+    parts += ['<h2 id="tuning">Tuning</h2>']
+    parts += [_figure(x, out_dir) for x in drawn["tuning"]]
+    parts += ['<h2 id="runs">Runs</h2>', _runs_section(analysis.runs, analysis.epochs, meta)]
+    parts += ['<h2 id="provenance">Provenance</h2>',
+              _provenance(analysis.runs, meta, results_dir, command, studies)]
+    return "\n".join(parts)
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+__all__ = ["Report", "build_report", "find_studies", "load_trials", "command_line", "UI_URL"]
