@@ -27,7 +27,8 @@ import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
 from harness.clustering import kmeans_assign
-from harness.knn import DEFAULT_CHUNK_SIZE, iter_approximate_knn, iter_knn, search_rows
+from harness.knn import (DEFAULT_CHUNK_SIZE, approximate_settings, iter_approximate_knn, iter_knn,
+                         search_rows)
 from harness.knn import knn as _knn
 
 MAP_CUTOFF = 1000  # the "1000" of the NIR code's mAP_1000
@@ -109,10 +110,12 @@ def retrieval_metrics(
     max(recall_at), R = largest class - 1 for map@r / r_precision, 1000 for map@1000.
 
     ``engine``: the exact kNN engine (harness.knn.ENGINES; ``auto`` picks the fastest here).
-    ``approximate``: ``"ivf"`` or ``"hnsw"`` replaces the exact pass by a faiss approximate index
-    (for million-scale sets) and adds ``approx/sample``, ``approx/recall@1_exact``,
-    ``approx/recall@1_approx`` and ``approx/recall@1_deviation`` (approximate minus exact recall@1,
-    measured on ``approx_sample`` random queries, seeded by ``seed``, against an exact search).
+    ``approximate``: ``"ivf"``, ``"ivf:NPROBE"``, ``"hnsw"`` or ``"hnsw:EF"`` replaces the exact
+    pass by a faiss approximate index (harness.knn.approximate_settings; for million-scale sets)
+    and adds its settings (``approx/nlist``, ``approx/nprobe`` or ``approx/ef_search``, ...) and
+    ``approx/sample``, ``approx/recall@1_exact``, ``approx/recall@1_approx`` and
+    ``approx/recall@1_deviation``: approximate minus exact recall@1, measured on ``approx_sample``
+    random queries (seeded by ``seed``) against an exact search of those queries.
     """
     include = tuple(include)
     unknown = set(include) - set(RANKING_METRICS)
@@ -184,12 +187,16 @@ def retrieval_metrics(
     if "map@1000" in include:
         metrics["map@1000"] = float(map_at_cutoff.mean())
     if approximate is not None:
+        metrics.update({f"approx/{key}": value
+                        for key, value in approximate_settings(approximate, n, k).items()})
         metrics.update(_approximate_deviation(x, codes, has_match, first_hit, approx_sample, seed,
                                               engine))
     return metrics
 
 
-def _approximate_deviation(x, codes, has_match, first_hit, sample, seed, engine) -> dict[str, float]:
+def _approximate_deviation(
+    x, codes, has_match, first_hit, sample, seed, engine
+) -> dict[str, float]:
     """recall@1 of the approximate pass against an exact search, on a random query sample."""
     candidates = np.flatnonzero(has_match)
     rng = np.random.default_rng(seed)
@@ -209,7 +216,8 @@ def nmi_score(
     x = _as_embedding_matrix(embeddings)
     y = _as_label_vector(labels)
     if len(y) != len(x):
-        raise ValueError(f"embeddings and labels differ in length: {len(x)} embeddings, {len(y)} labels")
+        raise ValueError(f"embeddings and labels differ in length: {len(x)} embeddings, "
+                         f"{len(y)} labels")
     if normalize:
         x = l2_normalize(x)
     _, codes = np.unique(y, return_inverse=True)
@@ -224,7 +232,7 @@ def knn(
     embeddings_normalised: np.ndarray, k: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
     engine: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact leave-one-out kNN by inner product: (similarities (N, k) float32, indices (N, k) int64).
+    """Exact leave-one-out kNN by inner product: (similarities (N, k) float32, indices (N, k)).
 
     Each row lists the k most similar OTHER samples, ordered by (-similarity, index). The query is
     removed by index identity, so exact duplicates of it stay in its ranking. See harness.knn.
@@ -232,12 +240,17 @@ def knn(
     return _knn(embeddings_normalised, k, chunk_size, engine)
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm in float32; all-zero rows stay zero instead of becoming NaN."""
-    norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
-    out = np.zeros(x.shape, dtype=np.float64)
-    np.divide(x, norms, out=out, where=norms > 0)
-    return out.astype(np.float32)
+def l2_normalize(x: np.ndarray, rows_per_block: int = 1 << 16) -> np.ndarray:
+    """Rows scaled to unit L2 norm in float32 (computed in float64, a block of rows at a time so
+    that 1M x 128 needs no 2 GB float64 copy); all-zero rows stay zero instead of becoming NaN."""
+    out = np.empty(x.shape, dtype=np.float32)
+    for start in range(0, len(x), rows_per_block):
+        block = np.asarray(x[start : start + rows_per_block], dtype=np.float64)
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        scaled = np.zeros(block.shape, dtype=np.float64)
+        np.divide(block, norms, out=scaled, where=norms > 0)
+        out[start : start + rows_per_block] = scaled
+    return out
 
 
 def _as_embedding_matrix(embeddings: Any) -> np.ndarray:

@@ -23,8 +23,8 @@ Engines (``engine=``):
   the group's candidates, whatever N. The product shapes do not depend on ``chunk_size``, so the
   result is bit-identical for every chunk size.
 - ``faiss-gpu``: faiss ``GpuIndexFlatIP``; used only when faiss sees a GPU, a trial search on it
-  returns the right answer (wheels whose kernels do not cover the GPU fail there) and k <= 2048
-  (faiss' GPU limit). Otherwise ``torch-cuda``.
+  returns the right answer (wheels whose kernels do not cover the GPU fail there) and k + 2 <= 2048
+  (faiss' GPU limit; the engine fetches the query and a spare). Otherwise ``torch-cuda``.
 
 ``auto`` picks ``faiss-gpu`` or ``torch-cuda`` on a CUDA machine and ``faiss-cpu`` on a CPU (on the
 2-core reference machine faiss' flat search and the torch engine are equally fast at small k, and
@@ -47,12 +47,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 4096
 ENGINES = ("auto", "faiss-cpu", "faiss-gpu", "torch-cpu", "torch-cuda")
-FAISS_GPU_MAX_K = 2048  # faiss GPU brute-force search supports k <= 2048
+FAISS_GPU_MAX_K = 2048  # faiss GPU brute-force search supports k <= 2048 (we fetch k + 2)
 STREAM_ROWS = 1024  # queries per product in the streaming schedule
 STREAM_BUFFER_ENTRIES = 1 << 26  # similarities per product in the streaming schedule (256 MB)
 _PAD = 16  # the torch engine pads N to a multiple of this (segment sizes divide it)
 _MIN_BATCH_ENTRIES = 1 << 22  # full re-ranks: batch rows so that a search returns >= 4M entries
 KnnChunk = tuple[int, np.ndarray, np.ndarray]
+Candidates = tuple[int, np.ndarray, np.ndarray, bool]  # start, sims, indices, query among them
 
 
 # --------------------------------------------------------------------------- engine selection
@@ -78,8 +79,8 @@ def probe() -> Capabilities:
 
 def select_engine(engine: str = "auto", *, k: int = 1, caps: Capabilities | None = None) -> str:
     """The engine that will run: ``engine`` itself if it can run here, else an error; ``auto`` =
-    ``$NIRBENCH_KNN_ENGINE`` if set, else faiss-gpu (if it works and k <= 2048), torch-cuda, or on a
-    CPU-only machine faiss-cpu."""
+    ``$NIRBENCH_KNN_ENGINE`` if set, else faiss-gpu (if it works and k + 2 <= 2048), torch-cuda, or
+    on a CPU-only machine faiss-cpu."""
     if engine == "auto":
         engine = os.environ.get("NIRBENCH_KNN_ENGINE", "auto") or "auto"
     if engine not in ENGINES:
@@ -87,7 +88,7 @@ def select_engine(engine: str = "auto", *, k: int = 1, caps: Capabilities | None
     caps = probe() if caps is None else caps
     if engine == "auto":
         if caps.cuda:
-            if caps.faiss_gpu_works and k <= FAISS_GPU_MAX_K:
+            if caps.faiss_gpu_works and k + 2 <= FAISS_GPU_MAX_K:
                 return "faiss-gpu"
             return "torch-cuda"  # the fallback when the faiss build cannot use this GPU
         return "faiss-cpu"
@@ -99,8 +100,9 @@ def select_engine(engine: str = "auto", *, k: int = 1, caps: Capabilities | None
                 f"kNN engine faiss-gpu is not usable here (torch CUDA: {caps.cuda}, faiss GPUs: "
                 f"{caps.faiss_gpus}, trial search ok: {caps.faiss_gpu_works}); use torch-cuda"
             )
-        if k > FAISS_GPU_MAX_K:
-            raise ValueError(f"faiss-gpu supports k <= {FAISS_GPU_MAX_K}, got k = {k}; use torch-cuda")
+        if k + 2 > FAISS_GPU_MAX_K:
+            raise ValueError(f"faiss-gpu searches k + 2 <= {FAISS_GPU_MAX_K} candidates, got "
+                             f"k = {k}; use torch-cuda")
     return engine
 
 
@@ -163,7 +165,8 @@ def iter_knn(
 
 
 def search_rows(
-    x: np.ndarray, queries: np.ndarray, k: int, engine: str = "auto", chunk_size: int = DEFAULT_CHUNK_SIZE
+    x: np.ndarray, queries: np.ndarray, k: int, engine: str = "auto",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact leave-one-out kNN for the given query rows only (e.g. a sample): (sims, indices),
     same contract as :func:`knn`, in chunks (memory does not grow with the number of queries)."""
@@ -201,7 +204,9 @@ def _finish(searcher, sims, indices, queries, k, self_in_candidates, chunk_size)
     return sims, indices
 
 
-def _cut_inside_tie(sims: np.ndarray, indices: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+def _cut_inside_tie(
+    sims: np.ndarray, indices: np.ndarray, queries: np.ndarray, k: int
+) -> np.ndarray:
     """Rows where fewer than k candidate others beat the worst candidate similarity.
 
     An engine returns every sample strictly more similar than the worst value it returned, but
@@ -225,7 +230,8 @@ def _drop_self_and_sort(
     """
     m = sims.shape[1]
     is_self = indices == queries[:, None]
-    if m > k + 2 or m < k or (is_self.sum(axis=1) > 1).any() or not (np.diff(sims, axis=1) <= 0).all():
+    unusual = m > k + 2 or m < k or (is_self.sum(axis=1) > 1).any()
+    if unusual or not (np.diff(sims, axis=1) <= 0).all():
         order = np.lexsort((indices, -sims, is_self), axis=1)[:, :k]
         return np.take_along_axis(sims, order, axis=1), np.take_along_axis(indices, order, axis=1)
     if m == k:  # complete candidate lists without the query: nothing to drop
@@ -258,7 +264,7 @@ class _FaissSearcher:
         index.add(x)
         self.index = index
 
-    def candidates(self, k: int, chunk_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, bool]]:
+    def candidates(self, k: int, chunk_size: int) -> Iterator[Candidates]:
         fetch = min(k + 2, self.n)
         for start in range(0, self.n, chunk_size):
             sims, indices = self.index.search(self.x[start : start + chunk_size], fetch)
@@ -289,7 +295,7 @@ class _TorchSearcher:
         xt[: len(x)] = torch.from_numpy(x).to(self.device)
         self.x = xt
 
-    def candidates(self, k: int, chunk_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, bool]]:
+    def candidates(self, k: int, chunk_size: int) -> Iterator[Candidates]:
         fetch = min(k + 1, self.n - 1)
         with _exact_float32_matmul():
             for g0, sims, indices in self._streaming(fetch):
@@ -414,22 +420,37 @@ class _exact_float32_matmul:
 # --------------------------------------------------------------------------- approximate search
 
 APPROXIMATE = ("ivf", "hnsw")
+IVF_NPROBE = 32  # lists scanned per query by default (of about 4 sqrt(N))
+
+
+def approximate_settings(spec: str, n: int, k: int) -> dict[str, float]:
+    """The index settings ``spec`` means for N samples and depth k: ``"ivf"`` / ``"ivf:NPROBE"``
+    (IVF-Flat, nlist = 4 sqrt(N), NPROBE lists scanned per query, default ``IVF_NPROBE``) or
+    ``"hnsw"`` / ``"hnsw:EF"`` (HNSW, M = 32, efSearch EF, default max(64, 2 (k + 1)))."""
+    method, colon, effort = spec.partition(":")
+    if method not in APPROXIMATE or (colon and not effort.isdigit()) or (colon and int(effort) < 1):
+        raise ValueError(f"approximate mode {spec!r} is not one of 'ivf', 'ivf:NPROBE', 'hnsw', "
+                         f"'hnsw:EF' (NPROBE, EF positive integers)")
+    if method == "hnsw":
+        return {"hnsw_m": 32.0, "ef_search": float(int(effort) if effort else max(64, 2 * (k + 1)))}
+    nlist = int(np.clip(4 * np.sqrt(n), 1, n // 39 or 1))  # faiss wants >= 39 points per list
+    nprobe = min(nlist, int(effort) if effort else IVF_NPROBE)
+    return {"nlist": float(nlist), "nprobe": float(nprobe)}
 
 
 def iter_approximate_knn(
     x: np.ndarray, k: int, method: str = "ivf", chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0
 ) -> Iterator[KnnChunk]:
     """Approximate leave-one-out kNN with a faiss IVF-Flat or HNSW index (inner product), for sets
-    where the exact N^2 search takes too long. Neighbour order is faiss'; ties are not re-ranked;
-    a row may hold fewer than k real neighbours (missing ones are index -1, similarity -inf).
-    Measure what it costs: see ``evaluation.retrieval_metrics(approximate=...)``."""
+    where the exact N^2 search takes too long; ``method`` as in :func:`approximate_settings`.
+    Neighbour order is faiss'; ties are not re-ranked; a row may hold fewer than k real neighbours
+    (missing ones are index -1, similarity -inf). How far it is from exact is data-dependent:
+    measure it, see ``evaluation.retrieval_metrics(approximate=...)``."""
     x = _as_float32_matrix(x)
-    n, d = x.shape
-    if method not in APPROXIMATE:
-        raise ValueError(f"unknown approximate method {method!r}; choose one of {APPROXIMATE}")
+    n = len(x)
     if not 1 <= k <= n - 1:
         raise ValueError(f"k must be between 1 and N - 1 = {n - 1}, got {k}")
-    index = _build_approximate_index(x, k, method, seed)
+    index = _build_approximate_index(x, approximate_settings(method, n, k), seed)
     for start in range(0, n, chunk_size):
         queries = np.arange(start, min(start + chunk_size, n))
         sims, indices = index.search(x[queries], min(k + 1, n))
@@ -437,18 +458,19 @@ def iter_approximate_knn(
         is_self = indices == queries[:, None]
         keep = ~is_self
         keep[~is_self.any(axis=1), -1] = False
-        yield start, sims[keep].reshape(len(queries), -1)[:, :k], indices[keep].reshape(len(queries), -1)[:, :k]
+        sims = sims[keep].reshape(len(queries), -1)[:, :k]
+        yield start, sims, indices[keep].reshape(len(queries), -1)[:, :k]
 
 
-def _build_approximate_index(x: np.ndarray, k: int, method: str, seed: int):
+def _build_approximate_index(x: np.ndarray, settings: dict[str, float], seed: int):
     n, d = x.shape
-    if method == "hnsw":
-        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+    if "ef_search" in settings:
+        index = faiss.IndexHNSWFlat(d, int(settings["hnsw_m"]), faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
         index.add(x)
-        index.hnsw.efSearch = max(64, 2 * (k + 1))
+        index.hnsw.efSearch = int(settings["ef_search"])
         return index
-    nlist = int(np.clip(4 * np.sqrt(n), 1, n // 39 or 1))  # faiss wants >= 39 points per list
+    nlist = int(settings["nlist"])
     quantizer = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
@@ -456,7 +478,7 @@ def _build_approximate_index(x: np.ndarray, k: int, method: str, seed: int):
     index.cp.seed = seed
     index.train(train)
     index.add(x)
-    index.nprobe = max(1, min(nlist, 32))
+    index.nprobe = int(settings["nprobe"])
     return index
 
 

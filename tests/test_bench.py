@@ -98,3 +98,12 @@ def test_synthetic_embeddings_have_sop_like_classes():
     assert len(sizes) == 1100 and sizes.min() >= 2 and sizes.max() <= 12
     with pytest.raises(ValueError, match="2 x classes"):
         synthetic_embeddings(100, 8, 60)
+
+
+def test_nirbench_cli_wires_bench(capsys):
+    from harness.cli import main
+
+    assert main(["bench", "eval", "--n", "600", "--classes", "100", "--no-pml", "--no-nmi",
+                 "--no-full", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["ours_knn_s"] > 0 and result["peak_rss_mb"] > 0

@@ -340,3 +340,12 @@ def test_other_input_errors():
         compute_metrics(x[:5], np.arange(5), recall_at=(1,))
     with pytest.raises(ValueError, match="2-D"):
         compute_metrics(x[0], labels)
+
+
+def test_l2_normalize_in_blocks_equals_whole():
+    x, _ = clustered(n=1000, seed=19)
+    x[5] = 0.0
+    whole = l2_normalize(x, rows_per_block=len(x))
+    np.testing.assert_array_equal(l2_normalize(x, rows_per_block=77), whole)
+    assert np.all(whole[5] == 0.0)
+    np.testing.assert_allclose(np.linalg.norm(np.delete(whole, 5, axis=0), axis=1), 1.0, atol=1e-6)

@@ -154,9 +154,9 @@ def test_knn_argument_errors():
         (CPU_ONLY, 10, "faiss-cpu"),
         (CPU_ONLY, 5000, "faiss-cpu"),
         (Capabilities(cuda=True, faiss_gpus=1, faiss_gpu_works=True), 10, "faiss-gpu"),
-        (Capabilities(cuda=True, faiss_gpus=1, faiss_gpu_works=True), 2048, "faiss-gpu"),
-        # faiss' GPU search stops at k = 2048: the exact torch engine takes over
-        (Capabilities(cuda=True, faiss_gpus=1, faiss_gpu_works=True), 2049, "torch-cuda"),
+        (Capabilities(cuda=True, faiss_gpus=1, faiss_gpu_works=True), 2046, "faiss-gpu"),
+        # faiss' GPU search stops at 2048 candidates (k + the query + a spare): torch takes over
+        (Capabilities(cuda=True, faiss_gpus=1, faiss_gpu_works=True), 2047, "torch-cuda"),
         # a faiss build whose kernels do not run on this GPU (e.g. Hopper): fall back to torch
         (Capabilities(cuda=True, faiss_gpus=1, faiss_gpu_works=False), 10, "torch-cuda"),
         # torch sees the GPU, faiss (a CPU build) does not
@@ -174,8 +174,8 @@ def test_explicit_engine_selection(monkeypatch):
     with pytest.raises(RuntimeError, match="torch-cuda needs a CUDA device"):
         select_engine("torch-cuda", caps=CPU_ONLY)
     with pytest.raises(RuntimeError, match="faiss-gpu is not usable here"):
-        select_engine("faiss-gpu", caps=Capabilities(cuda=True, faiss_gpus=1, faiss_gpu_works=False))
-    with pytest.raises(ValueError, match="k <= 2048"):
+        select_engine("faiss-gpu", caps=Capabilities(True, 1, faiss_gpu_works=False))
+    with pytest.raises(ValueError, match=r"k \+ 2 <= 2048"):
         select_engine("faiss-gpu", k=5000, caps=Capabilities(True, 1, True))
     monkeypatch.setenv("NIRBENCH_KNN_ENGINE", "torch-cpu")
     assert select_engine("auto", caps=CPU_ONLY) == "torch-cpu"
@@ -284,7 +284,18 @@ def test_approximate_mode_reports_its_deviation(method):
     # the exact side of the sample agrees with the exact pass (within sampling error)
     assert abs(approx["approx/recall@1_exact"] - exact["recall@1"]) < 0.1
     assert abs(approx["approx/recall@1_deviation"]) < 0.1
-    assert 0.0 <= approx["recall@1"] <= 1.0 and approx["recall@1"] == pytest.approx(exact["recall@1"], abs=0.1)
+    assert approx["recall@1"] == pytest.approx(exact["recall@1"], abs=0.1)
+
+
+def test_approximate_settings_and_errors():
+    x, labels = clustered(n=1500, n_classes=60, dim=16, noise=1.2, seed=34)
+    out = retrieval_metrics(x, labels, (1,), approximate="ivf:3", approx_sample=100)
+    assert out["approx/nprobe"] == 3 and out["approx/nlist"] >= 3
+    out = retrieval_metrics(x, labels, (1,), approximate="hnsw:40", approx_sample=100)
+    assert out["approx/ef_search"] == 40
+    for bad in ("ivf:", "ivf:0", "pq", "hnsw:x"):
+        with pytest.raises(ValueError, match="approximate mode"):
+            retrieval_metrics(x, labels, (1,), approximate=bad)
 
 
 def test_approximate_rows_exclude_the_query():

@@ -26,7 +26,9 @@ test split, 60,502 samples, 11,316 classes of 2-12 samples, dim 128), all in one
   full_suite_s    recall@1/10/100/1000 + map@r + r_precision + map@1000 (PML cannot give these)
   knn_k1000_s     the bare faiss search at k = 1000 (+1)
 plus the ratios ratio_knn_vs_pml (PML time / ours), ratio_nmi_vs_pml, ratio_vs_knn (ours / bare
-search), ratio_full_vs_knn_k1000, max_abs_diff (our metrics vs PML's) and peak_rss_mb.
+search), ratio_full_vs_knn_k1000, max_abs_diff (our metrics vs PML's), peak_rss_mb (the
+process' resident-memory peak while OUR evaluation ran, data and libraries included; per phase:
+*_peak_rss_mb) and load_average_before/after (other work on the machine skews every timing).
 Why: so that the speed and memory claims are reproducible numbers on your machine.
 """
 
@@ -50,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                          "pytorch-metric-learning and the bare faiss search",
                          description=EVAL_DESCRIPTION,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=60502, help="number of embeddings (default: SOP test, 60502)")
+    p.add_argument("--n", type=int, default=60502,
+                   help="number of embeddings (default: SOP test, 60502)")
     p.add_argument("--dim", type=int, default=128, help="embedding dimension (default 128)")
     p.add_argument("--classes", type=int, default=11316, help="number of classes (default: SOP "
                    "test, 11316)")
@@ -59,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="within-class noise norm relative to the unit class centres (default 1.4: "
                         "recall@1 about 0.77 at SOP size)")
     p.add_argument("--repeat", type=int, default=1, help="keep the fastest of R runs per step")
-    p.add_argument("--threads", type=int, default=0, help="torch and faiss threads (default: theirs)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch and faiss threads (default: theirs)")
     p.add_argument("--no-pml", action="store_true", help="skip pytorch-metric-learning (e.g. at "
                    "sizes where it would not finish)")
     p.add_argument("--no-nmi", action="store_true", help="skip the NMI timings")
@@ -68,9 +72,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="skip every exact kNN timing (ours, PML, bare search, full suite): for "
                         "million-scale sets with --approximate, where an exact N^2 pass takes an "
                         "hour on a small CPU")
-    p.add_argument("--approximate", choices=("ivf", "hnsw"), default=None,
-                   help="also run the approximate full suite and report its measured recall@1 "
-                        "deviation from exact on a query sample")
+    p.add_argument("--approximate", default=None, metavar="{ivf,ivf:NPROBE,hnsw,hnsw:EF}",
+                   help="also run the full suite with a faiss approximate index and report its "
+                        "measured recall@1 deviation from exact on a 2000-query sample")
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_eval)
 
@@ -82,7 +86,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="default: resnet50 on a GPU, small_cnn on a CPU")
     p.add_argument("--batch", type=int, default=None, help="default: 90 on a GPU, 64 on a CPU")
     p.add_argument("--image-px", type=int, default=None, help="default: 224 on a GPU, 32 on a CPU")
-    p.add_argument("--classes", type=int, default=100, help="training classes (proxies), default 100")
+    p.add_argument("--classes", type=int, default=100,
+                   help="training classes (proxies), default 100")
     p.add_argument("--steps", type=int, default=20, help="timed steps per arm (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per arm first")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")

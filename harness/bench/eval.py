@@ -41,7 +41,8 @@ FULL_RECALL_AT = (1, 10, 100, 1000)
 
 
 def synthetic_embeddings(
-    n: int, dim: int, classes: int, *, seed: int = 0, noise: float = 1.4, max_class: int = SOP_MAX_CLASS
+    n: int, dim: int, classes: int, *, seed: int = 0, noise: float = 1.4,
+    max_class: int = SOP_MAX_CLASS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class-structured embeddings: every class gets 2 samples, the rest are spread over classes
     without exceeding ``max_class`` (raised if n needs it), SOP-like. A sample is its class centre
@@ -103,7 +104,8 @@ def run(
         out["knn_s"], _, _ = _timed(lambda: _bare_search(xn, k_needed + 1), repeat)
         out["ratio_vs_knn"] = out["ours_knn_s"] / out["knn_s"]
 
-    out.update(dict.fromkeys(("pml_knn_s", "ratio_knn_vs_pml", "max_abs_diff", "pml_knn_peak_rss_mb")))
+    out.update(dict.fromkeys(("pml_knn_s", "ratio_knn_vs_pml", "max_abs_diff",
+                              "pml_knn_peak_rss_mb")))
     if pml and exact:
         say("pytorch-metric-learning AccuracyCalculator (k = max_bin_count)")
         out["pml_knn_s"], theirs, out["pml_knn_peak_rss_mb"] = _timed(lambda: _pml_knn(xn, labels),
@@ -116,7 +118,8 @@ def run(
             abs(ours["map@r"] - theirs["mean_average_precision_at_r"]),
         )
 
-    out.update(dict.fromkeys(("ours_nmi_s", "pml_nmi_s", "ratio_nmi_vs_pml", "ours/nmi", "pml/nmi")))
+    out.update(dict.fromkeys(("ours_nmi_s", "pml_nmi_s", "ratio_nmi_vs_pml", "ours/nmi",
+                              "pml/nmi")))
     if nmi:
         say(f"ours: NMI (k-means, {classes} clusters)")
         out["ours_nmi_s"], out["ours/nmi"], out["ours_nmi_peak_rss_mb"] = _timed(

@@ -41,13 +41,15 @@ def run(
     setting.update({k: v for k, v in (("backbone", backbone), ("batch", batch),
                                       ("image_px", image_px)) if v is not None})
     if setting["batch"] < 2 or setting["batch"] % 2:
-        raise ValueError(f"batch must be even and >= 2 (2 samples per class), got {setting['batch']}")
+        raise ValueError(f"batch must be even and >= 2 (2 samples per class), got "
+                         f"{setting['batch']}")
 
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(setting["batch"], 3, setting["image_px"], setting["image_px"], generator=g)
     labels = torch.arange(setting["batch"]) // 2 % classes
     images, labels = images.to(dev), labels.to(dev)
 
+    load_before = _load_average()
     arms = {name: _make_step(name, setting, classes, seed, dev, images, labels)
             for name in ("baseline", "nir")}
     for name, step in arms.items():
@@ -79,6 +81,8 @@ def run(
         "gpu_measured": dev.type == "cuda",
         "gpu_setting": GPU_SETTING,
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "load_average_before": load_before,
+        "load_average_after": _load_average(),  # other work on the machine skews step times
     }
 
 
@@ -113,6 +117,12 @@ def _timed_step(step: Callable[[], None], dev: torch.device) -> float:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     return time.perf_counter() - started
+
+
+def _load_average() -> float | None:
+    from harness.bench.eval import _load_average as load_average
+
+    return load_average()
 
 
 def _cpu_name() -> str:
