@@ -143,29 +143,29 @@ def test_search_is_honest_tracked_exported_and_final_runs_aggregate(tmp_path, re
         return real_evaluate(trainer, split)
 
     monkeypatch.setattr(engine, "evaluate", spy)
-    tc = load_tune_config(tune_file(tmp_path, "n_trials: 3\nfinal_seeds: 2\n"
-                                              "validation: {fraction: 0.25}\n", epochs=2))
+    tc = load_tune_config(tune_file(tmp_path, "n_trials: 2\nfinal_seeds: 2\n"
+                                              "validation: {fraction: 0.25}\n"))
     out = run_search(tc, results_dir, echo=quiet)
 
     # Honest: trials evaluated only training-class images; only final runs touched test.
     assert evaluated["val"] and evaluated["val"] <= train_rows
     assert not evaluated["val"] & test_rows and evaluated["test"] == test_rows
 
-    assert out.n_complete + out.n_pruned == 3 and out.n_failed == 0
+    assert out.n_complete + out.n_pruned == 2 and out.n_failed == 0
     journal = results_dir / "optuna" / f"{tc.study}.journal"
     assert journal.is_file() and out.storage == str(journal.resolve())
     search = Tracker(results_dir, experiment=SEARCH_EXPERIMENT)
     runs = search.runs()
     parents = [r for r in runs if r.tags.get("stage") == "search"]
     trials = [r for r in runs if r.tags.get("stage") == "trial"]
-    assert len(parents) == 1 and len(trials) == 3
+    assert len(parents) == 1 and len(trials) == 2
     parent = parents[0]
     assert parent.status == "FINISHED" and parent.tags["nir.weight_convention"] == "w_align"
     assert parent.metrics["best/val_map_at_r"] == pytest.approx(out.best_value)
-    assert sorted(r.tags["trial"] for r in trials) == ["0", "1", "2"]
+    assert sorted(r.tags["trial"] for r in trials) == ["0", "1"]
     for run in trials:
         assert run.tags["mlflow.parentRunId"] == parent.run_id
-        assert [s for s, _ in search.history(run.run_id, "val/map@r")] == [1, 2]
+        assert [s for s, _ in search.history(run.run_id, "val/map@r")] == [1]  # every epoch
         assert not any(k.startswith("test/") for k in run.metrics)
     artifacts = {a.path for a in search.client.list_artifacts(parent.run_id)}
     assert f"{tc.study}-best.yaml" in artifacts and f"{tc.study}-history.png" in artifacts
@@ -191,16 +191,16 @@ def test_search_is_honest_tracked_exported_and_final_runs_aggregate(tmp_path, re
     assert "+ NIR" in files.markdown
 
     # Resume: the same study with a larger target runs only what is missing, same parent run.
-    again = run_search(load_tune_config(tune_file(tmp_path, "n_trials: 4\n"
-                                                            "validation: {fraction: 0.25}\n",
-                                                  epochs=2)), results_dir, echo=quiet)
-    assert [r.number for r in again.ran] == [3] and again.n_complete + again.n_pruned == 4
+    again = run_search(load_tune_config(tune_file(tmp_path, "n_trials: 3\n"
+                                                            "validation: {fraction: 0.25}\n")),
+                       results_dir, echo=quiet)
+    assert [r.number for r in again.ran] == [2] and again.n_complete + again.n_pruned == 3
     assert again.parent_run_id == parent.run_id
     # ... but a study set up differently is refused instead of mixed.
     with pytest.raises(ConfigError, match="different search setup.*metric"):
         run_search(load_tune_config(tune_file(tmp_path, "n_trials: 5\nmetric: recall@1\n"
-                                                        "validation: {fraction: 0.25}\n",
-                                              epochs=2)), results_dir, echo=quiet)
+                                                        "validation: {fraction: 0.25}\n")),
+                   results_dir, echo=quiet)
 
 
 def test_pruned_trials_end_cleanly_and_count_toward_the_target(tmp_path, results_dir,
@@ -217,10 +217,13 @@ def test_pruned_trials_end_cleanly_and_count_toward_the_target(tmp_path, results
     study = optuna.load_study(study_name=tc.study, storage=open_storage(tc, results_dir))
     assert study.trials[1].state == optuna.trial.TrialState.PRUNED
     assert study.trials[1].intermediate_values.keys() == {1}
+    assert study.trials[0].intermediate_values.keys() == {1, 2}  # reported every epoch
 
 
-def test_a_dead_workers_trial_is_failed_and_retried_with_its_parameters(tmp_path, results_dir):
-    tc = load_tune_config(tune_file(tmp_path, "n_trials: 1\nvalidation: {fraction: 0.25}\n"))
+def test_a_dead_workers_trial_is_failed_and_retried_with_its_parameters(tmp_path, results_dir,
+                                                                      capsys):
+    path = tune_file(tmp_path, "n_trials: 1\nvalidation: {fraction: 0.25}\n")
+    tc = load_tune_config(path)
     study = open_study(tc, open_storage(tc, results_dir))
     orphan = study.ask({"regularizer.weight": optuna.distributions.FloatDistribution(
         1e-3, 1.0, log=True), "regularizer.flow_lr_mult": optuna.distributions.FloatDistribution(
@@ -238,6 +241,18 @@ def test_a_dead_workers_trial_is_failed_and_retried_with_its_parameters(tmp_path
     retried = study.get_trials()[1]
     assert retried.params == frozen.params  # the same point, run again
     assert retried.system_attrs["failed_trial"] == 0
+
+    # The CLI on a finished study runs nothing new and reports it.
+    assert main(["tune", "--config", str(path), "--results-dir", str(results_dir),
+                 "--no-progress", "--no-plots", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "0 run by this process" in out and "best: trial 1" in out
+    assert f"optuna-dashboard {results_dir.resolve()}/optuna/{tc.study}.journal" in out
+    best = yaml.safe_load((results_dir / "optuna" / f"{tc.study}-best.yaml").read_text())
+    assert best["regularizer"]["weight"] == pytest.approx(frozen.params["regularizer.weight"])
+    bad = tune_file(tmp_path, "n_trials: 0\n", name="bad.yaml")
+    assert main(["tune", "--config", str(bad), "--results-dir", str(results_dir)]) == 2
+    assert "search.n_trials must be >= 1" in capsys.readouterr().err
 
 
 def test_two_worker_processes_share_one_study_without_losing_or_duplicating(tmp_path,
@@ -267,15 +282,3 @@ def test_two_worker_processes_share_one_study_without_losing_or_duplicating(tmp_
     assert len(parents) == 1
     assert {r.tags["mlflow.parentRunId"] for r in trial_runs} == {parents[0].run_id}
     assert all(r.status == "FINISHED" for r in trial_runs)
-
-
-def test_tune_cli_prints_best_and_dashboard_and_rejects_bad_files(tmp_path, results_dir, capsys):
-    path = tune_file(tmp_path, "n_trials: 1\nvalidation: {fraction: 0.25}\n")
-    assert main(["tune", "--config", str(path), "--results-dir", str(results_dir),
-                 "--no-progress", "--no-plots", "--quiet", "--study", "cli"]) == 0
-    out = capsys.readouterr().out
-    assert "best: trial 0" in out and "optuna-dashboard " in out and "cli.journal" in out
-    assert yaml.safe_load((results_dir / "optuna" / "cli-best.yaml").read_text())["seed"] == 0
-    bad = tune_file(tmp_path, "n_trials: 0\n", name="bad.yaml")
-    assert main(["tune", "--config", str(bad), "--results-dir", str(results_dir)]) == 2
-    assert "search.n_trials must be >= 1" in capsys.readouterr().err
