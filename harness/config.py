@@ -159,13 +159,18 @@ def _hash(tree: Mapping[str, Any]) -> str:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load ``path`` (default: the embedded default config), apply ``key=value`` overrides."""
-    raw = read_yaml(path or DEFAULT_CONFIG)
+    raw = apply_overrides(read_yaml(path or DEFAULT_CONFIG), overrides)
+    return build_config(raw)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``key=value`` dotted overrides (values parsed as YAML) to a raw config dict."""
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key=value, e.g. train.epochs=20")
         set_dotted(raw, key.strip(), yaml.safe_load(value))
-    return build_config(raw)
+    return raw
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

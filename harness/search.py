@@ -55,7 +55,7 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from harness.config import ConfigError, RunConfig
+from harness.config import ConfigError
 from harness.engine import RunPruned
 from harness.runner import execute
 from harness.tracking import SEARCH_EXPERIMENT, Tracker

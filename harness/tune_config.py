@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
 from harness.config import (DEFAULT_CONFIG, ConfigError, RunConfig, ValidationConfig,
-                            _check_validation, _section, build_config, flatten, read_yaml,
+                            _check_validation, _section, apply_overrides, build_config, flatten,
+                            read_yaml,
                             set_dotted)
 from harness.registry import closest_match_hint
 
@@ -187,12 +187,7 @@ def load_tune_config(path: str | Path | None = None, overrides: list[str] | None
                      final_seeds: int | None = None) -> TuneConfig:
     """Read a tune file (default: the embedded default run config, default search), apply
     ``key=value`` overrides (``search.n_trials=5`` works too) and the CLI options, validate."""
-    raw = read_yaml(path or DEFAULT_CONFIG)
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.epochs=20")
-        set_dotted(raw, key.strip(), yaml.safe_load(value))
+    raw = apply_overrides(read_yaml(path or DEFAULT_CONFIG), overrides)
     search = raw.pop("search", None) or {}
     if not isinstance(search, dict):
         raise ConfigError(f"search must be a mapping, got {search!r}")
