@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from harness.config import RunConfig
-from harness.data.augment import eval_transform, train_augment
 from harness.data.base import DatasetBundle, ImageSplit
 from harness.data.sampler import ClassBalancedBatchSampler
 from harness.evaluation import compute_metrics
@@ -148,7 +147,7 @@ def train_one_epoch(trainer: Trainer, split: ImageSplit, sampler: ClassBalancedB
     batches = sampler.batches(epoch)
     bar = _progress(batches, f"epoch {epoch + 1}/{cfg.train.epochs}", progress)
     for step, idx in enumerate(bar):
-        images = train_augment(split.images[idx].to(trainer.device), aug_gen)
+        images = split.train_batch(idx, trainer.device, aug_gen)
         labels = split.labels[idx].to(trainer.device)
         try:
             terms = objective(model(images), labels)
@@ -176,7 +175,7 @@ def embed(model: EmbeddingModel, split: ImageSplit, device: torch.device,
     model.eval()
     out = []
     for start in range(0, len(split), batch_size):
-        images = eval_transform(split.images[start:start + batch_size].to(device))
+        images = split.eval_batch(start, min(start + batch_size, len(split)), device)
         out.append(model(images).float().cpu())
     return torch.cat(out).numpy()
 

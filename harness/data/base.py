@@ -1,8 +1,11 @@
 """The data contract between datasets and the training engine.
 
-A dataset yields two class-disjoint splits. Each split keeps its images as one uint8 tensor
-(N, 3, H, W) so that augmentation runs batched on the training device instead of per-sample in
-Python; labels are contiguous ints 0..C-1 within the split (so a proxy table has C rows).
+A dataset yields two class-disjoint splits; labels are contiguous ints 0..C-1 within a split (so a
+proxy table has C rows). The engine asks a split for whole batches only (``train_batch``,
+``eval_batch``), so a split decides where its pixels live and how they are augmented:
+``ImageSplit`` keeps small images as one in-memory uint8 tensor (N, 3, H, W) and augments them
+batched on the training device; a split of real photographs can subclass it and read a
+memory-mapped uint8 cache instead (harness/data/real/), with its own batched transforms.
 """
 from __future__ import annotations
 
@@ -30,6 +33,25 @@ class ImageSplit:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def train_batch(self, idx: torch.Tensor, device: torch.device,
+                    generator: torch.Generator) -> torch.Tensor:
+        """Augmented float32 (B, 3, h, w) training images at positions ``idx``, on ``device``.
+        All randomness comes from ``generator`` (seeded by (seed, epoch): identical in both arms)."""
+        from harness.data.augment import train_augment
+
+        return train_augment(self.images[idx].to(device), generator)
+
+    def eval_batch(self, start: int, stop: int, device: torch.device) -> torch.Tensor:
+        """Deterministic float32 (B, 3, h, w) evaluation images ``start:stop``, on ``device``."""
+        from harness.data.augment import eval_transform
+
+        return eval_transform(self.images[start:stop].to(device))
+
+    def subset(self, mask: torch.Tensor, labels: torch.Tensor) -> "ImageSplit":
+        """The images where ``mask`` is true, relabelled with ``labels`` (one per kept image);
+        a subclass returns its own kind so validation splits keep the storage and transforms."""
+        return ImageSplit(self.images[mask], labels)
 
     @property
     def num_classes(self) -> int:

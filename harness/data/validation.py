@@ -65,7 +65,7 @@ def _subset(split: ImageSplit, classes: np.ndarray) -> ImageSplit:
     mask = torch.isin(split.labels, classes_t)
     remap = torch.full((split.num_classes,), -1, dtype=torch.int64)
     remap[classes_t] = torch.arange(len(classes_t))
-    return ImageSplit(split.images[mask], remap[split.labels[mask]])
+    return split.subset(mask, remap[split.labels[mask]])
 
 
 def split_validation(bundle: DatasetBundle, *, fraction: float = 0.0, folds: int = 0,
