@@ -23,6 +23,8 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 BACKBONES = ("small_cnn", "resnet18", "resnet50")
 DEVICES = ("auto", "cpu", "cuda")
+POOLINGS = ("average", "double")
+PRECISIONS = ("fp32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -41,6 +43,7 @@ class BackboneConfig:
     embed_dim: int = 128
     pretrained: bool = False
     freeze_bn: bool = False  # freeze BatchNorm running statistics (the paper's ResNet50 setting)
+    pooling: str = "average"  # ResNets: "double" = global average + global max (NIR code option)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,11 @@ class TrainConfig:
     device: str = "auto"
     deterministic: bool = False  # torch.use_deterministic_algorithms; CPU runs are reproducible anyway
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    lr_milestones: tuple[int, ...] | None = None  # epochs at which every lr is multiplied by
+    lr_gamma: float = 0.1                         # lr_gamma (MultiStepLR; SOP: 140,230 x 0.2)
+    precision: str = "fp32"  # "bf16": backbone under bf16 autocast (losses stay in fp32)
+    channels_last: bool = False  # NHWC memory format: faster convolutions on tensor cores
+    cudnn_benchmark: bool = False  # cudnn autotuning: faster, not bitwise reproducible
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class EvalConfig:
     recall_at: tuple[int, ...] | None = None  # None = the dataset's customary list
     nmi: bool = True
     batch_size: int = 512
+    structure: bool = True  # rho, pi_density, sigma2_kappa, g2 per epoch (harness/structure.py)
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,8 @@ class RunConfig:
             out["regularizer"] = {"name": self.regularizer.name, **dict(self.regularizer.params)}
         if self.eval.recall_at is not None:
             out["eval"]["recall_at"] = list(self.eval.recall_at)
+        if self.train.lr_milestones is not None:
+            out["train"]["lr_milestones"] = list(self.train.lr_milestones)
         return out
 
     def to_yaml(self) -> str:
@@ -219,7 +230,7 @@ def build_config(raw: Mapping[str, Any]) -> RunConfig:
     if not validation.active:  # its seed means nothing then; keep one canonical inactive value
         validation = ValidationConfig()
     method = _method_config(raw.get("method", {"name": "proxy_anchor"}))
-    regularizer = _regularizer_config(raw.get("regularizer"))
+    regularizer = _resolve_proxy_source(method, _regularizer_config(raw.get("regularizer")))
     cfg = RunConfig(seed=seed, dataset=dataset, backbone=backbone, method=method,
                     regularizer=regularizer, train=train, eval=eval_cfg, validation=validation)
     _check_compatibility(cfg)
@@ -324,6 +335,25 @@ def _regularizer_config(raw: Any) -> RegularizerConfig | None:
     return RegularizerConfig(*_named("regularizer", raw, REGULARIZERS))
 
 
+def _resolve_proxy_source(method: MethodConfig,
+                          reg: RegularizerConfig | None) -> RegularizerConfig | None:
+    """``proxy_source: auto`` -> ``method`` when the method has class proxies, else ``own``; the
+    resolved config (and so its hash and the run's tag) always names the concrete mode."""
+    if reg is None or "proxy_source" not in reg.params:
+        return reg
+    from methods import METHODS
+    from methods.nir import PROXY_SOURCE_CHOICES
+
+    source = reg.params["proxy_source"]
+    if source not in PROXY_SOURCE_CHOICES:
+        raise ConfigError(f"regularizer.proxy_source must be one of {PROXY_SOURCE_CHOICES}, got "
+                          f"{source!r}" + closest_match_hint(str(source), list(PROXY_SOURCE_CHOICES)))
+    if source != "auto":
+        return reg
+    resolved = "method" if METHODS.get(method.name).provides_proxies else "own"
+    return RegularizerConfig(reg.name, {**reg.params, "proxy_source": resolved})
+
+
 def _check_compatibility(cfg: RunConfig) -> None:
     from harness.data import DATASETS
     from harness.registry import UnknownNameError
@@ -349,6 +379,20 @@ def _check_compatibility(cfg: RunConfig) -> None:
                           f"({t.epochs}), or the backbone never trains")
     if t.device not in DEVICES:
         raise ConfigError(f"train.device must be one of {DEVICES}, got {t.device!r}")
+    if t.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision must be one of {PRECISIONS}, got {t.precision!r}")
+    if cfg.backbone.pooling not in POOLINGS:
+        raise ConfigError(f"backbone.pooling must be one of {POOLINGS}, got "
+                          f"{cfg.backbone.pooling!r}")
+    if cfg.backbone.pooling != "average" and cfg.backbone.name == "small_cnn":
+        raise ConfigError("backbone.pooling=double needs a ResNet backbone (small_cnn pools once)")
+    milestones = t.lr_milestones or ()
+    if list(milestones) != sorted(set(milestones)) or any(m < 1 or m >= t.epochs
+                                                          for m in milestones):
+        raise ConfigError(f"train.lr_milestones must be increasing epochs in [1, train.epochs="
+                          f"{t.epochs}), got {list(milestones)}")
+    if not 0 < t.lr_gamma <= 1:
+        raise ConfigError(f"train.lr_gamma must be in (0, 1], got {t.lr_gamma}")
     if cfg.backbone.name not in BACKBONES:
         raise ConfigError(f"backbone.name {cfg.backbone.name!r} is unknown; valid: "
                           f"{', '.join(BACKBONES)}." + closest_match_hint(cfg.backbone.name,
@@ -371,8 +415,10 @@ def _check_compatibility(cfg: RunConfig) -> None:
             with_proxies = [n for n, i in METHODS.items() if i.provides_proxies]
             raise ConfigError(
                 f"regularizer {cfg.regularizer.name!r} needs class proxies, but method "
-                f"{cfg.method.name!r} ({method.family}-based) provides none; use a proxy-based "
-                f"method ({', '.join(with_proxies)}) or regularizer=null")
+                f"{cfg.method.name!r} ({method.family}-based) provides none; set "
+                f"regularizer.proxy_source=own (NIR with its own proxies and ProxyAnchor "
+                f"alignment, as the published code) or use a proxy-based method "
+                f"({', '.join(with_proxies)})")
 
 
 def _check_validation(v: ValidationConfig) -> None:

@@ -65,6 +65,7 @@ class Trainer:
     objective: Objective
     optimizer: torch.optim.Optimizer
     device: torch.device
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # stepped once per epoch
     epoch: int = 0  # number of finished epochs
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -75,6 +76,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                     "python": random.getstate()},
             "config": self.cfg.to_dict(),
@@ -90,6 +92,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
@@ -103,8 +107,12 @@ class Trainer:
 
 def build_trainer(cfg: RunConfig, bundle: DatasetBundle, device: torch.device) -> Trainer:
     seed_everything(cfg.seed)
+    # Autotuned cudnn kernels are faster but not bitwise reproducible; off unless asked for.
+    torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
     model = build_model(cfg.backbone.name, cfg.backbone.embed_dim, cfg.backbone.pretrained,
-                        cfg.backbone.freeze_bn).to(device)
+                        cfg.backbone.freeze_bn, cfg.backbone.pooling).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     objective = build_objective(
         cfg.method.name, cfg.method.params,
         cfg.regularizer.name if cfg.regularizer else None,
@@ -112,7 +120,11 @@ def build_trainer(cfg: RunConfig, bundle: DatasetBundle, device: torch.device) -
         num_classes=bundle.train.num_classes, embed_dim=cfg.backbone.embed_dim).to(device)
     optimizer = torch.optim.Adam(param_groups(model, objective, cfg.train.lr,
                                               cfg.train.weight_decay))
-    return Trainer(cfg, model, objective, optimizer, device)
+    scheduler = None
+    if cfg.train.lr_milestones:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(cfg.train.lr_milestones), gamma=cfg.train.lr_gamma)
+    return Trainer(cfg, model, objective, optimizer, device, scheduler)
 
 
 def param_groups(model: EmbeddingModel, objective: Objective, lr: float,
@@ -146,11 +158,17 @@ def train_one_epoch(trainer: Trainer, split: ImageSplit, sampler: ClassBalancedB
     sums: dict[str, float] = {}
     batches = sampler.batches(epoch)
     bar = _progress(batches, f"epoch {epoch + 1}/{cfg.train.epochs}", progress)
+    autocast = torch.autocast(trainer.device.type, dtype=torch.bfloat16,
+                              enabled=cfg.train.precision == "bf16")
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     for step, idx in enumerate(bar):
         images = split.train_batch(idx, trainer.device, aug_gen)
+        images = images.contiguous(memory_format=memory_format)
         labels = split.labels[idx].to(trainer.device)
         try:
-            terms = objective(model(images), labels)
+            with autocast:  # only the backbone runs in bf16: losses and the flow get fp32
+                embeddings = model(images)
+            terms = objective(embeddings.float(), labels)
         except FloatingPointError as err:
             raise TrainingDiverged(f"epoch {epoch + 1}, step {step + 1}: {err}") from err
         total = terms["loss/total"]
@@ -171,18 +189,25 @@ def train_one_epoch(trainer: Trainer, split: ImageSplit, sampler: ClassBalancedB
 
 @torch.no_grad()
 def embed(model: EmbeddingModel, split: ImageSplit, device: torch.device,
-          batch_size: int = 512) -> np.ndarray:
+          batch_size: int = 512, precision: str = "fp32") -> np.ndarray:
+    """Embeddings of the whole split, float32, in order. With ``precision="bf16"`` the backbone
+    runs under bf16 autocast as in training."""
     model.eval()
     out = []
     for start in range(0, len(split), batch_size):
         images = split.eval_batch(start, min(start + batch_size, len(split)), device)
-        out.append(model(images).float().cpu())
+        if precision == "bf16":
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                out.append(model(images).float().cpu())
+        else:
+            out.append(model(images).float().cpu())
     return torch.cat(out).numpy()
 
 
 def evaluate(trainer: Trainer, split: ImageSplit) -> dict[str, float]:
     cfg = trainer.cfg
-    embeddings = embed(trainer.model, split, trainer.device, cfg.eval.batch_size)
+    embeddings = embed(trainer.model, split, trainer.device, cfg.eval.batch_size,
+                       cfg.train.precision)
     recall_at = tuple(k for k in cfg.recall_at if k <= len(split) - 1)
     return compute_metrics(embeddings, split.labels.numpy(), recall_at, nmi=cfg.eval.nmi,
                            nmi_seed=cfg.seed)
@@ -218,10 +243,14 @@ def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None
                                         cfg.train.samples_per_class, cfg.seed)
     for epoch in range(trainer.epoch, cfg.train.epochs):
         started = time.perf_counter()
+        lr_used = trainer.optimizer.param_groups[0]["lr"]
         terms = train_one_epoch(trainer, bundle.train, sampler, epoch, progress)
+        if trainer.scheduler is not None:
+            trainer.scheduler.step()
         train_s = time.perf_counter() - started
         metrics = evaluate(trainer, bundle.test)
         record = {**{f"{eval_prefix}/{k}": v for k, v in metrics.items()}, **terms,
+                  "lr/body": lr_used,  # the backbone lr this epoch trained with (the schedule)
                   "time/train_epoch_s": train_s,
                   "time/epoch_s": time.perf_counter() - started}
         trainer.epoch = epoch + 1

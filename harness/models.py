@@ -115,14 +115,15 @@ class EmbeddingModel(nn.Module):
             p.requires_grad_(trainable)
 
 
-def build_model(name: str, embed_dim: int, pretrained: bool, freeze_bn: bool) -> EmbeddingModel:
+def build_model(name: str, embed_dim: int, pretrained: bool, freeze_bn: bool,
+                pooling: str = "average") -> EmbeddingModel:
     if name == "small_cnn":
         if pretrained:
             raise ValueError("backbone small_cnn has no pretrained weights; set "
                              "backbone.pretrained=false")
         body: nn.Module = SmallCNN()
     elif name in ("resnet18", "resnet50"):
-        body = TorchvisionResNet(name, pretrained)
+        body = TorchvisionResNet(name, pretrained, pooling)
     else:
         raise ValueError(f"unknown backbone {name!r}")
     return EmbeddingModel(body, body.feature_dim, embed_dim, freeze_bn)

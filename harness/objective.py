@@ -20,13 +20,22 @@ class Objective(nn.Module):
         self.regularizer = regularizer
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Returns ``{"loss/method": ..., ["loss/<reg>": ...,] "loss/total": ...}``."""
+        """Returns ``{"loss/method": ..., ["loss/<reg>": ..., ["loss/<reg>_align": ...,]]
+        "loss/total": ...}``.
+
+        A regularizer's alignment term (NIR with its own proxies) joins the method side: with
+        ``w_align`` the weight multiplies method + alignment, exactly as the published code
+        weighted its ProxyAnchor term."""
         method_loss = self.method(embeddings, labels)
         terms = {"loss/method": method_loss}
         if self.regularizer is None:
             terms["loss/total"] = method_loss
             return terms
         reg = self.regularizer
+        align = reg.alignment_loss(embeddings, labels)
+        if align is not None:
+            terms[f"loss/{reg_name(reg)}_align"] = align
+            method_loss = method_loss + align
         reg_loss = reg(embeddings, labels, self.method.class_proxies())
         terms[f"loss/{reg_name(reg)}"] = reg_loss
         if reg.weight_convention == "lambda":

@@ -97,5 +97,10 @@ class Regularizer(nn.Module):
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    def alignment_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """A term the regularizer adds to the METHOD side of the objective (NIR's own-proxy
+        ProxyAnchor term); None for regularizers without one."""
+        return None
+
     def param_groups(self) -> list[dict[str, Any]]:
         return []

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-CONDITIONING_MODES = ("dense", "embed_shared")
+CONDITIONING_MODES = ("dense", "embed_shared", "embed_per_block", "start", "mid", "end")
+# Modes that feed the raw condition to ONE coupling block only (the others are unconditional).
+SINGLE_BLOCK_MODES = ("start", "mid", "end")
 
 
 def make_subnet_constructor(depth: int, width: int) -> Callable[[int, int], nn.Module]:
@@ -57,6 +59,10 @@ class ConditionalGlow(nn.Module):
       ``dense``        the condition is fed unchanged to every coupling block (paper default).
       ``embed_shared`` one MLP ``Linear(c, c) - ReLU - Linear(c, c)`` embeds the condition once
                        and the embedding is fed to every block (the authors' ``dense_embed``).
+      ``embed_per_block`` one such MLP per block, each block reads its own embedding.
+      ``start`` / ``mid`` / ``end``   the raw condition reaches only the first / middle
+                       (index blocks // 2) / last coupling block; the other blocks are
+                       unconditional couplings (the authors' "condition at start/mid/end").
     """
 
     def __init__(
@@ -89,11 +95,18 @@ class ConditionalGlow(nn.Module):
         self.blocks = blocks
         self.conditioning = conditioning
 
-        self.cond_embed: nn.Module | None = None
-        if conditioning == "embed_shared":
-            self.cond_embed = nn.Sequential(
+        def embedder() -> nn.Module:
+            return nn.Sequential(
                 nn.Linear(cond_dim, cond_dim), nn.ReLU(), nn.Linear(cond_dim, cond_dim)
             )
+
+        self.cond_embed: nn.Module | None = None
+        self.cond_embed_per_block: nn.ModuleList | None = None
+        if conditioning == "embed_shared":
+            self.cond_embed = embedder()
+        elif conditioning == "embed_per_block":
+            self.cond_embed_per_block = nn.ModuleList(embedder() for _ in range(blocks))
+        conditioned_block = {"start": 0, "mid": blocks // 2, "end": blocks - 1}.get(conditioning)
 
         subnet = make_subnet_constructor(subnet_depth, subnet_width)
         np_state = np.random.get_state()
@@ -102,13 +115,18 @@ class ConditionalGlow(nn.Module):
             for k in range(blocks):
                 self.inn.append(Fm.PermuteRandom, seed=k + seed_offset)
                 _permutation_params_to_buffers(self.inn[len(self.inn) - 1])
+                if conditioned_block is not None and k != conditioned_block:
+                    cond_kwargs = {}  # an unconditional coupling block
+                else:
+                    # embed_per_block: block k reads condition k; all other modes: condition 0
+                    index = k if conditioning == "embed_per_block" else 0
+                    cond_kwargs = {"cond": index, "cond_shape": (cond_dim,)}
                 self.inn.append(
                     Fm.GLOWCouplingBlock,
-                    cond=0,
-                    cond_shape=(cond_dim,),
                     subnet_constructor=subnet,
                     clamp=clamp,
                     clamp_activation="ATAN",
+                    **cond_kwargs,
                 )
         finally:
             np.random.set_state(np_state)
@@ -117,9 +135,11 @@ class ConditionalGlow(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def _conditions(self, cond: torch.Tensor) -> list[torch.Tensor]:
+        if self.cond_embed_per_block is not None:
+            return [embed(cond) for embed in self.cond_embed_per_block]
         if self.cond_embed is not None:
             cond = self.cond_embed(cond)
-        # SequenceINN takes a list of conditions; every coupling block reads index 0.
+        # SequenceINN takes a list of conditions; every conditioned coupling block reads index 0.
         return [cond]
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

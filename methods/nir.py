@@ -7,7 +7,16 @@ psi = L2-normalised embedding, rho_y = L2-normalised proxy of the sample's class
   form "exp": mean_B( exp(0.5 * ||z||^2 - logdet) )   what the published code optimised
 
 ``forward`` returns the unweighted term; the objective applies ``weight`` by ``weight_convention``.
-Gradients reach the embeddings, the proxies (owned by the method) and the flow.
+Gradients reach the embeddings, the proxies and the flow.
+
+Where the proxies come from (``proxy_source``, tagged on the run as ``nir.proxy_source``):
+  ``method``  the method's own class proxies (``Method.class_proxies()``): proxy-based methods.
+  ``own``     NIR owns its proxies (init randn / 8) and trains them with its own ProxyAnchor
+              alignment term (cosine, alpha 32, margin 0.1), exactly like the published code's
+              criterion; that is how a pair-based method gets NIR. The alignment term sits on the
+              method side of the objective (``alignment_loss``; see harness/objective.py).
+  ``auto``    resolved when the config is built: ``method`` if the method has proxies, else ``own``
+              (so the resolved config, its hash and the tag always name the concrete mode).
 
 Construction order and RNG: build the method (its proxies draw from the global torch RNG) BEFORE
 the regularizer. NIR itself is RNG-neutral: the flow is initialised inside a forked torch RNG seeded
@@ -24,11 +33,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pytorch_metric_learning.losses import ProxyAnchorLoss
+
 from methods.base import REGULARIZERS, Regularizer, RegularizerInfo
 from methods.flow import ConditionalGlow
 
 FORMS = ("nll", "exp")
-PROXY_SOURCES = ("method",)
+PROXY_SOURCES = ("method", "own")
+PROXY_SOURCE_CHOICES = PROXY_SOURCES + ("auto",)  # "auto" never reaches the module: see config
 # exp() overflows float32 just above 88.7; stop earlier so the mean and its gradient stay finite.
 EXP_FORM_MAX_EXPONENT = 80.0
 
@@ -61,6 +73,9 @@ class NIR(Regularizer):
         conditioning: str,
         flow_lr_mult: float,
         proxy_source: str,
+        own_proxy_lr_mult: float = 100.0,
+        own_align_alpha: float = 32.0,
+        own_align_margin: float = 0.1,
     ) -> None:
         super().__init__(
             num_classes=num_classes,
@@ -72,13 +87,24 @@ class NIR(Regularizer):
             raise ValueError(f"NIR form {form!r} must be one of {FORMS}")
         if proxy_source not in PROXY_SOURCES:
             raise ValueError(
-                f"NIR proxy_source {proxy_source!r} is not supported; valid: {PROXY_SOURCES}. "
-                "NIR's own-proxy mode (the published code's) comes with the method-zoo work."
+                f"NIR proxy_source {proxy_source!r} is not supported here; valid: "
+                f"{PROXY_SOURCES} ('auto' is resolved by the config loader)."
             )
         self.form = form
         self.proxy_source = proxy_source
         self.flow_lr_mult = float(flow_lr_mult)
+        self.own_proxy_lr_mult = float(own_proxy_lr_mult)
+        self.alignment: ProxyAnchorLoss | None = None
         with torch.random.fork_rng(devices=[]):
+            if proxy_source == "own":
+                # Drawn inside the forked RNG too: the own proxies must not shift the global
+                # stream either (the baseline arm never draws them).
+                torch.manual_seed(_seed_from_global_torch_rng("nir.own_proxies"))
+                self.alignment = ProxyAnchorLoss(num_classes, embed_dim,
+                                                 margin=float(own_align_margin),
+                                                 alpha=float(own_align_alpha))
+                with torch.no_grad():  # the published code's init: randn / 8
+                    self.alignment.proxies.copy_(torch.randn(num_classes, embed_dim) / 8)
             torch.manual_seed(_seed_from_global_torch_rng("nir.flow"))
             self.flow = ConditionalGlow(
                 embed_dim,
@@ -90,13 +116,26 @@ class NIR(Regularizer):
                 conditioning=conditioning,
             )
 
+    def own_proxies(self) -> torch.Tensor | None:
+        return self.alignment.proxies if self.alignment is not None else None
+
+    def alignment_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """The own-proxy mode's ProxyAnchor term on NIR's proxies (None in ``method`` mode)."""
+        if self.alignment is None:
+            return None
+        proxies = self.alignment.proxies  # see ProxyAnchor.compute_loss: PML casts in place
+        return self.alignment(embeddings.to(proxies.dtype), labels.long())
+
     def forward(
         self, embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor | None
     ) -> torch.Tensor:
+        if self.alignment is not None:
+            proxies = self.alignment.proxies
         if proxies is None:
             raise ValueError(
                 "NIR needs class proxies; the method in this run provides none "
-                "(class_proxies() returned None). Pair NIR with a proxy-based method."
+                "(class_proxies() returned None). Pair NIR with a proxy-based method or set "
+                "regularizer.proxy_source=own."
             )
         psi = F.normalize(embeddings, dim=-1)
         rho = F.normalize(proxies, dim=-1)[labels.long()]
@@ -137,7 +176,11 @@ class NIR(Regularizer):
 
     def param_groups(self) -> list[dict[str, Any]]:
         params = [p for p in self.flow.parameters() if p.requires_grad]
-        return [{"params": params, "lr_mult": self.flow_lr_mult, "name": "flow"}]
+        groups = [{"params": params, "lr_mult": self.flow_lr_mult, "name": "flow"}]
+        if self.alignment is not None:
+            groups.append({"params": [self.alignment.proxies], "lr_mult": self.own_proxy_lr_mult,
+                           "name": "nir_proxies"})
+        return groups
 
 
 REGULARIZERS.add(
@@ -161,6 +204,10 @@ REGULARIZERS.add(
             # lr 1e-5 with x50 explicitly).
             "flow_lr_mult": 0.5,
             "proxy_source": "method",
+            # own-proxy mode only (proxy_source own/auto on a method without proxies):
+            "own_proxy_lr_mult": 100.0,
+            "own_align_alpha": 32.0,
+            "own_align_margin": 0.1,
         },
         search_space={
             "weight": {"type": "float", "low": 1e-3, "high": 1.0, "log": True},

@@ -119,3 +119,23 @@ def test_construction_keeps_numpy_global_rng_and_is_deterministic():
     perms = [m.perm for m in a.inn if hasattr(m, "perm")]
     assert not torch.equal(perms[0], perms[1])  # seeded by block index, not all identical
     a.requires_grad_(True)  # would raise with FrEIA's integer nn.Parameters
+
+
+def test_parameter_counts_of_the_other_conditioning_modes():
+    """Each coupling block has two subnets whose first layer reads [half of x, condition]: a
+    condition of size c costs 2 * c * width weights per conditioned block."""
+    dense = ConditionalGlow(128, 128).num_trainable_parameters()
+    per_cond_block = 2 * 128 * 128
+    for mode in ("start", "mid", "end"):
+        n = ConditionalGlow(128, 128, conditioning=mode).num_trainable_parameters()
+        assert n == dense - 4 * per_cond_block  # 5 blocks, only one conditioned
+    per_block = ConditionalGlow(128, 128, conditioning="embed_per_block")
+    assert per_block.num_trainable_parameters() == dense + 5 * 2 * (128 * 128 + 128)
+
+
+@pytest.mark.parametrize("mode,conditioned", [("start", 0), ("mid", 2), ("end", 4)])
+def test_single_block_modes_condition_exactly_one_block(mode, conditioned):
+    flow = ConditionalGlow(8, 4, blocks=5, subnet_depth=2, subnet_width=8, conditioning=mode)
+    couplings = [m for m in flow.inn if not hasattr(m, "perm")]
+    has_cond = [m.conditional for m in couplings]
+    assert has_cond == [k == conditioned for k in range(5)]

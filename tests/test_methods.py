@@ -227,7 +227,7 @@ def test_nir_without_proxies_raises():
 @pytest.mark.parametrize("bad,match", [
     ({"conditioning": "dense_embed_multi"}, "valid modes: dense, embed_shared"),
     ({"form": "log"}, "form"),
-    ({"proxy_source": "own"}, "method-zoo"),
+    ({"proxy_source": "auto"}, "resolved by the config loader"),
     ({"weight_convention": "beta"}, "weight_convention"),
 ])
 def test_nir_rejects_unknown_options(bad, match):
@@ -269,3 +269,70 @@ def test_same_seed_same_proxies_with_or_without_nir():
     nir_other = make_nir(embed_dim=16, num_classes=7)
     first = [n.param_groups()[0]["params"][0] for n in (nir, nir_other)]
     assert not torch.equal(*first)
+
+
+# ---------------------------------------------------------------- NIR's own-proxy mode
+def test_own_mode_conditions_on_its_own_proxies_and_aligns_them_with_proxy_anchor():
+    """proxy_source=own: the flow's condition is NIR's proxies (init randn/8), the given ones are
+    ignored, and the alignment term is ProxyAnchor (cosine, alpha 32, margin 0.1) on those same
+    proxies, recomputed here from the published formula."""
+    torch.manual_seed(0)
+    nir = make_nir(proxy_source="own")
+    emb, labels, other = nir_inputs()
+    own = nir.own_proxies()
+    assert own.shape == (5, 8) and 0.05 < float(own.detach().std()) < 0.25  # randn / 8
+    expected = make_nir(proxy_source="method")
+    expected.load_state_dict({k: v for k, v in nir.state_dict().items()
+                              if not k.startswith("alignment")})
+    assert torch.allclose(nir(emb, labels, other), expected(emb, labels, own))
+
+    sim = F.normalize(emb, dim=1) @ F.normalize(own, dim=1).t()  # (B, C)
+    pos = F.one_hot(labels, 5).bool()
+    with_pos = pos.any(0)
+    pos_term = torch.log1p((torch.exp(-32 * (sim - 0.1)) * pos).sum(0))[with_pos].sum() / with_pos.sum()
+    neg_term = torch.log1p((torch.exp(32 * (sim + 0.1)) * ~pos).sum(0)).sum() / 5
+    assert torch.allclose(nir.alignment_loss(emb, labels), pos_term + neg_term, atol=1e-5)
+
+
+def test_own_mode_is_rng_neutral_and_gets_its_own_optimizer_group():
+    torch.manual_seed(3)
+    make_nir(proxy_source="own")
+    after_own = torch.rand(1)
+    torch.manual_seed(3)
+    make_nir(proxy_source="method")
+    assert torch.equal(torch.rand(1), after_own)
+    groups = {g["name"]: g for g in make_nir(proxy_source="own").param_groups()}
+    assert set(groups) == {"flow", "nir_proxies"} and groups["nir_proxies"]["lr_mult"] == 100.0
+
+
+def test_objective_puts_the_alignment_term_on_the_method_side():
+    from harness.objective import build_objective
+
+    torch.manual_seed(0)
+    ms = METHODS.get("multi_similarity").defaults
+    for convention in ("w_align", "lambda"):
+        obj = build_objective("multi_similarity", ms, "nir",
+                              dict(NIR_SMALL, proxy_source="own", weight=0.3,
+                                   weight_convention=convention), num_classes=5, embed_dim=8)
+        emb, labels, _ = nir_inputs()
+        t = obj(emb, labels)
+        method_side = t["loss/method"] + t["loss/nir_align"]
+        want = (t["loss/nir"] + 0.3 * method_side if convention == "w_align"
+                else method_side + 0.3 * t["loss/nir"])
+        assert torch.allclose(t["loss/total"], want)
+
+
+def test_proxy_source_auto_resolves_in_the_config_and_own_is_tagged():
+    from harness.config import ConfigError, load_config
+    from harness.tracking import run_tags
+
+    pair = load_config(None, ["method=multi_similarity", "regularizer=nir",
+                              "regularizer.proxy_source=auto"])
+    proxy = load_config(None, ["regularizer=nir", "regularizer.proxy_source=auto"])
+    assert pair.regularizer.params["proxy_source"] == "own"
+    assert proxy.regularizer.params["proxy_source"] == "method"
+    assert run_tags(pair, "g")["nir.proxy_source"] == "own"
+    with pytest.raises(ConfigError, match="proxy_source=own"):
+        load_config(None, ["method=multi_similarity", "regularizer=nir"])
+    with pytest.raises(ConfigError, match="proxy_source must be one of"):
+        load_config(None, ["regularizer=nir", "regularizer.proxy_source=mine"])
