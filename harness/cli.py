@@ -383,10 +383,14 @@ def list_entries(what: str) -> list[dict]:
     if what == "regularizers":
         return [{"name": n, "needs_proxies": i.needs_proxies, "paper": i.paper}
                 for n, i in REGULARIZERS.items()]
+    # nir_compatible: NIR conditions on the method's OWN proxies (the default proxy_source).
+    # nir_proxy_source: the mode `regularizer.proxy_source=auto` resolves to; "own" = NIR brings
+    # its own proxies and ProxyAnchor alignment (the published code's way for pair methods).
     nir = REGULARIZERS.get("nir")
     return [{"name": n, "family": i.family, "provides_proxies": i.provides_proxies,
-             "nir_compatible": i.provides_proxies or not nir.needs_proxies, "paper": i.paper}
-            for n, i in METHODS.items()]
+             "nir_compatible": i.provides_proxies or not nir.needs_proxies,
+             "nir_proxy_source": "method" if i.provides_proxies else "own", "paper": i.paper}
+            for n, i in sorted(METHODS.items(), key=lambda item: (item[1].family, item[0]))]
 
 
 def cmd_config(args: argparse.Namespace) -> int:

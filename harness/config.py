@@ -69,6 +69,10 @@ class TrainConfig:
     device: str = "auto"
     deterministic: bool = False  # torch.use_deterministic_algorithms; CPU runs are reproducible anyway
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    # Overrides the lr multiplier of every proxy table in the run (the method's and NIR's own),
+    # whatever the method: the paper's protocol knob (x2000 baseline, x4000 with NIR). None = the
+    # method's own proxy_lr_mult. Methods without proxies ignore it.
+    proxy_lr_mult: float | None = None
     lr_milestones: tuple[int, ...] | None = None  # epochs at which every lr is multiplied by
     lr_gamma: float = 0.1                         # lr_gamma (MultiStepLR; SOP: 140,230 x 0.2)
     precision: str = "fp32"  # "bf16": backbone under bf16 autocast (losses stay in fp32)
@@ -391,6 +395,8 @@ def _check_compatibility(cfg: RunConfig) -> None:
                                                           for m in milestones):
         raise ConfigError(f"train.lr_milestones must be increasing epochs in [1, train.epochs="
                           f"{t.epochs}), got {list(milestones)}")
+    if t.proxy_lr_mult is not None and t.proxy_lr_mult <= 0:
+        raise ConfigError(f"train.proxy_lr_mult must be > 0 (or null), got {t.proxy_lr_mult}")
     if not 0 < t.lr_gamma <= 1:
         raise ConfigError(f"train.lr_gamma must be in (0, 1], got {t.lr_gamma}")
     if cfg.backbone.name not in BACKBONES:

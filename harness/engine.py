@@ -119,7 +119,7 @@ def build_trainer(cfg: RunConfig, bundle: DatasetBundle, device: torch.device) -
         cfg.regularizer.params if cfg.regularizer else {},
         num_classes=bundle.train.num_classes, embed_dim=cfg.backbone.embed_dim).to(device)
     optimizer = torch.optim.Adam(param_groups(model, objective, cfg.train.lr,
-                                              cfg.train.weight_decay))
+                                              cfg.train.weight_decay, cfg.train.proxy_lr_mult))
     scheduler = None
     if cfg.train.lr_milestones:
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
@@ -127,9 +127,13 @@ def build_trainer(cfg: RunConfig, bundle: DatasetBundle, device: torch.device) -
     return Trainer(cfg, model, objective, optimizer, device, scheduler)
 
 
+PROXY_GROUPS = ("proxies", "nir_proxies")  # the names methods/NIR give their proxy tables
+
+
 def param_groups(model: EmbeddingModel, objective: Objective, lr: float,
-                 weight_decay: float) -> list[dict[str, Any]]:
-    """Backbone and head decay; loss-owned parameters get their own lr multiplier, no decay."""
+                 weight_decay: float, proxy_lr_mult: float | None = None) -> list[dict[str, Any]]:
+    """Backbone and head decay; loss-owned parameters get their own lr multiplier, no decay.
+    ``proxy_lr_mult`` (train.proxy_lr_mult) replaces the multiplier of every proxy group."""
     groups = [
         {"name": "body", "params": list(model.body.parameters()), "lr": lr,
          "weight_decay": weight_decay},
@@ -137,8 +141,11 @@ def param_groups(model: EmbeddingModel, objective: Objective, lr: float,
          "weight_decay": weight_decay},
     ]
     for group in objective.param_groups():
+        mult = group["lr_mult"]
+        if proxy_lr_mult is not None and group.get("name") in PROXY_GROUPS:
+            mult = proxy_lr_mult
         groups.append({"name": group.get("name", "loss"), "params": list(group["params"]),
-                       "lr": lr * group["lr_mult"], "weight_decay": 0.0})
+                       "lr": lr * mult, "weight_decay": 0.0})
     owned = {id(p) for g in groups for p in g["params"]}
     stray = [n for n, p in objective.named_parameters() if p.requires_grad and id(p) not in owned]
     if stray:  # a parameter no group covers would silently never train

@@ -85,3 +85,16 @@ def test_double_pooling_adds_max_to_average_pooling():
             avg.body.net.maxpool(avg.body.net.relu(avg.body.net.bn1(avg.body.net.conv1(x))))))))
         want = feats.mean((2, 3)) + feats.amax((2, 3))
         assert torch.allclose(dbl.body(x), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("method,groups", [("proxy_anchor", {"proxies"}),
+                                           ("multi_similarity", {"nir_proxies"})])
+def test_train_proxy_lr_mult_overrides_every_proxy_table(tmp_path, tiny_overrides, method, groups):
+    cfg = load_config(None, tiny_overrides + [f"method={method}", "regularizer=nir",
+                                              "regularizer.proxy_source=auto",
+                                              "train.proxy_lr_mult=7", "train.lr=0.01"])
+    trainer = build_trainer(cfg, load_dataset(cfg.dataset.name, None, tmp_path),
+                            torch.device("cpu"))
+    lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert {n for n, lr in lrs.items() if lr == pytest.approx(0.07)} == groups
+    assert lrs["flow"] == pytest.approx(0.01 * cfg.regularizer.params["flow_lr_mult"])
