@@ -147,11 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", parents=[common], help="metrics for saved embeddings",
                        description="Recall@k, MAP@R, R-Precision, mAP@1000 and NMI from one exact kNN "
-                                   "pass (the query excluded from its own ranking), as one JSON object.")
+                                   "pass (the query excluded from its own ranking), as one JSON "
+                                   "object; with --structure also the embedding-structure metrics "
+                                   "rho, pi_density, sigma2_kappa and g2 (harness/structure.py).")
     p.add_argument("--embeddings", required=True, help=".npy float array (N, D)")
     p.add_argument("--labels", required=True, help=".npy int array (N,)")
     p.add_argument("--recall-at", default="1,2,4,8", help="comma-separated ks (default 1,2,4,8)")
     p.add_argument("--no-nmi", action="store_true", help="skip k-means NMI")
+    p.add_argument("--structure", action="store_true",
+                   help="add the structure metrics of the paper's analysis table: rho (spectral "
+                        "decay), pi_density, sigma2_kappa, g2 (g2 on a seeded 10,000-sample "
+                        "subset above that size)")
     p.add_argument("--json", action="store_true", help="print JSON (the default output anyway)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -353,6 +359,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValueError(f"--recall-at must be comma-separated integers, got {args.recall_at!r}")
     metrics = compute_metrics(embeddings, labels, recall_at, nmi=not args.no_nmi)
+    if args.structure:
+        from harness.structure import structure_metrics
+
+        metrics.update(structure_metrics(embeddings, labels))
     print(json.dumps(metrics))
     return 0
 

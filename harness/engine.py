@@ -24,6 +24,7 @@ from harness.config import RunConfig
 from harness.data.base import DatasetBundle, ImageSplit
 from harness.data.sampler import ClassBalancedBatchSampler
 from harness.evaluation import compute_metrics
+from harness.structure import structure_metrics
 from harness.models import EmbeddingModel, build_model
 from harness.objective import Objective, build_objective
 
@@ -216,8 +217,13 @@ def evaluate(trainer: Trainer, split: ImageSplit) -> dict[str, float]:
     embeddings = embed(trainer.model, split, trainer.device, cfg.eval.batch_size,
                        cfg.train.precision)
     recall_at = tuple(k for k in cfg.recall_at if k <= len(split) - 1)
-    return compute_metrics(embeddings, split.labels.numpy(), recall_at, nmi=cfg.eval.nmi,
-                           nmi_seed=cfg.seed)
+    labels = split.labels.numpy()
+    metrics = compute_metrics(embeddings, labels, recall_at, nmi=cfg.eval.nmi, nmi_seed=cfg.seed)
+    if cfg.eval.structure:
+        # The paper's structure analysis, per epoch. seed stays 0 so the (SOP-size) g2 subsample
+        # is the same every epoch and in every run: the curves stay comparable.
+        metrics.update(structure_metrics(embeddings, labels, seed=0))
+    return metrics
 
 
 EpochCallback = Callable[[int, dict[str, float]], None]

@@ -98,3 +98,18 @@ def test_train_proxy_lr_mult_overrides_every_proxy_table(tmp_path, tiny_override
     lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
     assert {n for n, lr in lrs.items() if lr == pytest.approx(0.07)} == groups
     assert lrs["flow"] == pytest.approx(0.01 * cfg.regularizer.params["flow_lr_mult"])
+
+
+def test_structure_metrics_are_logged_every_epoch_unless_switched_off(tmp_path, tiny_overrides):
+    from harness.structure import structure_metrics
+
+    keys = {"test/rho", "test/pi_density", "test/sigma2_kappa", "test/g2"}
+    trainer = _fit(tmp_path, tiny_overrides)
+    assert all(keys <= set(record) for record in trainer.history)
+    from harness.engine import embed
+
+    split = load_dataset(trainer.cfg.dataset.name, None, tmp_path).test
+    again = structure_metrics(embed(trainer.model, split, torch.device("cpu")), split.labels.numpy())
+    assert trainer.history[-1]["test/pi_density"] == pytest.approx(again["pi_density"])
+    off = _fit(tmp_path, tiny_overrides + ["eval.structure=false"])
+    assert not keys & set(off.history[-1])
