@@ -1,5 +1,5 @@
-"""``nirbench bench {eval,step}``: argument parsing and printing only; the work is in
-harness.bench.eval and harness.bench.step."""
+"""``nirbench bench {eval,step,data}``: argument parsing and printing only; the work is in
+harness.bench.eval, harness.bench.step and harness.bench.data."""
 from __future__ import annotations
 
 import argparse
@@ -11,8 +11,9 @@ BENCH_DESCRIPTION = """\
 Measure instead of claim. Users' top complaint about DML tooling is evaluation that runs out of
 memory or takes forever on Stanford Online Products; 'bench eval' measures ours against
 pytorch-metric-learning and the bare faiss search on SOP-sized embeddings, 'bench step' measures
-what NIR adds to a training step. Both print one JSON object with --json (the README's Performance
-section quotes them).
+what NIR adds to a training step, 'bench data' measures the cached image pipeline against the
+classic per-sample one. Each prints one JSON object with --json (the README's Performance section
+quotes them).
 """
 
 EVAL_DESCRIPTION = """\
@@ -40,11 +41,30 @@ ratio_nir_vs_baseline, device, backbone, batch and gpu_measured.
 Why: NIR's price is a normalising flow on every batch; this says what that costs in wall time.
 """
 
+DATA_DESCRIPTION = """\
+Time the training input pipeline, images per second, both in this process with the same number of
+workers W and batch size:
+  reference_ips   torchvision ImageFolder-style: per-sample PIL decode + RandomResizedCrop(224) +
+                  RandomHorizontalFlip + ToTensor + Normalize, DataLoader with W worker processes
+  ours_ips        the memory-mapped uint8 cache (every image decoded once, shorter side 256) with
+                  batched RandomResizedCrop(224) + flip + ImageNet normalisation on the training
+                  device (CachedImageSplit.train_batch) in this process, torch limited to W
+                  threads (its per-image CPU loop runs on one)
+  ratio           ours_ips / reference_ips
+plus cache_build_s (decoding every image once, W processes; not part of either rate), images,
+workers, batch, device and the per-round rates. --root: any folder of images (searched
+recursively, e.g. CUB_200_2011/images); without it a temporary folder of 400 CUB-like JPEGs
+(500x375, quality 90) is generated.
+Why: data loading, not the GPU, is what limits DML training on small machines; this says how much
+the cache buys on yours.
+"""
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``bench`` with ``eval`` and ``step`` to the nirbench command line."""
     bench = subparsers.add_parser("bench", parents=[common], help="benchmarks: evaluation speed, "
-                                  "NIR step cost", description=BENCH_DESCRIPTION,
+                                  "NIR step cost, data pipeline speed",
+                                  description=BENCH_DESCRIPTION,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     which = bench.add_subparsers(dest="bench_command", required=True)
 
@@ -94,6 +114,25 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_step)
 
+    p = which.add_parser("data", parents=[common], help="training images per second: cached "
+                         "uint8 pipeline vs per-sample PIL + torchvision",
+                         description=DATA_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default=None, help="folder of images (default: generate a "
+                   "temporary folder of CUB-like JPEGs)")
+    p.add_argument("--images", type=int, default=None,
+                   help="use at most N images (evenly spaced; default: all, or 400 generated)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="DataLoader workers of the reference = torch threads of ours (default 2)")
+    p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--batches", type=int, default=8, help="timed batches per round (default 8)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="alternating rounds per pipeline, the best is reported (default 2)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
+    p.set_defaults(func=cmd_bench_data)
+
 
 def cmd_bench_eval(args: argparse.Namespace) -> int:
     from harness.bench import eval as bench_eval
@@ -115,6 +154,16 @@ def cmd_bench_step(args: argparse.Namespace) -> int:
     if not result["gpu_measured"]:
         result["note"] = ("no CUDA device here: the GPU setting (ResNet50, batch 90, 224 px) was "
                           "not measured; run 'nirbench bench step' on a GPU machine for it")
+    _print(result, args.json)
+    return 0
+
+
+def cmd_bench_data(args: argparse.Namespace) -> int:
+    from harness.bench import data as bench_data
+
+    result = bench_data.run(root=args.root, workers=args.workers, batch=args.batch,
+                            batches=args.batches, rounds=args.rounds, images=args.images,
+                            device=args.device, seed=args.seed, progress=_progress(args))
     _print(result, args.json)
     return 0
 

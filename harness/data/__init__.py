@@ -1,9 +1,11 @@
-"""Datasets: the registry, and the embedded synthetic benchmarks registered on import."""
+"""Datasets: the registry, the embedded synthetic benchmarks and the real ones (harness/data/real/),
+registered on import."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from harness.data import synthetic  # noqa: F401  (registers synth-cub, synth-cars, synth-sop)
+from harness.data import real  # noqa: F401  (registers cub200, cars196, sop)
 from harness.data.base import DATASETS, DatasetBundle, DatasetInfo, ImageSplit
 
 __all__ = ["DATASETS", "DatasetBundle", "DatasetInfo", "ImageSplit", "load_dataset"]
