@@ -6,6 +6,9 @@
 #   ./run_all.sh            set up (once) + default grid + tables
 #   ./run_all.sh --tests    set up (once) + the test suite (extra args go to pytest)
 #   ./run_all.sh --setup    set up only
+#   ./run_all.sh --profile paper|fair --data-root DIR [--datasets cub200,cars196,sop] [ARGS]
+#                           the paper grid on the real datasets under DIR (ResNet50, presets in
+#                           harness/configs/presets/); ARGS go to every `nirbench grid`
 #   ./run_all.sh --help
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -15,7 +18,7 @@ PY="$VENV/bin/python"
 STAMP="$VENV/.nirbench-install-stamp"
 GRID=harness/configs/grids/default.yaml
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 
 setup() {
   if ! command -v python3 >/dev/null; then
@@ -54,10 +57,57 @@ ensure_chromium() {
   fi
 }
 
+# The paper profile: check every requested dataset first (a missing or broken copy stops the job
+# at once, with the expected layout and where to download it), then run the two arms of each
+# dataset with their presets, then the tables and the report of that grid.
+profile() {
+  local variant="$1"; shift
+  local data_root="" datasets="cub200,cars196,sop" extra=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --data-root) data_root="${2:?--data-root needs a folder}"; shift 2 ;;
+      --datasets) datasets="${2:?--datasets needs a comma-separated list}"; shift 2 ;;
+      *) extra+=("$1"); shift ;;
+    esac
+  done
+  case "$variant" in
+    paper) grid_name=paper ;;
+    fair) grid_name=paper-fair ;;
+    *) echo "run_all.sh: unknown profile '$variant' (valid: paper, fair)" >&2; exit 2 ;;
+  esac
+  if [ -z "$data_root" ]; then
+    echo "run_all.sh: --profile $variant needs --data-root DIR, the folder holding the datasets:" >&2
+    "$VENV/bin/nirbench" data layout >&2 || true
+    exit 2
+  fi
+  local ds failed=0
+  for ds in ${datasets//,/ }; do
+    echo "== checking $ds under $data_root"
+    "$VENV/bin/nirbench" data check --dataset "$ds" --root "$data_root" || failed=1
+  done
+  if [ "$failed" -ne 0 ]; then
+    echo "run_all.sh: fix the datasets above (or restrict with --datasets) and start again" >&2
+    exit 2
+  fi
+  local status=0 started=$SECONDS arm
+  for ds in ${datasets//,/ }; do
+    for arm in baseline nir; do
+      "$VENV/bin/nirbench" grid "harness/configs/grids/$variant/$ds-$arm.yaml" \
+        --set "dataset.root=$data_root" "${extra[@]}" || status=$?
+    done
+  done
+  "$VENV/bin/nirbench" aggregate --grid "$grid_name" --quiet
+  "$VENV/bin/nirbench" report --quiet
+  echo "== profile $variant took $((SECONDS - started))s; tables in results/tables/, report in results/report/"
+  exit "$status"
+}
+
 case "${1:-}" in
   -h|--help) usage; exit 0 ;;
   --setup) setup; exit 0 ;;
   --tests) shift; setup; ensure_chromium; exec "$PY" -m pytest "$@" ;;
+  --profile) shift; profile_name="${1:?--profile needs paper or fair}"; shift; setup
+    profile "$profile_name" "$@" ;;
   "") ;;
   *) echo "run_all.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
 esac
