@@ -50,7 +50,9 @@ KEY_METRICS = ("recall@1", "map@r", "map@1000", "nmi")
 STRUCTURE_METRICS = ("rho", "pi_density", "sigma2_kappa", "g2")
 DATASET_ORDER = ("synth-cub", "synth-cars", "synth-sop", "cub200", "cars196", "sop")
 METHOD_TITLES = {"proxy_anchor": "ProxyAnchor", "multi_similarity": "Multisimilarity",
-                 "proxy_nca": "ProxyNCA", "soft_triple": "SoftTriplet"}
+                 "proxy_nca": "ProxyNCA", "soft_triple": "SoftTriplet",
+                 "normalized_softmax": "NormSoftmax", "arcface": "ArcFace", "cosface": "CosFace",
+                 "contrastive": "Contrastive", "triplet": "Triplet", "margin": "Margin"}
 METRIC_TITLES = {"map@r": "MAP@R", "r_precision": "R-Prec", "nmi": "NMI", "map@1000": "mAP@1000",
                  "rho": "ρ", "pi_density": "π density", "sigma2_kappa": "σ²κ", "g2": "G2"}
 

@@ -1,0 +1,63 @@
+"""Normalized Softmax (Zhai & Wu, BMVC 2019), wrapping pytorch-metric-learning's
+``NormalizedSoftmaxLoss``.
+
+  loss_i = cross_entropy( x_i^ . W^ / T, y_i ),  averaged over the batch
+
+with x^ and the class weight columns W^ L2-normalised (a cosine softmax), temperature T = 0.05
+as in the paper. The class weights are the proxies: PML stores ``W`` as (embed_dim, C);
+``class_proxies()`` returns ``W.t()`` (C, embed_dim).
+
+Weights are drawn from the global torch RNG at construction (PML: ``normal_``), so the method must
+be built BEFORE the regularizer for fair arms (see methods/proxy_anchor.py).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pytorch_metric_learning.losses import NormalizedSoftmaxLoss
+
+from methods.base import METHODS, Method, MethodInfo
+
+
+class NormalizedSoftmax(Method):
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        embed_dim: int,
+        temperature: float,
+        proxy_lr_mult: float,
+    ) -> None:
+        super().__init__(num_classes=num_classes, embed_dim=embed_dim)
+        if temperature <= 0:
+            raise ValueError(f"normalized_softmax temperature must be > 0, got {temperature}")
+        self.proxy_lr_mult = float(proxy_lr_mult)
+        self.loss = NormalizedSoftmaxLoss(num_classes, embed_dim, temperature=float(temperature))
+
+    def compute_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # PML casts ``W.data`` to the embeddings' dtype in place (cast_types): feed its dtype.
+        weights = self.loss.W
+        return self.loss(embeddings.to(weights.dtype), labels.long())
+
+    def class_proxies(self) -> torch.Tensor:
+        return self.loss.W.t()  # PML: (embed_dim, C)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": [self.loss.W], "lr_mult": self.proxy_lr_mult, "name": "proxies"}]
+
+
+METHODS.add(
+    "normalized_softmax",
+    MethodInfo(
+        name="normalized_softmax",
+        cls=NormalizedSoftmax,
+        family="proxy",
+        provides_proxies=True,
+        paper="Zhai, Wu, Classification is a Strong Baseline for Deep Metric Learning, BMVC 2019",
+        defaults={"temperature": 0.05, "proxy_lr_mult": 100.0},
+        search_space={
+            "temperature": {"type": "float", "low": 0.01, "high": 0.5, "log": True},
+        },
+    ),
+)
