@@ -6,7 +6,7 @@
 #   ./run_all.sh            set up (once) + default grid + tables
 #   ./run_all.sh --tests    set up (once) + the test suite (extra args go to pytest)
 #   ./run_all.sh --setup    set up only
-#   ./run_all.sh --profile paper|fair --data-root DIR [--datasets cub200,cars196,sop] [ARGS]
+#   ./run_all.sh --profile paper|fair [--data-root DIR] [--datasets cub200,cars196,sop] [ARGS]
 #                           the paper grid on the real datasets under DIR (ResNet50, presets in
 #                           harness/configs/presets/); ARGS go to every `nirbench grid`
 #   ./run_all.sh --help
@@ -62,7 +62,7 @@ ensure_chromium() {
 # dataset with their presets, then the tables and the report of that grid.
 profile() {
   local variant="$1"; shift
-  local data_root="" datasets="cub200,cars196,sop" extra=()
+  local data_root="" grid_name datasets="cub200,cars196,sop" extra=()
   while [ $# -gt 0 ]; do
     case "$1" in
       --data-root) data_root="${2:?--data-root needs a folder}"; shift 2 ;;
@@ -76,9 +76,8 @@ profile() {
     *) echo "run_all.sh: unknown profile '$variant' (valid: paper, fair)" >&2; exit 2 ;;
   esac
   if [ -z "$data_root" ]; then
-    echo "run_all.sh: --profile $variant needs --data-root DIR, the folder holding the datasets:" >&2
-    "$VENV/bin/nirbench" data layout >&2 || true
-    exit 2
+    data_root="${NIRBENCH_DATA:-data}"
+    echo "== no --data-root given: looking for the datasets under $data_root/ (\$NIRBENCH_DATA)"
   fi
   local ds failed=0
   for ds in ${datasets//,/ }; do
@@ -102,10 +101,27 @@ profile() {
   exit "$status"
 }
 
+# The PostgreSQL store test starts its own throwaway server; install the binaries when we are
+# root and they are missing (otherwise that one test is skipped and says why).
+ensure_postgres() {
+  if command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    echo "run_all.sh: PostgreSQL not found (not root or no apt-get): its store test will be skipped" >&2
+    return 0
+  fi
+  echo "== installing postgresql (throwaway server for the shared-store test)"
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }; then
+    echo "run_all.sh: installing postgresql failed: its store test will be skipped" >&2
+  fi
+}
+
 case "${1:-}" in
   -h|--help) usage; exit 0 ;;
   --setup) setup; exit 0 ;;
-  --tests) shift; setup; ensure_chromium; exec "$PY" -m pytest "$@" ;;
+  --tests) shift; setup; ensure_chromium; ensure_postgres; exec "$PY" -m pytest "$@" ;;
   --profile) shift; profile_name="${1:?--profile needs paper or fair}"; shift; setup
     profile "$profile_name" "$@" ;;
   "") ;;
@@ -117,7 +133,8 @@ started=$SECONDS
 status=0
 progress=()
 [ -t 2 ] || progress=(--no-progress)  # per-epoch bars only on a terminal; logs get one line per run
-"$VENV/bin/nirbench" grid "$GRID" "${progress[@]}" || status=$?
+# --workers auto: 2 worker processes on a multi-core CPU (one per GPU where there are GPUs).
+"$VENV/bin/nirbench" grid "$GRID" --workers auto "${progress[@]}" || status=$?
 "$VENV/bin/nirbench" aggregate --grid default --quiet
 "$VENV/bin/nirbench" report --quiet
 echo
@@ -127,6 +144,7 @@ echo "           best-test/ and best-val/ for the other model-selection policies
 echo "report:    results/report/index.html (figures in results/report/figures/, PNG + PDF)"
 echo "MLflow UI: $("$VENV/bin/nirbench" ui --quiet)   then open http://127.0.0.1:5000"
 if [ "$status" -ne 0 ]; then
-  echo "some runs FAILED (see above and their 'error' tag in MLflow); rerun ./run_all.sh to retry them" >&2
+  echo "some runs FAILED (their 'error' tag in MLflow); interrupted runs resume on the next" \
+       "./run_all.sh, failed ones only with: nirbench grid $GRID --retry-failed" >&2
 fi
 exit "$status"

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 log = logging.getLogger("nirbench")
@@ -74,17 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("grid", parents=[common], help="run a grid of configurations",
-                       description="Expand methods x {none, nir} x datasets x seeds from GRID.yaml, "
-                                   "validate every entry before anything starts, run them in order "
-                                   "and skip configurations that already finished.")
-    p.add_argument("grid_file", help="grid YAML, e.g. harness/configs/grids/default.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted override applied to every run of the grid")
-    p.add_argument("--dry-run", action="store_true",
-                   help="list the configurations and which are finished, run nothing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_grid)
+    from harness.grid_cli import register_grid
+
+    register_grid(sub, common)
 
     p = sub.add_parser(
         "tune", parents=[common], help="Optuna search on held-out training classes",
@@ -180,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.bench.cli import register as register_bench
 
     register_bench(sub, common)
+
+    from harness.data.cli import register as register_data
+
+    register_data(sub, common)
     return parser
 
 
@@ -196,48 +191,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(json.dumps({k: round(v, 6) for k, v in outcome.metrics.items()
                       if k.startswith("test/")}, indent=None))
     return 0
-
-
-def cmd_grid(args: argparse.Namespace) -> int:
-    from harness.grid import load_grid
-    from harness.runner import execute
-    from harness.tracking import Tracker
-
-    plan = load_grid(args.grid_file, args.overrides)
-    results = results_dir_arg(args.results_dir)
-    tracker = Tracker(results)
-    for reason in plan.skipped:
-        print(f"not in grid (incompatible): {reason}")
-    finished = {c.config_hash for c in plan.configs if tracker.find(c.config_hash, ("FINISHED",))}
-    if args.dry_run:
-        for cfg in plan.configs:
-            state = "finished" if cfg.config_hash in finished else "would run"
-            print(f"{cfg.config_hash}  {cfg.dataset.name:11s} {cfg.method.name:18s} "
-                  f"{cfg.regularizer_name:5s} seed={cfg.seed}  {state}")
-        print(f"{len(plan.configs)} configurations, {len(finished)} finished, "
-              f"{len(plan.configs) - len(finished)} would run")
-        return 0
-    started, failures = time.perf_counter(), []
-    for i, cfg in enumerate(plan.configs, 1):
-        label = (f"[{i}/{len(plan.configs)}] {cfg.dataset.name} {cfg.method.name} "
-                 f"+{cfg.regularizer_name} seed={cfg.seed}")
-        if cfg.config_hash in finished:
-            print(f"{label}: already finished, skipped")
-            continue
-        print(f"{label}: running (config {cfg.config_hash})", flush=True)
-        try:
-            outcome = execute(cfg, tracker, results, grid=plan.name, progress=not args.no_progress)
-        except Exception as err:  # recorded FAILED in MLflow by the runner; the grid goes on
-            failures.append(f"{label}: {type(err).__name__}: {err}")
-            print(f"{label}: FAILED: {err}", file=sys.stderr, flush=True)
-            continue
-        r1 = outcome.metrics.get("test/recall@1", float("nan"))
-        print(f"{label}: done in {outcome.seconds:.1f}s, test R@1 {100 * r1:.1f}", flush=True)
-    print(f"grid {plan.name!r}: {len(plan.configs)} configurations in "
-          f"{time.perf_counter() - started:.0f}s, {len(failures)} failed")
-    for line in failures:
-        print(f"  failed: {line}", file=sys.stderr)
-    return 1 if failures else 0
 
 
 TUNE_HELP = """\
@@ -400,7 +353,7 @@ def list_entries(what: str) -> list[dict]:
     return [{"name": n, "family": i.family, "provides_proxies": i.provides_proxies,
              "nir_compatible": i.provides_proxies or not nir.needs_proxies,
              "nir_proxy_source": "method" if i.provides_proxies else "own", "paper": i.paper}
-            for n, i in sorted(METHODS.items(), key=lambda item: (item[1].family, item[0]))]
+            for n, i in sorted(METHODS.items(), key=lambda item: (item[1].family != "proxy", item[0]))]
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -57,7 +57,7 @@ def load_grid(path: str | Path, extra_overrides: list[str] | None = None) -> Gri
 
     datasets = listed("datasets", [base.get("dataset", {}).get("name", "synth-cub")])
     methods = listed("methods", [base.get("method", "proxy_anchor")])
-    regularizers = listed("regularizers", [None])
+    regularizers = listed("regularizers", [base.get("regularizer")])  # absent: the base config's
     seeds = listed("seeds", [base.get("seed", 0)])
     overrides = list(grid.get("overrides") or []) + list(extra_overrides or [])
     per_dataset = grid.get("dataset_overrides") or {}
@@ -110,3 +110,73 @@ def _incompatible(raw: dict[str, Any]) -> str | None:
             and not own:
         return "the regularizer needs class proxies and this method provides none"
     return None
+
+
+# ---------------------------------------------------------------------------- state of a grid
+# What a configuration of a grid is, before a start: the MLflow store and its lock file tell.
+FINISHED, FAILED, ELSEWHERE, RESUMABLE, NEW = ("finished", "failed", "running elsewhere",
+                                               "resumable", "would run")
+
+
+@dataclass(frozen=True)
+class ConfigState:
+    cfg: RunConfig
+    state: str  # one of FINISHED, FAILED, ELSEWHERE, RESUMABLE, NEW
+    detail: str = ""  # the error of a FAILED run, the holder of the lock, the resume epoch
+    run_id: str = ""
+
+    @property
+    def label(self) -> str:
+        cfg = self.cfg
+        reg = f"+{cfg.regularizer_name}" if cfg.regularizer is not None else ""
+        return f"{cfg.dataset.name} {cfg.method.name}{reg} seed={cfg.seed}"
+
+
+def config_states(plan: GridPlan, tracker: Any, results_dir: Path) -> list[ConfigState]:
+    """Each configuration of ``plan`` with its state: FINISHED in MLflow; RUNNING ELSEWHERE (a
+    live process holds its lock); FAILED (not rerun unless --retry-failed); RESUMABLE (an
+    interrupted or killed run, with the epoch its checkpoint reached); or NEW."""
+    from harness.run_lock import held_elsewhere
+    from harness.runner import run_dir
+
+    by_hash: dict[str, list[Any]] = {}
+    for run in tracker.runs():  # newest first
+        if run.tags.get("superseded_by"):
+            continue
+        by_hash.setdefault(run.tags.get("config_hash", ""), []).append(run)
+    states = []
+    for cfg in plan.configs:
+        runs = {r.run_id: r for r in by_hash.get(cfg.config_hash, [])}.values()
+        finished = [r for r in runs if r.status == "FINISHED"]
+        unfinished = [r for r in runs if r.status in ("RUNNING", "FAILED", "KILLED")]
+        workdir = run_dir(results_dir, cfg)
+        holder = held_elsewhere(workdir / "lock")
+        if finished:
+            states.append(ConfigState(cfg, FINISHED, run_id=finished[0].run_id))
+        elif holder:
+            states.append(ConfigState(cfg, ELSEWHERE, holder,
+                                      unfinished[0].run_id if unfinished else ""))
+        elif unfinished and unfinished[0].status == "FAILED":
+            states.append(ConfigState(cfg, FAILED, unfinished[0].tags.get("error", "no error tag"),
+                                      unfinished[0].run_id))
+        elif unfinished:
+            epoch = _checkpoint_epoch(workdir / "checkpoint.pt")
+            detail = (f"{unfinished[0].status.lower()}, resumes after epoch {epoch}"
+                      if epoch is not None else f"{unfinished[0].status.lower()}, "
+                                                f"restarts (no checkpoint)")
+            states.append(ConfigState(cfg, RESUMABLE, detail, unfinished[0].run_id))
+        else:
+            states.append(ConfigState(cfg, NEW))
+    return states
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    if not path.is_file():
+        return None
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    except Exception as err:  # a torn or foreign file: the run will say so when it resumes
+        log.warning("cannot read checkpoint %s: %s", path, err)
+        return None

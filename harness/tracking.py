@@ -3,19 +3,39 @@
 Identity lives in tags (MLflow compares params as strings); params carry the flattened resolved
 config; artifacts carry the resolved YAML, the environment and the final checkpoint.
 MLflow metric names may not contain '@', so ``recall@1`` is logged as ``test/recall_at_1``.
+
+Concurrent writers on the default SQLite store (``--workers N``, several ``nirbench`` processes,
+Ray workers on one machine). SQLite allows one writer at a time and MLflow's SQLAlchemy store
+answers contention with "database is locked" once SQLite's 5 s busy timeout expires; a deferred
+transaction that must upgrade from reading to writing can even fail at once. Design: a single
+writer at a time, enforced by us. Every MLflow call a ``Tracker`` makes on a ``sqlite:///`` store
+holds an exclusive ``fcntl`` lock on ``<db>.lock`` (re-entrant within a process, shared by its
+threads), so our processes never contend inside SQLite at all; the calls are short (one batch per
+epoch), so waiting for the lock costs milliseconds. A process outside this protocol (``mlflow
+ui``, a notebook) can still hold SQLite's own lock for a moment: those errors are retried with
+exponential backoff (0.05 s doubling to 2 s, 60 s in all) before the error is raised. Nothing is
+lost: a failed SQLite transaction rolls back whole, so a retried ``log_batch`` is logged exactly
+once. Other stores (``http://`` servers on PostgreSQL, see README) serialise on the server and
+take no lock. ``tests/test_tracking_concurrency.py`` runs 4 writer processes and counts every
+metric afterwards.
 """
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import platform
+import random
 import socket
 import subprocess
+import threading
+import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, RunTag
@@ -23,11 +43,14 @@ from mlflow.tracking import MlflowClient
 
 from harness.config import RunConfig
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 EXPERIMENT = "nirbench"
 # Search runs (one parent per Optuna study, one nested run per trial) live in their own
 # experiment: they are validation runs, never table material, and `aggregate` reads EXPERIMENT.
 SEARCH_EXPERIMENT = "nirbench-search"
 REPO_DIR = Path(__file__).resolve().parent.parent
+SUPERSEDED_TAG = "superseded_by"
 PACKAGES = ("torch", "torchvision", "faiss-gpu", "faiss-cpu", "numpy", "mlflow", "optuna",
             "pandas", "pytorch-metric-learning", "FrEIA", "scikit-learn")
 
@@ -101,22 +124,108 @@ def run_tags(cfg: RunConfig, grid: str) -> dict[str, str]:
     return tags
 
 
+def sqlite_lock_path(uri: str) -> Path | None:
+    """The lock file that serialises writers of a local sqlite store; None for any other store."""
+    if not uri.startswith("sqlite:///") or os.name != "posix":
+        return None
+    db = Path(uri[len("sqlite:///"):])
+    return db.with_name(db.name + ".lock")
+
+
+class _ProcessLock:
+    """One ``flock`` per lock file per process, re-entrant and shared by the process's threads
+    (two ``open`` calls in one process would conflict with each other and deadlock)."""
+
+    _all: dict[Path, "_ProcessLock"] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.thread_lock = threading.RLock()
+        self.depth = 0
+        self.handle: Any = None
+
+    @classmethod
+    def of(cls, path: Path) -> "_ProcessLock":
+        with cls._guard:
+            if path not in cls._all:
+                cls._all[path] = cls(path)
+            return cls._all[path]
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        import fcntl
+
+        with self.thread_lock:
+            if self.depth == 0:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.handle = open(self.path, "a")
+                fcntl.flock(self.handle, fcntl.LOCK_EX)
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+                if self.depth == 0:
+                    fcntl.flock(self.handle, fcntl.LOCK_UN)
+                    self.handle.close()
+                    self.handle = None
+
+
 @contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
     """An exclusive lock file next to a local sqlite store; a no-op for any other store."""
-    if not uri.startswith("sqlite:///") or os.name != "posix":
+    path = sqlite_lock_path(uri)
+    if path is None:
         yield
         return
-    import fcntl
+    with _ProcessLock.of(path.resolve()).held():
+        yield
 
-    db = Path(uri[len("sqlite:///"):])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+
+LOCKED_ERRORS = ("database is locked", "database table is locked")
+RETRY_FIRST_S, RETRY_MAX_S, RETRY_TOTAL_S = 0.05, 2.0, 60.0
+
+
+def with_lock_retries(call: Callable[[], T], what: str = "MLflow call") -> T:
+    """``call()``, retried with exponential backoff (and jitter) while SQLite says it is locked."""
+    delay, waited = RETRY_FIRST_S, 0.0
+    while True:
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            return call()
+        except Exception as err:
+            if not any(text in str(err) for text in LOCKED_ERRORS) or waited >= RETRY_TOTAL_S:
+                raise
+            log.warning("%s: sqlite store locked by another process, retrying in %.2fs", what,
+                        delay)
+            pause = delay * (1 + 0.25 * random.random())
+            time.sleep(pause)
+            waited += pause
+            delay = min(2 * delay, RETRY_MAX_S)
+
+
+class SerializedClient:
+    """An ``MlflowClient`` whose every method call holds the store lock (sqlite stores) and is
+    retried while SQLite reports itself locked (see the module docstring)."""
+
+    def __init__(self, client: MlflowClient, uri: str) -> None:
+        self._client = client
+        self._uri = uri
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            def locked() -> Any:
+                with _store_lock(self._uri):
+                    return attr(*args, **kwargs)
+
+            return with_lock_retries(locked, f"MlflowClient.{name}")
+
+        return call
 
 
 @dataclass(frozen=True)
@@ -137,7 +246,9 @@ class Tracker:
         # Several processes starting on a fresh sqlite store (parallel `nirbench tune` workers)
         # would race MLflow's schema migration and the experiment's creation: serialise both.
         with _store_lock(self.uri):
-            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client = SerializedClient(
+                with_lock_retries(lambda: MlflowClient(tracking_uri=self.uri), "opening the store"),
+                self.uri)
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 artifacts = (self.results_dir / "mlartifacts").resolve().as_uri()
@@ -162,7 +273,11 @@ class Tracker:
                 return out
 
     def find(self, config_hash: str, statuses: Iterable[str]) -> RunRecord | None:
-        found = self.runs(f"tags.config_hash = '{config_hash}'", statuses=tuple(statuses))
+        """The newest run of this configuration in one of ``statuses``; runs another run replaced
+        (tag ``superseded_by``) do not count."""
+        found = [r for r in self.runs(f"tags.config_hash = '{config_hash}'",
+                                      statuses=tuple(statuses))
+                 if SUPERSEDED_TAG not in r.tags]
         return found[0] if found else None
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -191,11 +306,23 @@ class Tracker:
         return run_id
 
     def resume(self, run_id: str) -> None:
+        """The run is RUNNING again; why it stopped last time moves to ``previous_error`` /
+        ``previous_killed`` so that a finished run carries no stale ``error`` tag."""
         self.client.update_run(run_id, status="RUNNING")
-        self.client.set_tag(run_id, "resumed", "true")
+        tags = self.tags(run_id)
+        moved = {f"previous_{k}": tags[k] for k in ("error", "killed") if k in tags}
+        self.set_tags(run_id, {"resumed": "true", **moved})
+        for key in ("error", "killed"):
+            if key in tags:
+                self.client.delete_tag(run_id, key)
+
+    def supersede(self, old_run_id: str, new_run_id: str, reason: str) -> None:
+        """``old_run_id`` cannot be continued (its checkpoint is gone): KILLED, tagged with the
+        run that replaces it, and ignored by ``find`` from now on."""
+        self.set_tags(old_run_id, {SUPERSEDED_TAG: new_run_id, "killed": reason[:5000]})
+        self.client.set_terminated(old_run_id, "KILLED")
 
     def log_epoch(self, run_id: str, epoch: int, record: dict[str, float]) -> None:
-        import time
 
         now = int(time.time() * 1000)
         metrics = [Metric(mlflow_key(k), float(v), now, epoch) for k, v in sorted(record.items())]
@@ -224,9 +351,15 @@ class Tracker:
         self.client.set_terminated(run_id, "KILLED")
 
     def killed(self, run_id: str, reason: str) -> None:
-        """A run whose process died (found by a search's heartbeat check): KILLED, with why."""
+        """A run whose process died or was interrupted (Ctrl-C, SIGTERM, a search's heartbeat
+        check): KILLED, with why. Not a failure: a grid resumes it by default."""
         self.client.set_tag(run_id, "killed", reason[:5000])
         self.client.set_terminated(run_id, "KILLED")
+
+    def fail_with(self, run_id: str, cause: str) -> None:
+        """Mark FAILED for a cause seen from outside the run (its worker process died)."""
+        self.client.set_tag(run_id, "error", cause[:5000])
+        self.client.set_terminated(run_id, "FAILED")
 
     def start_plain(self, tags: dict[str, str], params: dict[str, Any] | None = None,
                     run_name: str | None = None) -> str:
@@ -257,7 +390,6 @@ class Tracker:
         self.client.delete_run(run_id)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        import time
 
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(mlflow_key(k), float(v), now, step)
@@ -273,4 +405,5 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
-__all__ = ["Tracker", "RunRecord", "mlflow_key", "metric_name", "EXPERIMENT", "SEARCH_EXPERIMENT"]
+__all__ = ["Tracker", "RunRecord", "SerializedClient", "with_lock_retries", "mlflow_key",
+           "metric_name", "EXPERIMENT", "SEARCH_EXPERIMENT"]

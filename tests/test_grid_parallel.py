@@ -1,0 +1,137 @@
+"""The grid engine: N worker processes, failure isolation (an exception and a killed worker are
+recorded FAILED with their cause and the grid goes on), FAILED runs not rerun without
+--retry-failed, one MLflow run per configuration, a per-configuration lock against training
+twice, --dry-run states, GPU pinning plans, the progress ETA and the exact reproduce command."""
+from __future__ import annotations
+
+import io
+import shlex
+
+import pytest
+
+from harness.cli import main
+from harness.config import load_config
+from harness.executors.job import FINISHED, Job, JobResult
+from harness.executors.local import plan_slots
+from harness.grid import load_grid
+from harness.grid_progress import GridProgress
+from harness.run_lock import RunLock, RunLockedElsewhere
+from harness.runner import execute, run_dir
+from harness.tracking import Tracker
+from tests.grid_datasets import DIES, RAISES, write_grid
+
+
+def runs_by_dataset(tracker: Tracker) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for run in tracker.runs():
+        out.setdefault(run.tags["dataset"], []).append(run)
+    return out
+
+
+def test_parallel_grid_isolates_failures_and_records_their_cause(tmp_path, results_dir, capsys):
+    grid = write_grid(tmp_path, datasets=("test-tiny", RAISES, DIES))
+    argv = ["grid", str(grid), "--results-dir", str(results_dir), "--workers", "2"]
+    assert main(argv) == 1  # failures are in the exit status
+    out = capsys.readouterr().out
+    assert "2 worker process(es)" in out
+    assert "1 finished, 2 failed" in out
+
+    tracker = Tracker(results_dir)
+    runs = runs_by_dataset(tracker)
+    assert [r.status for r in runs["test-tiny"]] == ["FINISHED"]
+    for run in runs["test-tiny"]:
+        steps = [s for s, _ in tracker.history(run.run_id, "test/recall@1")]
+        assert steps == [1, 2]
+    assert [r.status for r in runs[RAISES]] == ["FAILED"]
+    assert all("MemoryError: simulated out of memory" in r.tags["error"] for r in runs[RAISES])
+    assert [r.status for r in runs[DIES]] == ["FAILED"]  # marked by the grid process
+    assert all("killed by SIGKILL" in r.tags["error"] for r in runs[DIES])
+
+    # FAILED runs are listed and not rerun by a plain start; the exit status still says so.
+    assert main(["grid", str(grid), "--results-dir", str(results_dir), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "1 finished, 2 failed, 0 running elsewhere, 0 resumable, 0 new; 0 would run" in out
+    assert out.count("failed (skipped; --retry-failed reruns it)") == 2
+
+
+def test_retry_failed_reruns_failed_runs_in_the_same_mlflow_run(tmp_path, results_dir, capsys):
+    grid = write_grid(tmp_path, datasets=("test-tiny", RAISES))
+    argv = ["grid", str(grid), "--results-dir", str(results_dir), "--executor", "inline"]
+    assert main(argv) == 1
+    tracker = Tracker(results_dir)
+    (failed,) = runs_by_dataset(tracker)[RAISES]
+    capsys.readouterr()
+
+    assert main(argv) == 1  # nothing rerun, still reported
+    out = capsys.readouterr()
+    assert "FAILED earlier, not rerun" in out.out and "ran 0 in" in out.out
+    assert "--retry-failed" in out.err
+
+    assert main([*argv, "--retry-failed"]) == 1  # rerun: fails again, deterministically
+    runs = runs_by_dataset(tracker)
+    assert [r.run_id for r in runs[RAISES]] == [failed.run_id]  # no duplicate MLflow run
+    assert len(tracker.runs()) == 2
+    assert runs[RAISES][0].tags["resumed"] == "true"
+    assert "simulated out of memory" in runs[RAISES][0].tags["previous_error"]
+
+
+def test_bad_grid_entry_fails_before_anything_starts(tmp_path, results_dir, capsys):
+    grid = write_grid(tmp_path, methods=("proxy_anchor", "proxy_anchr"))
+    assert main(["grid", str(grid), "--results-dir", str(results_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "method=proxy_anchr" in err and "Did you mean 'proxy_anchor'" in err
+    assert not (results_dir / "runs").exists() and not (results_dir / "mlflow.db").exists()
+
+
+def test_a_locked_configuration_is_never_trained_twice(tmp_path, results_dir, capsys,
+                                                       tiny_overrides):
+    grid = write_grid(tmp_path, seeds=(0, 1))
+    plan = load_grid(grid)
+    held = plan.configs[0]
+    with RunLock(run_dir(results_dir.resolve(), held) / "lock"):
+        with pytest.raises(RunLockedElsewhere, match=held.config_hash):
+            execute(held, Tracker(results_dir), results_dir.resolve())
+        assert main(["grid", str(grid), "--results-dir", str(results_dir), "--dry-run"]) == 0
+        assert "running elsewhere: pid" in capsys.readouterr().out
+        assert main(["grid", str(grid), "--results-dir", str(results_dir),
+                     "--executor", "inline"]) == 0
+        assert "running elsewhere" in capsys.readouterr().out
+    tracker = Tracker(results_dir)
+    (run,) = tracker.runs()
+    assert run.tags["config_hash"] == plan.configs[1].config_hash  # only the unlocked one ran
+
+    # The reproduce tag is an exact command: run as is, it names the same configuration.
+    command = run.tags["reproduce"].split("  #")[0]
+    assert main(shlex.split(command)[1:]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert len(tracker.runs()) == 1
+
+
+def test_slots_pin_runs_to_gpus_and_share_cpu_threads():
+    slots = plan_slots(None, gpus=["3", "5"], runs_per_gpu=2, cores=16)
+    assert [s.gpu for s in slots] == ["3", "5", "3", "5"] and {s.threads for s in slots} == {4}
+    assert [s.gpu for s in plan_slots(1, gpus=["0", "1"], cores=8)] == ["0"]
+    with pytest.raises(ValueError, match="exceeds 2 GPU"):
+        plan_slots(5, gpus=["0", "1"], runs_per_gpu=2)
+    cpu = plan_slots(2, gpus=[], cores=2)
+    assert [(s.gpu, s.threads) for s in cpu] == [(None, 1), (None, 1)]
+    assert len(plan_slots(None, gpus=[], cores=2)) == 2 and len(plan_slots(None, gpus=[],
+                                                                           cores=1)) == 1
+
+
+def test_progress_counts_and_eta():
+    jobs = [Job("", f"h{i}", f"job {i}") for i in range(6)]
+    now = [0.0]
+    out = io.StringIO()
+    progress = GridProgress(jobs, parallel=2, already_done=1, stream=out, clock=lambda: now[0])
+    for job in jobs[:2]:
+        progress.started(job)
+    progress.finished(jobs[0], JobResult("h0", FINISHED, seconds=10.0,
+                                         metrics={"test/recall@1": 0.5}))
+    progress.started(jobs[2])
+    progress.finished(jobs[1], JobResult("h1", FINISHED, seconds=20.0))
+    # mean 15 s x (3 not started + 0.5 x 1 running) / 2 at once
+    assert progress.eta_s() == pytest.approx(15 * 3.5 / 2)
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith("[3/7] job 1: done in 20.0s")
+    assert "done 3, running 1, failed 0, remaining 3 | ETA 26s" in last
