@@ -12,6 +12,15 @@ A grid file::
     overrides: [train.epochs=8]        # dotted overrides for every run
     dataset_overrides: {synth-sop: [train.epochs=6]}
 
+A grid may instead list ``blocks``: partial grids, each a mapping of the keys datasets, methods,
+regularizers, seeds, overrides and dataset_overrides; a key a block leaves out comes from the top
+level (overrides add up). That is how a grid runs the whole zoo on one dataset and a few methods
+on the others::
+
+    blocks:
+      - {datasets: [synth-cub], methods: [proxy_anchor, proxy_nca, soft_triple]}
+      - {datasets: [synth-cars, synth-sop], methods: [proxy_anchor]}
+
 Method x regularizer pairs that cannot work (NIR on a method without proxies) are skipped and
 listed; any other bad entry fails the whole grid before the first run starts.
 """
@@ -28,8 +37,8 @@ import yaml
 from harness.config import ConfigError, RunConfig, build_config, read_yaml, set_dotted
 
 log = logging.getLogger(__name__)
-GRID_KEYS = ("name", "config", "datasets", "methods", "regularizers", "seeds", "overrides",
-             "dataset_overrides")
+BLOCK_KEYS = ("datasets", "methods", "regularizers", "seeds", "overrides", "dataset_overrides")
+GRID_KEYS = ("name", "config", "blocks") + BLOCK_KEYS
 
 
 @dataclass
@@ -49,20 +58,44 @@ def load_grid(path: str | Path, extra_overrides: list[str] | None = None) -> Gri
     base = read_yaml(base_path) if base_path else {}
     name = str(grid.get("name") or path.stem)
 
+    blocks = grid.get("blocks")
+    if blocks is None:
+        blocks = [{}]
+    if not isinstance(blocks, list) or not blocks or not all(isinstance(b, dict) for b in blocks):
+        raise ConfigError(f"grid {path}: blocks must be a non-empty list of mappings")
+    plan = GridPlan(name, [])
+    for number, block in enumerate(blocks, 1):
+        bad = sorted(set(block) - set(BLOCK_KEYS))
+        if bad:
+            raise ConfigError(f"grid {path}: block {number} has unknown keys {bad}; valid: "
+                              f"{', '.join(BLOCK_KEYS)}")
+        merged = {**{k: v for k, v in grid.items() if k in BLOCK_KEYS}, **block}
+        merged["overrides"] = list(grid.get("overrides") or []) + (
+            list(block.get("overrides") or []) if "overrides" in block else [])
+        where = f"grid {path}" + (f", block {number}" if "blocks" in grid else "")
+        _expand(plan, merged, base, list(extra_overrides or []), where)
+    hashes = [c.config_hash for c in plan.configs]
+    if len(set(hashes)) != len(hashes):
+        raise ConfigError(f"grid {path} lists the same configuration twice")
+    return plan
+
+
+def _expand(plan: GridPlan, grid: dict[str, Any], base: dict[str, Any],
+            extra_overrides: list[str], where: str) -> None:
+    """Append datasets x methods x regularizers x seeds of one (block of a) grid to ``plan``."""
+
     def listed(key: str, default: list[Any]) -> list[Any]:
         value = grid.get(key, default)
         if not isinstance(value, list) or not value:
-            raise ConfigError(f"grid {path}: {key} must be a non-empty list, got {value!r}")
+            raise ConfigError(f"{where}: {key} must be a non-empty list, got {value!r}")
         return value
 
     datasets = listed("datasets", [base.get("dataset", {}).get("name", "synth-cub")])
     methods = listed("methods", [base.get("method", "proxy_anchor")])
     regularizers = listed("regularizers", [base.get("regularizer")])  # absent: the base config's
     seeds = listed("seeds", [base.get("seed", 0)])
-    overrides = list(grid.get("overrides") or []) + list(extra_overrides or [])
+    overrides = list(grid.get("overrides") or []) + extra_overrides
     per_dataset = grid.get("dataset_overrides") or {}
-
-    plan = GridPlan(name, [])
     for dataset in datasets:
         for method in methods:
             for reg in regularizers:
@@ -75,7 +108,8 @@ def load_grid(path: str | Path, extra_overrides: list[str] | None = None) -> Gri
                     for item in overrides + list(per_dataset.get(dataset, [])):
                         key, _, value = str(item).partition("=")
                         set_dotted(raw, key.strip(), yaml.safe_load(value))
-                    entry = f"dataset={dataset} method={_name(method)} regularizer={_name(reg)} seed={seed}"
+                    entry = (f"dataset={dataset} method={_name(method)} "
+                             f"regularizer={_name(reg)} seed={seed}")
                     reason = _incompatible(raw)
                     if reason:
                         note = f"{_name(method)} + {_name(reg)}: {reason}"
@@ -85,11 +119,7 @@ def load_grid(path: str | Path, extra_overrides: list[str] | None = None) -> Gri
                     try:
                         plan.configs.append(build_config(raw))
                     except ConfigError as err:
-                        raise ConfigError(f"grid {path}, entry {entry}: {err}") from None
-    hashes = [c.config_hash for c in plan.configs]
-    if len(set(hashes)) != len(hashes):
-        raise ConfigError(f"grid {path} lists the same configuration twice")
-    return plan
+                        raise ConfigError(f"{where}, entry {entry}: {err}") from None
 
 
 def _name(entry: Any) -> str:
@@ -105,7 +135,8 @@ def _incompatible(raw: dict[str, Any]) -> str | None:
     reg, method = raw.get("regularizer"), raw.get("method")
     if reg is None or _name(method) not in METHODS or _name(reg) not in REGULARIZERS:
         return None
-    own = isinstance(reg, dict) and reg.get("proxy_source") == "own"
+    # own: NIR brings its proxies; auto: resolves to own for a method without proxies
+    own = isinstance(reg, dict) and reg.get("proxy_source") in ("own", "auto")
     if REGULARIZERS.get(_name(reg)).needs_proxies and not METHODS.get(_name(method)).provides_proxies \
             and not own:
         return "the regularizer needs class proxies and this method provides none"

@@ -24,7 +24,7 @@ def test_every_shipped_config_and_grid_builds():
     root = ["dataset.root=/data/real-datasets"]
     for path in CONFIG_DIR.rglob("*.yaml"):
         raw = yaml.safe_load(path.read_text())
-        if "datasets" in raw:  # a grid
+        if "datasets" in raw or "blocks" in raw:  # a grid
             plan = load_grid(path, root)
             assert plan.configs, path
         elif "search" in raw:  # a tune file (`nirbench tune`): both arms must build
@@ -117,3 +117,41 @@ def test_registry_is_strict():
     with pytest.raises(UnknownNameError, match="Did you mean 'alpha'"):
         reg.get("alpah")
     assert reg.names("al*") == ["alpha"] and "alpha" in reg
+
+
+def test_grid_blocks_inherit_top_level_keys_and_add_overrides(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(
+        "name: b\nregularizers: [null]\nseeds: [0, 1]\noverrides: [train.epochs=3]\n"
+        "blocks:\n"
+        "  - {datasets: [synth-cub], methods: [proxy_anchor, proxy_nca]}\n"
+        "  - {datasets: [synth-sop], methods: [multi_similarity], seeds: [5],"
+        " overrides: [train.batch_size=32]}\n")
+    plan = load_grid(grid)
+    got = [(c.dataset.name, c.method.name, c.seed, c.train.epochs, c.train.batch_size)
+           for c in plan.configs]
+    default_batch = load_config().train.batch_size
+    assert got == [("synth-cub", "proxy_anchor", 0, 3, default_batch),
+                   ("synth-cub", "proxy_anchor", 1, 3, default_batch),
+                   ("synth-cub", "proxy_nca", 0, 3, default_batch),
+                   ("synth-cub", "proxy_nca", 1, 3, default_batch),
+                   ("synth-sop", "multi_similarity", 5, 3, 32)]
+    grid.write_text("blocks:\n  - {datasets: [synth-cub], method: [proxy_anchor]}\n")
+    with pytest.raises(ConfigError, match="block 1 has unknown keys \\['method'\\]"):
+        load_grid(grid)
+
+
+def test_the_default_grid_is_the_zoo_on_seed_zero_and_a_subset_of_the_zoo_grid():
+    from methods import METHODS
+
+    default = load_grid(CONFIG_DIR / "grids" / "default.yaml")
+    zoo = load_grid(CONFIG_DIR / "grids" / "zoo.yaml")
+    cub = {(c.method.name, c.regularizer_name) for c in default.configs
+           if c.dataset.name == "synth-cub"}
+    assert cub == {(m, r) for m in METHODS.names() for r in ("none", "nir")}
+    assert {c.dataset.name for c in default.configs} == {"synth-cub", "synth-cars", "synth-sop"}
+    assert {c.config_hash for c in default.configs} <= {c.config_hash for c in zoo.configs}
+    assert len(zoo.configs) == len(list(METHODS.names())) * 2 * 3 * 3 and not zoo.skipped
+    pair_nir = [c for c in zoo.configs if c.regularizer and not
+                METHODS.get(c.method.name).provides_proxies]
+    assert pair_nir and all(c.regularizer.params["proxy_source"] == "own" for c in pair_nir)
