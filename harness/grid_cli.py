@@ -36,6 +36,10 @@ def register_grid(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("grid_file", help="grid YAML, e.g. harness/configs/grids/default.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override applied to every run of the grid")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                   help="run a slice of the grid, repeatable: keys dataset, method, regularizer, "
+                        "seed; values comma-separated (--only seed=0 --only method=proxy_anchor,"
+                        "proxy_nca): a first look, or one shard per machine")
     p.add_argument("--dry-run", action="store_true",
                    help="list the configurations: finished, failed, running elsewhere, resumable "
                         "or would run; run nothing")
@@ -60,6 +64,26 @@ def register_grid(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("--no-progress", action="store_true",
                    help="accepted for compatibility; runs in workers never draw per-epoch bars")
     p.set_defaults(func=cmd_grid)
+
+
+ONLY_KEYS = {"dataset": lambda c: c.dataset.name, "method": lambda c: c.method.name,
+             "regularizer": lambda c: c.regularizer_name, "seed": lambda c: str(c.seed)}
+
+
+def select(configs: list, only: list[str]) -> list:
+    """The configurations matching every ``KEY=V1,V2`` filter of ``--only``."""
+    from harness.config import ConfigError
+
+    for item in only:
+        key, sep, values = item.partition("=")
+        if not sep or key not in ONLY_KEYS or not values:
+            raise ConfigError(f"--only {item!r} must look like KEY=VALUE[,VALUE...] with KEY one "
+                              f"of {', '.join(ONLY_KEYS)}")
+        wanted = {v.strip() for v in values.split(",")}
+        configs = [c for c in configs if ONLY_KEYS[key](c) in wanted]
+    if not configs:
+        raise ConfigError(f"--only {' '.join(only)} selects no configuration of this grid")
+    return configs
 
 
 def _workers(value: str) -> int | None:
@@ -98,6 +122,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from harness.tracking import Tracker
 
     plan = load_grid(args.grid_file, args.overrides)  # a bad entry fails here, before any run
+    plan.configs = select(plan.configs, args.only)
     results = results_dir_arg(args.results_dir).resolve()
     tracker = Tracker(results)
     for reason in plan.skipped:
