@@ -17,7 +17,6 @@ import logging
 import signal
 import sys
 import time
-from pathlib import Path
 
 WORKERS_HELP = ("how many runs at once on this machine (local executor): an integer or auto "
                 "(default): one per GPU x --runs-per-gpu on a GPU machine, 2 on a CPU with 2+ "

@@ -17,15 +17,16 @@ so the method must be built BEFORE the regularizer for fair arms (see methods/pr
 from __future__ import annotations
 
 import math
-from typing import Any
 
-import torch
 from pytorch_metric_learning.losses import ArcFaceLoss
 
-from methods.base import METHODS, Method, MethodInfo
+from methods.base import METHODS, MethodInfo, PMLProxyTableMethod
 
 
-class ArcFace(Method):
+class ArcFace(PMLProxyTableMethod):
+    proxy_attr = "W"
+    proxy_transposed = True  # PML: (embed_dim, num_classes)
+
     def __init__(
         self,
         *,
@@ -42,17 +43,6 @@ class ArcFace(Method):
         self.proxy_lr_mult = float(proxy_lr_mult)
         self.loss = ArcFaceLoss(num_classes, embed_dim, margin=math.degrees(float(margin)),
                                 scale=float(scale))
-
-    def compute_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # PML casts ``W.data`` to the embeddings' dtype in place (cast_types): feed its dtype.
-        weights = self.loss.W
-        return self.loss(embeddings.to(weights.dtype), labels.long())
-
-    def class_proxies(self) -> torch.Tensor:
-        return self.loss.W.t()  # PML: (embed_dim, C)
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": [self.loss.W], "lr_mult": self.proxy_lr_mult, "name": "proxies"}]
 
 
 METHODS.add(

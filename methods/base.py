@@ -68,6 +68,36 @@ class Method(nn.Module):
         return []
 
 
+class PMLProxyTableMethod(Method):
+    """A proxy method wrapping one pytorch-metric-learning loss (``self.loss``) whose class
+    proxies are ONE parameter: ``proxies`` (C, D) for ProxyAnchor/ProxyNCA, ``W`` (D, C) for
+    NormSoftmax/ArcFace/CosFace. Subclasses set ``proxy_attr`` (and ``proxy_transposed``), build
+    ``self.loss`` and ``self.proxy_lr_mult``; loss, accessor and optimizer group come from here, so
+    PML's inconsistent attribute names stay in one place."""
+
+    proxy_attr = "proxies"
+    proxy_transposed = False  # True when PML stores the table as (embed_dim, num_classes)
+    loss: nn.Module
+    proxy_lr_mult: float
+
+    def _table(self) -> torch.Tensor:
+        return getattr(self.loss, self.proxy_attr)
+
+    def compute_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # PML casts the table's .data to the embeddings' dtype IN PLACE (cast_types); under
+        # autocast that would turn the fp32 proxies into half precision for good. Feed the
+        # table's dtype instead.
+        table = self._table()
+        return self.loss(embeddings.to(table.dtype), labels.long())
+
+    def class_proxies(self) -> torch.Tensor:
+        table = self._table()
+        return table.t() if self.proxy_transposed else table
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": [self._table()], "lr_mult": self.proxy_lr_mult, "name": "proxies"}]
+
+
 WEIGHT_CONVENTIONS = ("lambda", "w_align")
 
 

@@ -13,15 +13,15 @@ so the method must be built BEFORE the regularizer for fair arms (see methods/pr
 """
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 from pytorch_metric_learning.losses import CosFaceLoss
 
-from methods.base import METHODS, Method, MethodInfo
+from methods.base import METHODS, MethodInfo, PMLProxyTableMethod
 
 
-class CosFace(Method):
+class CosFace(PMLProxyTableMethod):
+    proxy_attr = "W"
+    proxy_transposed = True  # PML: (embed_dim, num_classes)
+
     def __init__(
         self,
         *,
@@ -34,17 +34,6 @@ class CosFace(Method):
         super().__init__(num_classes=num_classes, embed_dim=embed_dim)
         self.proxy_lr_mult = float(proxy_lr_mult)
         self.loss = CosFaceLoss(num_classes, embed_dim, margin=float(margin), scale=float(scale))
-
-    def compute_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # PML casts ``W.data`` to the embeddings' dtype in place (cast_types): feed its dtype.
-        weights = self.loss.W
-        return self.loss(embeddings.to(weights.dtype), labels.long())
-
-    def class_proxies(self) -> torch.Tensor:
-        return self.loss.W.t()  # PML: (embed_dim, C)
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": [self.loss.W], "lr_mult": self.proxy_lr_mult, "name": "proxies"}]
 
 
 METHODS.add(

@@ -12,15 +12,15 @@ be built BEFORE the regularizer for fair arms (see methods/proxy_anchor.py).
 """
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 from pytorch_metric_learning.losses import NormalizedSoftmaxLoss
 
-from methods.base import METHODS, Method, MethodInfo
+from methods.base import METHODS, MethodInfo, PMLProxyTableMethod
 
 
-class NormalizedSoftmax(Method):
+class NormalizedSoftmax(PMLProxyTableMethod):
+    proxy_attr = "W"
+    proxy_transposed = True  # PML: (embed_dim, num_classes)
+
     def __init__(
         self,
         *,
@@ -34,17 +34,6 @@ class NormalizedSoftmax(Method):
             raise ValueError(f"normalized_softmax temperature must be > 0, got {temperature}")
         self.proxy_lr_mult = float(proxy_lr_mult)
         self.loss = NormalizedSoftmaxLoss(num_classes, embed_dim, temperature=float(temperature))
-
-    def compute_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # PML casts ``W.data`` to the embeddings' dtype in place (cast_types): feed its dtype.
-        weights = self.loss.W
-        return self.loss(embeddings.to(weights.dtype), labels.long())
-
-    def class_proxies(self) -> torch.Tensor:
-        return self.loss.W.t()  # PML: (embed_dim, C)
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": [self.loss.W], "lr_mult": self.proxy_lr_mult, "name": "proxies"}]
 
 
 METHODS.add(

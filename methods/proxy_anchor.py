@@ -6,15 +6,12 @@ regularizer (NIR's own construction is RNG-neutral, see methods/nir.py).
 """
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 from pytorch_metric_learning.losses import ProxyAnchorLoss
 
-from methods.base import METHODS, Method, MethodInfo
+from methods.base import METHODS, MethodInfo, PMLProxyTableMethod
 
 
-class ProxyAnchor(Method):
+class ProxyAnchor(PMLProxyTableMethod):
     def __init__(
         self,
         *,
@@ -29,19 +26,6 @@ class ProxyAnchor(Method):
         self.loss = ProxyAnchorLoss(
             num_classes, embed_dim, margin=float(margin), alpha=float(alpha)
         )
-
-    def compute_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # PML casts its proxies' .data to the embeddings' dtype in place (cast_types); under
-        # autocast that would silently turn the fp32 proxies into fp16 for good. Feed the
-        # proxies' dtype instead.
-        proxies = self.loss.proxies
-        return self.loss(embeddings.to(proxies.dtype), labels.long())
-
-    def class_proxies(self) -> torch.Tensor:
-        return self.loss.proxies
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": [self.loss.proxies], "lr_mult": self.proxy_lr_mult, "name": "proxies"}]
 
 
 METHODS.add(

@@ -16,15 +16,12 @@ be built BEFORE the regularizer for fair arms (see methods/proxy_anchor.py).
 """
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 from pytorch_metric_learning.losses import ProxyNCALoss
 
-from methods.base import METHODS, Method, MethodInfo
+from methods.base import METHODS, MethodInfo, PMLProxyTableMethod
 
 
-class ProxyNCA(Method):
+class ProxyNCA(PMLProxyTableMethod):
     def __init__(
         self,
         *,
@@ -36,18 +33,6 @@ class ProxyNCA(Method):
         super().__init__(num_classes=num_classes, embed_dim=embed_dim)
         self.proxy_lr_mult = float(proxy_lr_mult)
         self.loss = ProxyNCALoss(num_classes, embed_dim, softmax_scale=float(softmax_scale))
-
-    def compute_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # PML casts its proxies' .data to the embeddings' dtype in place (cast_types); feed the
-        # proxies' dtype so autocast never turns the fp32 proxies into fp16 for good.
-        proxies = self.loss.proxies
-        return self.loss(embeddings.to(proxies.dtype), labels.long())
-
-    def class_proxies(self) -> torch.Tensor:
-        return self.loss.proxies  # already (num_classes, embed_dim)
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": [self.loss.proxies], "lr_mult": self.proxy_lr_mult, "name": "proxies"}]
 
 
 METHODS.add(

@@ -10,7 +10,6 @@ import shlex
 import pytest
 
 from harness.cli import main
-from harness.config import load_config
 from harness.executors.job import FINISHED, Job, JobResult
 from harness.executors.local import plan_slots
 from harness.grid import load_grid
