@@ -135,10 +135,12 @@ def _incompatible(raw: dict[str, Any]) -> str | None:
     reg, method = raw.get("regularizer"), raw.get("method")
     if reg is None or _name(method) not in METHODS or _name(reg) not in REGULARIZERS:
         return None
-    # own: NIR brings its proxies; auto: resolves to own for a method without proxies
-    own = isinstance(reg, dict) and reg.get("proxy_source") in ("own", "auto")
-    if REGULARIZERS.get(_name(reg)).needs_proxies and not METHODS.get(_name(method)).provides_proxies \
-            and not own:
+    # own: NIR brings its proxies; auto (NIR's default): resolves to own without method proxies
+    info = REGULARIZERS.get(_name(reg))
+    source = (reg.get("proxy_source") if isinstance(reg, dict) else None) \
+        or info.defaults.get("proxy_source")
+    own = source in ("own", "auto")
+    if info.needs_proxies and not METHODS.get(_name(method)).provides_proxies and not own:
         return "the regularizer needs class proxies and this method provides none"
     return None
 

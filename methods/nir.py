@@ -15,8 +15,9 @@ Where the proxies come from (``proxy_source``, tagged on the run as ``nir.proxy_
               alignment term (cosine, alpha 32, margin 0.1), exactly like the published code's
               criterion; that is how a pair-based method gets NIR. The alignment term sits on the
               method side of the objective (``alignment_loss``; see harness/objective.py).
-  ``auto``    resolved when the config is built: ``method`` if the method has proxies, else ``own``
-              (so the resolved config, its hash and the tag always name the concrete mode).
+  ``auto``    the default; resolved when the config is built: ``method`` if the method has
+              proxies, else ``own`` (so the resolved config, its hash and the tag always name the
+              concrete mode). An explicit ``method`` on a method without proxies is refused.
 
 Construction order and RNG: build the method (its proxies draw from the global torch RNG) BEFORE
 the regularizer. NIR itself is RNG-neutral: the flow is initialised inside a forked torch RNG seeded
@@ -203,7 +204,9 @@ REGULARIZERS.add(
             # 1e-3 that is x0.5; x50 there diverges within two steps (the paper preset sets
             # lr 1e-5 with x50 explicitly).
             "flow_lr_mult": 0.5,
-            "proxy_source": "method",
+            # auto: the method's proxies when it has some, else NIR's own (resolved and recorded
+            # when the config is built), so `regularizer: nir` works on every method
+            "proxy_source": "auto",
             # own-proxy mode only (proxy_source own/auto on a method without proxies):
             "own_proxy_lr_mult": 100.0,
             "own_align_alpha": 32.0,

@@ -70,7 +70,8 @@ def test_hash_is_identity_seed_included_and_stable():
     (["method.margin=big"], "method.margin must be float"),
     (["backbone.name=vgg"], "backbone.name 'vgg' is unknown"),
     (["train.warmup_epochs=8"], "warmup_epochs (8) must be < train.epochs"),
-    (["method=multi_similarity", "regularizer=nir"], "needs class proxies"),
+    (["method=multi_similarity", "regularizer=nir", "regularizer.proxy_source=method"],
+     "needs class proxies"),
     (["train.device=tpu"], "train.device must be one of"),
     (["bogus=1"], "unknown config key 'bogus'"),
 ])
@@ -80,9 +81,10 @@ def test_bad_configs_fail_at_load_time_naming_the_problem(override, message):
     assert message in str(err.value)
 
 
-def test_nir_on_pair_method_names_proxy_methods():
-    with pytest.raises(ConfigError, match="use a proxy-based method .*proxy_anchor"):
-        load_config(overrides=["method=multi_similarity", "regularizer=nir"])
+def test_nir_on_the_proxies_of_a_pair_method_names_the_own_mode_and_proxy_methods():
+    with pytest.raises(ConfigError, match="proxy_source=own.*use a proxy-based method .*proxy_anchor"):
+        load_config(overrides=["method=multi_similarity", "regularizer=nir",
+                               "regularizer.proxy_source=method"])
 
 
 def test_missing_and_malformed_files(tmp_path: Path):

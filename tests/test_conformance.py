@@ -10,7 +10,8 @@ For every method x {baseline, nir} (methods without class proxies get NIR's own-
   (d) same seed: the baseline and NIR arms start from identical backbone weights, identical
       method parameters (proxy init) and identical RNG state, and see identical first batches
       (hence the same method loss on that batch);
-  (e) NIR with its default proxy_source ("method") on a method without proxies is refused
+  (e) NIR with proxy_source "method" on a method without proxies is refused; the default
+      ("auto") resolves to the method's proxies or NIR's own
       when the config is built.
 A new method registered in methods/ is covered without touching this file.
 """
@@ -233,15 +234,16 @@ def test_another_seed_changes_the_initialisation(tiny_overrides, tiny_bundle):
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_nir_needs_proxies_or_its_own_mode(name, tiny_overrides):
     overrides = [*tiny_overrides, f"method={name}", "regularizer=nir"]
+    explicit = overrides + ["regularizer.proxy_source=method"]
     if METHODS.get(name).provides_proxies:
-        cfg = load_config(None, overrides)
+        cfg = load_config(None, explicit)
         assert cfg.regularizer.params["proxy_source"] == "method"
     else:
         with pytest.raises(ConfigError, match="proxy_source=own"):
-            load_config(None, overrides)
-    auto = load_config(None, overrides + ["regularizer.proxy_source=auto"])
+            load_config(None, explicit)
     want = "method" if METHODS.get(name).provides_proxies else "own"
-    assert auto.regularizer.params["proxy_source"] == want
+    for extra in ([], ["regularizer.proxy_source=auto"]):  # auto is the default
+        assert load_config(None, overrides + extra).regularizer.params["proxy_source"] == want
     assert REGULARIZERS.get("nir").needs_proxies
 
 

@@ -14,7 +14,8 @@ from methods.multi_similarity import MultiSimilarity
 from methods.nir import EXP_FORM_MAX_EXPONENT, NIR, NonFiniteLossError
 from methods.proxy_anchor import ProxyAnchor
 
-NIR_SMALL = dict(REGULARIZERS.get("nir").defaults, blocks=2, subnet_depth=3, subnet_width=32)
+NIR_SMALL = dict(REGULARIZERS.get("nir").defaults, blocks=2, subnet_depth=3, subnet_width=32,
+                 proxy_source="method")  # "auto" is resolved by the config, not the module
 
 
 def make_nir(embed_dim=8, num_classes=5, **overrides) -> NIR:
@@ -35,7 +36,10 @@ def test_defaults_are_exactly_the_constructor_kwargs(kind, name):
     params -= {"self", "num_classes", "embed_dim"}
     assert params == set(info.defaults)
     assert set(info.search_space) <= set(info.defaults)
-    obj = info.cls(num_classes=4, embed_dim=16, **info.defaults)
+    defaults = dict(info.defaults)
+    if defaults.get("proxy_source") == "auto":  # the config resolves it before building
+        defaults["proxy_source"] = "method"
+    obj = info.cls(num_classes=4, embed_dim=16, **defaults)
     assert isinstance(obj, torch.nn.Module)
 
 
@@ -333,6 +337,8 @@ def test_proxy_source_auto_resolves_in_the_config_and_own_is_tagged():
     assert proxy.regularizer.params["proxy_source"] == "method"
     assert run_tags(pair, "g")["nir.proxy_source"] == "own"
     with pytest.raises(ConfigError, match="proxy_source=own"):
-        load_config(None, ["method=multi_similarity", "regularizer=nir"])
+        load_config(None, ["method=multi_similarity", "regularizer=nir",
+                           "regularizer.proxy_source=method"])
+    assert load_config(None, ["method=multi_similarity", "regularizer=nir"]) == pair
     with pytest.raises(ConfigError, match="proxy_source must be one of"):
         load_config(None, ["regularizer=nir", "regularizer.proxy_source=mine"])
