@@ -1,5 +1,8 @@
 """SoftTriple loss (Qian et al., ICCV 2019), wrapping pytorch-metric-learning's
-``SoftTripleLoss`` plus its ``SparseCentersRegularizer`` (the paper's tau term).
+``SoftTripleLoss``; the paper's tau term (PML's ``SparseCentersRegularizer``) is computed here,
+class by class, because PML's builds two (C*K)^2 masks and a (C*K)^2 similarity matrix: 10^8
+entries per step on synth-sop (minutes per epoch on a CPU), 1.3 * 10^10 on the real SOP (13 GB
+per mask, it cannot even be built). Same formula, same value (tests/test_zoo_losses.py).
 
 Each class c has K centres w_c^k. With x^ and w^ L2-normalised (cosine similarity),
 
@@ -29,7 +32,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pytorch_metric_learning.losses import SoftTripleLoss
-from pytorch_metric_learning.regularizers import SparseCentersRegularizer
 
 from methods.base import METHODS, Method, MethodInfo
 
@@ -56,21 +58,33 @@ class SoftTriple(Method):
                              f"{center_reg_weight}")
         self.centers_per_class = int(centers_per_class)
         self.proxy_lr_mult = float(proxy_lr_mult)
-        # The centre regularizer compares centres of one class: meaningless (and refused by PML)
-        # with a single centre, so K = 1 or tau = 0 switch it off.
-        regularizer = None
-        if center_reg_weight > 0 and centers_per_class > 1:
-            regularizer = SparseCentersRegularizer(num_classes, self.centers_per_class)
+        # The centre regularizer compares centres of one class: meaningless with a single
+        # centre, so K = 1 or tau = 0 switch it off.
+        self.center_reg_weight = float(center_reg_weight) if centers_per_class > 1 else 0.0
         self.loss = SoftTripleLoss(
             num_classes, embed_dim, centers_per_class=self.centers_per_class, la=float(la),
-            gamma=float(gamma), margin=float(margin), weight_regularizer=regularizer,
-            weight_reg_weight=float(center_reg_weight),
+            gamma=float(gamma), margin=float(margin),
         )
 
     def compute_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # PML casts ``fc.data`` to the embeddings' dtype in place (cast_types): feed its dtype.
         centers = self.loss.fc
-        return self.loss(embeddings.to(centers.dtype), labels.long())
+        loss = self.loss(embeddings.to(centers.dtype), labels.long())
+        if self.center_reg_weight > 0:
+            loss = loss + self.center_reg_weight * self.center_regularizer()
+        return loss
+
+    def center_regularizer(self) -> torch.Tensor:
+        """sum_c sum_{k<l} sqrt(2 + eps - 2 w_c^k^.w_c^l^) / (C K (K-1)), as PML's
+        SparseCentersRegularizer (cosine similarity clamped at 1, eps = the dtype's tiny), from
+        C small K x K blocks instead of one (C*K)^2 matrix."""
+        w = F.normalize(self.class_centers(), dim=-1)  # (C, K, D)
+        k = self.centers_per_class
+        upper = torch.triu_indices(k, k, offset=1, device=w.device)
+        sim = (w @ w.transpose(1, 2))[:, upper[0], upper[1]]  # (C, K(K-1)/2)
+        tiny = torch.finfo(w.dtype).tiny
+        reg = torch.sqrt(2.0 + tiny - torch.clamp(2.0 * sim, max=2.0))
+        return reg.sum() / (self.num_classes * k * (k - 1))
 
     def class_centers(self) -> torch.Tensor:
         """(num_classes, K, embed_dim): class c's K centres, in PML's column order."""

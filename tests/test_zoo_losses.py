@@ -487,3 +487,26 @@ def test_distance_weighted_sampler_draws_negatives_with_those_weights():
         assert drawn == 400 * 3  # PML: as many triplets per anchor as its class has samples
         for j, w in enumerate(row):
             assert counts[anchor][j] / drawn == pytest.approx(w, abs=0.05)
+
+
+def test_soft_triple_block_centre_regularizer_equals_pmls_full_matrix_version():
+    """Our per-class tau term against PML's SparseCentersRegularizer (the (C*K)^2 version it
+    replaces for scale), as the oracle, value and gradient."""
+    from pytorch_metric_learning.losses import SoftTripleLoss
+    from pytorch_metric_learning.regularizers import SparseCentersRegularizer
+
+    num_classes, k, dim = 6, 4, 8
+    x, labels = clustered(7, num_classes=num_classes, per_class=3, dim=dim)
+    ours = build("soft_triple", num_classes=num_classes, embed_dim=dim, centers_per_class=k,
+                 center_reg_weight=0.2)
+    d = METHODS.get("soft_triple").defaults
+    pml = SoftTripleLoss(num_classes, dim, centers_per_class=k, la=d["la"], gamma=d["gamma"],
+                         margin=d["margin"], weight_reg_weight=0.2,
+                         weight_regularizer=SparseCentersRegularizer(num_classes, k)).double()
+    with torch.no_grad():
+        pml.fc.copy_(ours.loss.fc)
+    a, b = ours(x, labels), pml(x, labels.long())
+    assert a.item() == pytest.approx(b.item(), rel=1e-12)
+    a.backward()
+    b.backward()
+    assert torch.allclose(ours.loss.fc.grad, pml.fc.grad, rtol=1e-10, atol=1e-12)
