@@ -157,3 +157,12 @@ def test_the_default_grid_is_the_zoo_on_seed_zero_and_a_subset_of_the_zoo_grid()
     pair_nir = [c for c in zoo.configs if c.regularizer and not
                 METHODS.get(c.method.name).provides_proxies]
     assert pair_nir and all(c.regularizer.params["proxy_source"] == "own" for c in pair_nir)
+
+
+def test_a_plain_nir_entry_gives_pair_methods_nir_with_its_own_proxies(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("datasets: [synth-cub]\nmethods: [multi_similarity, proxy_anchor]\n"
+                    "regularizers: [nir]\n")
+    plan = load_grid(grid)
+    assert not plan.skipped
+    assert [c.regularizer.params["proxy_source"] for c in plan.configs] == ["own", "method"]

@@ -35,7 +35,7 @@ name: tiny
 config: base.yaml
 datasets: [{TINY}]
 methods: [proxy_anchor, multi_similarity]
-regularizers: [null, nir]
+regularizers: [null, {{name: nir, proxy_source: method}}]  # explicit: MS + NIR is incompatible
 seeds: [{', '.join(map(str, seeds))}]
 overrides: [train.epochs=2, train.batch_size=8, backbone.embed_dim=16, "eval.recall_at=[1, 2]"]
 """)
