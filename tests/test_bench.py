@@ -3,13 +3,11 @@ public JSON keys, and their numbers are consistent. No timing assertions: speed 
 commands measure, not what tests check."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 
-from harness.bench.cli import register
 from harness.bench.eval import synthetic_embeddings
 
 EVAL_KEYS = {"ours_knn_s", "pml_knn_s", "ratio_knn_vs_pml", "ours_nmi_s", "pml_nmi_s",
@@ -20,15 +18,11 @@ STEP_KEYS = {"step_s_baseline", "step_s_nir", "ratio_nir_vs_baseline", "device",
 
 
 def nirbench(argv: list[str]) -> int:
-    """The `bench` part of the nirbench command line, as harness.cli wires it."""
-    parser = argparse.ArgumentParser(prog="nirbench")
-    sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--results-dir", default=None)
-    common.add_argument("--debug", action="store_true")
-    common.add_argument("--quiet", action="store_true")
-    register(sub, common)
-    args = parser.parse_args(argv)
+    """The real nirbench command line (harness.cli.build_parser), without main()'s error
+    handling, so an exception fails the test with its traceback."""
+    from harness.cli import build_parser
+
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

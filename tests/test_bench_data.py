@@ -3,14 +3,12 @@ prints the public JSON keys, and its numbers are consistent. No speed assertion:
 what the command measures (README), not what a test on a shared machine can promise."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 from PIL import Image
 
 import real_fixtures as rf
-from harness.bench.cli import register
 from harness.bench.data import generate_jpegs, image_folder_files
 
 KEYS = {"ours_ips", "reference_ips", "ratio", "images", "workers", "batch", "device",
@@ -18,14 +16,11 @@ KEYS = {"ours_ips", "reference_ips", "ratio", "images", "workers", "batch", "dev
 
 
 def nirbench(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="nirbench")
-    sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--results-dir", default=None)
-    common.add_argument("--debug", action="store_true")
-    common.add_argument("--quiet", action="store_true")
-    register(sub, common)
-    args = parser.parse_args(argv)
+    """The real nirbench command line (harness.cli.build_parser), without main()'s error
+    handling, so an exception fails the test with its traceback."""
+    from harness.cli import build_parser
+
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

@@ -5,7 +5,6 @@ contiguous per split, wrong layouts name the missing file and the expected layou
 images are listed and refused, and ``nirbench data check`` prints the public keys."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
@@ -217,17 +216,11 @@ def test_unreadable_listing_is_capped_but_counted(tmp_path):
 
 
 def nirbench(argv: list[str]) -> int:
-    """The `data` part of the nirbench command line, as harness.cli wires it."""
-    from harness.data.cli import register
+    """The real nirbench command line (harness.cli.build_parser), without main()'s error
+    handling, so an exception fails the test with its traceback."""
+    from harness.cli import build_parser
 
-    parser = argparse.ArgumentParser(prog="nirbench")
-    sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--results-dir", default=None)
-    common.add_argument("--debug", action="store_true")
-    common.add_argument("--quiet", action="store_true")
-    register(sub, common)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

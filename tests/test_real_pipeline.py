@@ -86,7 +86,6 @@ def test_damaged_cache_is_rebuilt_with_a_warning(tmp_path):
 
 
 def test_process_pool_decode_equals_in_process(tmp_path, monkeypatch):
-    from harness.data.real import check as check_module
     from harness.data.real.cache import open_or_build
     from harness.data.real.check import check_dataset
 
@@ -94,8 +93,7 @@ def test_process_pool_decode_equals_in_process(tmp_path, monkeypatch):
     listing = list_dataset("cub200", truth.root)
     args = ("cub200", listing.layout, listing.base, listing.paths)
     serial, _ = open_or_build(*args, tmp_path / "serial", workers=1, progress=False)
-    monkeypatch.setattr(cache_module, "IN_PROCESS_BELOW", 0)
-    monkeypatch.setattr(check_module, "IN_PROCESS_BELOW", 0)
+    monkeypatch.setattr(cache_module, "IN_PROCESS_BELOW", 0)  # decode and check share it
     pooled, _ = open_or_build(*args, tmp_path / "pooled", workers=2, progress=False)
     assert len(pooled) == len(serial) == len(listing.paths)
     assert all(np.array_equal(pooled.image(k), serial.image(k)) for k in range(len(serial)))

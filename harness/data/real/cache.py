@@ -89,16 +89,24 @@ def decode_all(paths: list[str], *, short_side: int = SHORT_SIDE, workers: int |
                ) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
     """(index, pixels or None, error or None) for every path, in order; a process pool when
     there are enough images, a tqdm progress bar on a terminal."""
+    tasks = [(i, p, short_side) for i, p in enumerate(paths)]
+    yield from imap_with_progress(_decode_task, tasks, workers=workers, desc=desc,
+                                  progress=progress, chunksize=8)
+
+
+def imap_with_progress(func, items: list, *, workers: int | None, desc: str, progress: bool,
+                       chunksize: int) -> Iterator[Any]:
+    """``func(item)`` for every item, in order: in this process for few items (or one worker),
+    else a process pool; a tqdm bar on a terminal. ``func`` must be a module-level function."""
     from tqdm.auto import tqdm
 
     n_workers = decode_workers(workers)
-    tasks = [(i, p, short_side) for i, p in enumerate(paths)]
-    bar = tqdm(total=len(tasks), desc=desc, unit="img", dynamic_ncols=True,
+    bar = tqdm(total=len(items), desc=desc, unit="img", dynamic_ncols=True,
                disable=None if progress else True)
     try:
-        if n_workers == 1 or len(tasks) < IN_PROCESS_BELOW:
-            for task in tasks:
-                yield _decode_task(task)
+        if n_workers == 1 or len(items) < IN_PROCESS_BELOW:
+            for item in items:
+                yield func(item)
                 bar.update()
             return
         # fork: workers need no imports beyond PIL and numpy and start at once; decoding never
@@ -106,7 +114,7 @@ def decode_all(paths: list[str], *, short_side: int = SHORT_SIDE, workers: int |
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
         with context.Pool(n_workers) as pool:
-            for result in pool.imap(_decode_task, tasks, chunksize=8):
+            for result in pool.imap(func, items, chunksize=chunksize):
                 yield result
                 bar.update()
     finally:

@@ -4,11 +4,10 @@ DCT scale: the whole compressed stream is still parsed, so truncated or corrupt 
 fraction of the full decode time). Nothing is written; loading for training builds the cache."""
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
 from typing import Any
 
-from harness.data.real.cache import IN_PROCESS_BELOW, decode_workers
+from harness.data.real.cache import imap_with_progress
 from harness.data.real.datasets import list_dataset
 
 SHOWN = 10  # unreadable paths listed in full; the count covers all of them
@@ -53,22 +52,5 @@ def check_dataset(name: str, root: str | Path, *, decode: bool = True,
 
 
 def _verify_all(files: list[str], workers: int | None, progress: bool, name: str):
-    from tqdm.auto import tqdm
-
-    n_workers = decode_workers(workers)
-    bar = tqdm(total=len(files), desc=f"{name}: checking images", unit="img",
-               dynamic_ncols=True, disable=None if progress else True)
-    try:
-        if n_workers == 1 or len(files) < IN_PROCESS_BELOW:
-            for file in files:
-                yield verify_image(file)
-                bar.update()
-            return
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with context.Pool(n_workers) as pool:
-            for error in pool.imap(verify_image, files, chunksize=16):
-                yield error
-                bar.update()
-    finally:
-        bar.close()
+    return imap_with_progress(verify_image, files, workers=workers,
+                              desc=f"{name}: checking images", progress=progress, chunksize=16)
