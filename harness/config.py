@@ -31,6 +31,11 @@ class ConfigError(ValueError):
     """A config that cannot run; the message names the key, the bad value and the fix."""
 
 
+class IncompatiblePairError(ConfigError):
+    """The method and the regularizer cannot work together (NIR on the proxies of a method that
+    has none). A grid lists such pairs as skipped instead of failing."""
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
     name: str = "synth-cub"
@@ -419,7 +424,7 @@ def _check_compatibility(cfg: RunConfig) -> None:
         own = cfg.regularizer.params.get("proxy_source") == "own"
         if reg.needs_proxies and not method.provides_proxies and not own:
             with_proxies = [n for n, i in METHODS.items() if i.provides_proxies]
-            raise ConfigError(
+            raise IncompatiblePairError(
                 f"regularizer {cfg.regularizer.name!r} needs class proxies, but method "
                 f"{cfg.method.name!r} ({method.family}-based) provides none; set "
                 f"regularizer.proxy_source=own (NIR with its own proxies and ProxyAnchor "

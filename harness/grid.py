@@ -34,7 +34,8 @@ from typing import Any
 
 import yaml
 
-from harness.config import ConfigError, RunConfig, build_config, read_yaml, set_dotted
+from harness.config import (ConfigError, IncompatiblePairError, RunConfig, build_config,
+                            read_yaml, set_dotted)
 
 log = logging.getLogger(__name__)
 BLOCK_KEYS = ("datasets", "methods", "regularizers", "seeds", "overrides", "dataset_overrides")
@@ -110,14 +111,13 @@ def _expand(plan: GridPlan, grid: dict[str, Any], base: dict[str, Any],
                         set_dotted(raw, key.strip(), yaml.safe_load(value))
                     entry = (f"dataset={dataset} method={_name(method)} "
                              f"regularizer={_name(reg)} seed={seed}")
-                    reason = _incompatible(raw)
-                    if reason:
-                        note = f"{_name(method)} + {_name(reg)}: {reason}"
-                        if note not in plan.skipped:
-                            plan.skipped.append(note)
-                        continue
                     try:
                         plan.configs.append(build_config(raw))
+                    except IncompatiblePairError:  # listed, not fatal: config.py says why
+                        note = (f"{_name(method)} + {_name(reg)}: the regularizer needs class "
+                                f"proxies and this method provides none")
+                        if note not in plan.skipped:
+                            plan.skipped.append(note)
                     except ConfigError as err:
                         raise ConfigError(f"{where}, entry {entry}: {err}") from None
 
@@ -126,23 +126,6 @@ def _name(entry: Any) -> str:
     if entry is None:
         return "none"
     return str(entry.get("name")) if isinstance(entry, dict) else str(entry)
-
-
-def _incompatible(raw: dict[str, Any]) -> str | None:
-    """Why this method x regularizer pair cannot run, or None (other errors are build_config's)."""
-    from methods import METHODS, REGULARIZERS
-
-    reg, method = raw.get("regularizer"), raw.get("method")
-    if reg is None or _name(method) not in METHODS or _name(reg) not in REGULARIZERS:
-        return None
-    # own: NIR brings its proxies; auto (NIR's default): resolves to own without method proxies
-    info = REGULARIZERS.get(_name(reg))
-    source = (reg.get("proxy_source") if isinstance(reg, dict) else None) \
-        or info.defaults.get("proxy_source")
-    own = source in ("own", "auto")
-    if info.needs_proxies and not METHODS.get(_name(method)).provides_proxies and not own:
-        return "the regularizer needs class proxies and this method provides none"
-    return None
 
 
 # ---------------------------------------------------------------------------- state of a grid
