@@ -1,7 +1,7 @@
 """`nirbench report`: the HTML report in results/report/index.html, from the tidy tables only.
 
 It reads what `nirbench aggregate` saved (runs/epochs parquet + meta.json), recomputes the
-statistics with the same code and bootstrap seed, draws the figures (``harness.plots``) and
+statistics with the same code and bootstrap seed, draws the figures (``harness.results.plots``) and
 fills ``templates/report.html`` with ``string.Template``. Every number links to its MLflow run (a
 title attribute with the run ids and a link to the runs section, which links to the MLflow UI);
 the provenance section says which code, packages, hardware and commands produced the numbers.
@@ -19,8 +19,9 @@ from string import Template
 
 import pandas as pd
 
-from harness import aggregate as agg
-from harness import plots, published, stats
+from harness import results as agg
+from harness.results import plots, published, stats
+from harness.search.trials_table import load_trials
 
 TEMPLATE = Path(__file__).with_name("templates") / "report.html"
 UI_URL = "http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
@@ -46,33 +47,6 @@ def find_studies(results_dir: Path, explicit: list[Path] | None = None) -> list[
         return list(explicit)
     folder = results_dir / "optuna"
     return sorted({p for pattern in STUDY_PATTERNS for p in folder.glob(pattern)})
-
-
-def load_trials(paths: list[Path]) -> pd.DataFrame:
-    """Every trial of every study in ``paths`` as one tidy frame (study, direction, number, state,
-    value, param_<name>). Optuna is imported only here and only when a study file exists: it is
-    slow to import and the report must not depend on it otherwise."""
-    if not paths:
-        return pd.DataFrame()
-    import optuna
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    frames = []
-    for path in paths:
-        storage = (RDBStorage(f"sqlite:///{path.resolve()}") if path.suffix in (".db", ".sqlite3")
-                   else JournalStorage(JournalFileBackend(str(path))))
-        for name in optuna.get_all_study_names(storage):
-            study = optuna.load_study(study_name=name, storage=storage)
-            if len(study.directions) != 1:
-                raise ValueError(f"study {name!r} in {path} is multi-objective; the report plots "
-                                 f"single-objective studies only")
-            frames.append(pd.DataFrame([{
-                "study": name, "direction": study.direction.name, "number": t.number,
-                "state": t.state.name, "value": t.value,
-                **{f"param_{k}": v for k, v in t.params.items()}} for t in study.trials]))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 # ---------------------------------------------------------------- build
@@ -228,7 +202,7 @@ def _runs_section(runs: pd.DataFrame, epochs: pd.DataFrame, meta: dict) -> str:
 def _provenance(runs: pd.DataFrame, meta: dict, results_dir: Path, command: str,
                 studies: list[Path]) -> str:
     from dashboards.mlflow_ui import ui_command
-    from harness.tracking import git_state
+    from harness.tracking.store import git_state
 
     sha, dirty = git_state()
     shas = runs.groupby(["git_sha", "git_dirty"]).size() if "git_dirty" in runs else pd.Series()
@@ -356,4 +330,4 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
-__all__ = ["Report", "build_report", "find_studies", "load_trials", "command_line", "UI_URL"]
+__all__ = ["Report", "build_report", "find_studies", "command_line", "UI_URL"]

@@ -90,7 +90,7 @@ class EvalConfig:
     recall_at: tuple[int, ...] | None = None  # None = the dataset's customary list
     nmi: bool = True
     batch_size: int = 512
-    structure: bool = True  # rho, pi_density, sigma2_kappa, g2 per epoch (harness/structure.py)
+    structure: bool = True  # rho, pi_density, sigma2_kappa, g2 per epoch (harness/evaluation/structure.py)
 
 
 @dataclass(frozen=True)

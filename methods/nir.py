@@ -14,7 +14,7 @@ Where the proxies come from (``proxy_source``, tagged on the run as ``nir.proxy_
   ``own``     NIR owns its proxies (init randn / 8) and trains them with its own ProxyAnchor
               alignment term (cosine, alpha 32, margin 0.1), exactly like the published code's
               criterion; that is how a pair-based method gets NIR. The alignment term sits on the
-              method side of the objective (``alignment_loss``; see harness/objective.py).
+              method side of the objective (``alignment_loss``; see harness/train/objective.py).
   ``auto``    the default; resolved when the config is built: ``method`` if the method has
               proxies, else ``own`` (so the resolved config, its hash and the tag always name the
               concrete mode). An explicit ``method`` on a method without proxies is refused.

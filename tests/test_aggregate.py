@@ -14,10 +14,10 @@ import pytest
 from mlflow.entities import Metric
 from scipy import stats as sps
 
-from harness import aggregate as agg
-from harness import published
-from harness.cli import main
-from harness.tracking import Tracker
+from harness import results as agg
+from harness.results import published
+from harness.cli.main import main
+from harness.tracking.store import Tracker
 
 ENVIRONMENT = {"python": "3.11.9", "platform": "Linux-test", "processor": "x86_64",
                "cpu_count": 2, "torch_threads": 2, "gpus": [],

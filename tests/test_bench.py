@@ -18,9 +18,9 @@ STEP_KEYS = {"step_s_baseline", "step_s_nir", "ratio_nir_vs_baseline", "device",
 
 
 def nirbench(argv: list[str]) -> int:
-    """The real nirbench command line (harness.cli.build_parser), without main()'s error
+    """The real nirbench command line (harness.cli.main.build_parser), without main()'s error
     handling, so an exception fails the test with its traceback."""
-    from harness.cli import build_parser
+    from harness.cli.main import build_parser
 
     args = build_parser().parse_args(argv)
     return args.func(args)
@@ -95,7 +95,7 @@ def test_synthetic_embeddings_have_sop_like_classes():
 
 
 def test_nirbench_cli_wires_bench(capsys):
-    from harness.cli import main
+    from harness.cli.main import main
 
     assert main(["bench", "eval", "--n", "600", "--classes", "100", "--no-pml", "--no-nmi",
                  "--no-full", "--json"]) == 0

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from harness.config import DEFAULT_CONFIG, CONFIG_DIR, ConfigError, build_config, load_config
-from harness.grid import load_grid
+from harness.grid.plan import load_grid
 from harness.registry import Registry, UnknownNameError
 
 
@@ -28,7 +28,7 @@ def test_every_shipped_config_and_grid_builds():
             plan = load_grid(path, root)
             assert plan.configs, path
         elif "search" in raw:  # a tune file (`nirbench tune`): both arms must build
-            from harness.tune_config import load_tune_config
+            from harness.search.tune_file import load_tune_config
 
             for arm in ("nir", "baseline"):
                 assert load_tune_config(path, arm=arm).space, (path, arm)

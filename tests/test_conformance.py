@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness.cli import main
+from harness.cli.main import main
 from harness.config import ConfigError, RunConfig, load_config
 from harness.data import load_dataset
 from harness.data.sampler import ClassBalancedBatchSampler
-from harness.engine import Trainer, build_trainer, epoch_generator
+from harness.train.engine import Trainer, build_trainer, epoch_generator
 from methods import METHODS, REGULARIZERS
 from tests.conftest import TINY
 

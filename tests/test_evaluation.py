@@ -1,4 +1,4 @@
-"""Tests for harness.evaluation against independent references.
+"""Tests for harness.evaluation.metrics against independent references.
 
 References: a naive per-query implementation written here from the metric definitions (PAPER.md
 section 6), pytorch-metric-learning's AccuracyCalculator, and closed-form values for constructed data.
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from harness.evaluation import METRIC_KEYS_DOC, compute_metrics, knn, l2_normalize
+from harness.evaluation.metrics import METRIC_KEYS_DOC, compute_metrics, knn, l2_normalize
 
 RECALL_AT = (1, 2, 4, 8, 16, 32)
 TOL = 1e-9

@@ -9,14 +9,14 @@ import shlex
 
 import pytest
 
-from harness.cli import main
-from harness.executors.job import FINISHED, Job, JobResult
-from harness.executors.local import plan_slots
-from harness.grid import load_grid
-from harness.grid_progress import GridProgress
-from harness.run_lock import RunLock, RunLockedElsewhere
-from harness.runner import execute, run_dir
-from harness.tracking import Tracker
+from harness.cli.main import main
+from harness.grid.executors.job import FINISHED, Job, JobResult
+from harness.grid.executors.local import plan_slots
+from harness.grid.plan import load_grid
+from harness.grid.progress import GridProgress
+from harness.tracking.run_lock import RunLock, RunLockedElsewhere
+from harness.train.runner import execute, run_dir
+from harness.tracking.store import Tracker
 from tests.grid_datasets import DIES, RAISES, write_grid
 
 

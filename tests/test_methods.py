@@ -310,7 +310,7 @@ def test_own_mode_is_rng_neutral_and_gets_its_own_optimizer_group():
 
 
 def test_objective_puts_the_alignment_term_on_the_method_side():
-    from harness.objective import build_objective
+    from harness.train.objective import build_objective
 
     torch.manual_seed(0)
     ms = METHODS.get("multi_similarity").defaults
@@ -328,7 +328,7 @@ def test_objective_puts_the_alignment_term_on_the_method_side():
 
 def test_proxy_source_auto_resolves_in_the_config_and_own_is_tagged():
     from harness.config import ConfigError, load_config
-    from harness.tracking import run_tags
+    from harness.tracking.store import run_tags
 
     pair = load_config(None, ["method=multi_similarity", "regularizer=nir",
                               "regularizer.proxy_source=auto"])

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import engine
-from harness.aggregate import AggregationError, runs_frame, summarize, write_tables
-from harness.cli import main
+from harness.train import engine
+from harness.results import AggregationError, runs_frame, summarize, write_tables
+from harness.cli.main import main
 from harness.config import load_config
 from harness.data import load_dataset
-from harness.engine import TrainingDiverged, build_trainer
-from harness.runner import execute
-from harness.tracking import Tracker, mlflow_key
+from harness.train.engine import TrainingDiverged, build_trainer
+from harness.train.runner import execute
+from harness.tracking.store import Tracker, mlflow_key
 from tests.conftest import TINY
 
 

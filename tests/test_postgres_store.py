@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_config
-from harness.runner import execute
-from harness.tracking import Tracker
+from harness.train.runner import execute
+from harness.tracking.store import Tracker
 
 # SQLAlchemy 2.1 (what MLflow uses) reads postgresql:// URIs with psycopg 3.
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed "

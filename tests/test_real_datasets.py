@@ -216,9 +216,9 @@ def test_unreadable_listing_is_capped_but_counted(tmp_path):
 
 
 def nirbench(argv: list[str]) -> int:
-    """The real nirbench command line (harness.cli.build_parser), without main()'s error
+    """The real nirbench command line (harness.cli.main.build_parser), without main()'s error
     handling, so an exception fails the test with its traceback."""
-    from harness.cli import build_parser
+    from harness.cli.main import build_parser
 
     args = build_parser().parse_args(argv)
     return args.func(args)

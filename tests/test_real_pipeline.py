@@ -305,7 +305,7 @@ def test_engine_trains_one_epoch_on_a_cached_split(cub):
     """The engine's whole path: class-balanced batches through train_batch, then embed() over
     eval_batch (channels-last float batches into the backbone) and the metrics."""
     from harness.config import load_config
-    from harness.engine import build_trainer, fit
+    from harness.train.engine import build_trainer, fit
 
     truth, bundle = cub
     cfg = load_config(None, ["dataset.name=cub200", f"dataset.root={truth.root}",

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import aggregate as agg
-from harness import plots
-from harness.cli import main
+from harness import results as agg
+from harness.results import plots
+from harness.cli.main import main
 from tests.test_aggregate import ENVIRONMENT, arms, make_store
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -102,7 +102,8 @@ def test_skipped_figures_say_why_and_tuning_plots_an_optuna_study(tmp_path):
     skipped = plots.structure(selected, "last epoch", tmp_path)
     assert isinstance(skipped, plots.Skipped) and "test/rho" in skipped.reason
 
-    from dashboards.report import find_studies, load_trials
+    from dashboards.report import find_studies
+    from harness.search.trials_table import load_trials
 
     assert find_studies(tmp_path) == [] and load_trials([]).empty
     import optuna
@@ -110,7 +111,7 @@ def test_skipped_figures_say_why_and_tuning_plots_an_optuna_study(tmp_path):
     from optuna.storages.journal import JournalFileBackend
 
     (tmp_path / "optuna").mkdir()
-    journal = tmp_path / "optuna" / "pa.journal"  # where harness.search keeps its studies
+    journal = tmp_path / "optuna" / "pa.journal"  # where harness.search.study keeps its studies
     storage = JournalStorage(JournalFileBackend(str(journal)))
     study = optuna.create_study(study_name="pa-margin", storage=storage, direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0))

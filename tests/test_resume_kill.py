@@ -14,14 +14,14 @@ from pathlib import Path
 import torch
 
 from harness.config import load_config
-from harness.runner import execute, run_dir
-from harness.tracking import Tracker
+from harness.train.runner import execute, run_dir
+from harness.tracking.store import Tracker
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCHS = 6
 # `nirbench run` in a fresh interpreter that also knows the tests' tiny dataset.
 RUN = ("import sys; sys.path.insert(0, 'tests'); import conftest; "
-       "from harness.cli import main; sys.exit(main(sys.argv[1:]))")
+       "from harness.cli.main import main; sys.exit(main(sys.argv[1:]))")
 
 
 def untimed(record: dict[str, float]) -> dict[str, float]:

@@ -12,15 +12,18 @@ import optuna
 import pytest
 import yaml
 
-from harness import engine
-from harness.aggregate import write_tables
-from harness.cli import main
+from harness.train import engine
+from harness.results import write_tables
+from harness.cli.main import main
 from harness.config import ConfigError, load_config
 from harness.data import load_dataset
-from harness.search import (WORKER_ATTR, TrialSeededSampler, open_storage,
-                            open_study, run_search, stale_trials)
-from harness.tracking import SEARCH_EXPERIMENT, Tracker
-from harness.tune_config import load_tune_config
+from harness.search.attributes import WORKER_ATTR
+from harness.search.heartbeat import stale_trials
+from harness.search.sampling import TrialSeededSampler
+from harness.search.storage import open_storage
+from harness.search.study import open_study, run_search
+from harness.search.tune_file import load_tune_config
+from harness.tracking.store import SEARCH_EXPERIMENT, Tracker
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -259,7 +262,7 @@ def test_two_worker_processes_share_one_study_without_losing_or_duplicating(tmp_
                                                                              results_dir):
     path = tune_file(tmp_path, "n_trials: 4\nvalidation: {fraction: 0.25}\n"
                                "sampler: {name: tpe, n_startup_trials: 2}\n")
-    code = ("import sys, tests.conftest; from harness.cli import main; "
+    code = ("import sys, tests.conftest; from harness.cli.main import main; "
             f"sys.exit(main(['tune', '--config', {str(path)!r}, '--results-dir', "
             f"{str(results_dir)!r}, '--no-progress', '--no-plots', '--quiet']))")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

@@ -1,4 +1,4 @@
-"""harness.structure: each metric against a naive reference written out here (loops over pairs
+"""harness.evaluation.structure: each metric against a naive reference written out here (loops over pairs
 and classes, scipy's SVD-free oracles), known values, the subsampled g2 path against the exact one,
 input checks, and `nirbench evaluate --structure`."""
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch
 from scipy.spatial.distance import cdist
 from scipy.stats import entropy
 
-from harness.cli import main
-from harness.structure import (
+from harness.cli.main import main
+from harness.evaluation.structure import (
     STRUCTURE_KEYS,
     _mean_pair_potential,
     gaussian_potential,

@@ -7,7 +7,7 @@ import torch
 
 from harness.config import ConfigError, load_config
 from harness.data import load_dataset
-from harness.engine import build_trainer, fit
+from harness.train.engine import build_trainer, fit
 
 
 def _fit(tmp_path, overrides, **kwargs):
@@ -73,7 +73,7 @@ def test_bad_training_switches_are_refused_at_load_time(override, match):
 
 
 def test_double_pooling_adds_max_to_average_pooling():
-    from harness.models import build_model
+    from harness.train.models import build_model
 
     torch.manual_seed(0)
     avg = build_model("resnet18", 8, False, False, "average").eval()
@@ -101,12 +101,12 @@ def test_train_proxy_lr_mult_overrides_every_proxy_table(tmp_path, tiny_override
 
 
 def test_structure_metrics_are_logged_every_epoch_unless_switched_off(tmp_path, tiny_overrides):
-    from harness.structure import structure_metrics
+    from harness.evaluation.structure import structure_metrics
 
     keys = {"test/rho", "test/pi_density", "test/sigma2_kappa", "test/g2"}
     trainer = _fit(tmp_path, tiny_overrides)
     assert all(keys <= set(record) for record in trainer.history)
-    from harness.engine import embed
+    from harness.train.engine import embed
 
     split = load_dataset(trainer.cfg.dataset.name, None, tmp_path).test
     again = structure_metrics(embed(trainer.model, split, torch.device("cpu")), split.labels.numpy())

@@ -70,7 +70,7 @@ def run(*, root: str | Path | None = None, workers: int = 2, batch: int = 64, ba
         rounds: int = 2, images: int | None = None, device: str = "auto", seed: int = 0,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     from harness.bench.eval import _load_average, machine_description
-    from harness.engine import resolve_device
+    from harness.train.engine import resolve_device
 
     say = progress or (lambda message: None)
     if workers < 0 or batch < 1 or batches < 1 or rounds < 1:

@@ -1,7 +1,7 @@
 """``nirbench bench step``: what NIR costs per training step.
 
 Same method (proxy_anchor, its registered defaults), same backbone, same batch and the same
-optimizer as a real run (``harness.engine.build_trainer``: Adam with the loss-owned learning-rate
+optimizer as a real run (``harness.train.engine.build_trainer``: Adam with the loss-owned learning-rate
 multipliers), with ``regularizer: null`` versus ``regularizer: nir`` (NIR's registered defaults).
 One step = forward + objective + backward + optimizer step on a fixed random batch (the data
 pipeline is identical in both arms and left out). The arms alternate in rounds after a warm-up;
@@ -31,7 +31,7 @@ def run(
     rounds: int = 4, threads: int = 0, seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    from harness.engine import resolve_device
+    from harness.train.engine import resolve_device
 
     say = progress or (lambda message: None)
     if threads > 0:
@@ -89,7 +89,7 @@ def run(
 def _make_step(arm: str, setting: dict[str, Any], classes: int, seed: int, dev: torch.device,
                images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
     from harness.config import load_config
-    from harness.engine import build_trainer
+    from harness.train.engine import build_trainer
 
     overrides = [f"backbone.name={setting['backbone']}", "backbone.pretrained=false",
                  f"train.batch_size={setting['batch']}", "train.samples_per_class=2",

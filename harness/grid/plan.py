@@ -1,0 +1,198 @@
+"""Grids: methods x {no regularizer, regularizers} x datasets x seeds, expanded and validated
+before anything runs, then executed in order with finished configurations skipped.
+
+A grid file::
+
+    name: default
+    config: ../default.yaml            # the base run config, relative to this file
+    datasets: [synth-cub, synth-cars]
+    methods: [proxy_anchor, {name: multi_similarity, alpha: 2.0}]
+    regularizers: [null, nir]          # null = the baseline arm
+    seeds: [0, 1]
+    overrides: [train.epochs=8]        # dotted overrides for every run
+    dataset_overrides: {synth-sop: [train.epochs=6]}
+
+A grid may instead list ``blocks``: partial grids, each a mapping of the keys datasets, methods,
+regularizers, seeds, overrides and dataset_overrides; a key a block leaves out comes from the top
+level (overrides add up). That is how a grid runs the whole zoo on one dataset and a few methods
+on the others::
+
+    blocks:
+      - {datasets: [synth-cub], methods: [proxy_anchor, proxy_nca, soft_triple]}
+      - {datasets: [synth-cars, synth-sop], methods: [proxy_anchor]}
+
+Method x regularizer pairs that cannot work (NIR on a method without proxies) are skipped and
+listed; any other bad entry fails the whole grid before the first run starts.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.config import (ConfigError, IncompatiblePairError, RunConfig, build_config,
+                            read_yaml, set_dotted)
+
+log = logging.getLogger(__name__)
+BLOCK_KEYS = ("datasets", "methods", "regularizers", "seeds", "overrides", "dataset_overrides")
+GRID_KEYS = ("name", "config", "blocks") + BLOCK_KEYS
+
+
+@dataclass
+class GridPlan:
+    name: str
+    configs: list[RunConfig]
+    skipped: list[str] = field(default_factory=list)  # incompatible combinations, with reasons
+
+
+def load_grid(path: str | Path, extra_overrides: list[str] | None = None) -> GridPlan:
+    path = Path(path)
+    grid = read_yaml(path)
+    unknown = sorted(set(grid) - set(GRID_KEYS))
+    if unknown:
+        raise ConfigError(f"grid {path}: unknown keys {unknown}; valid: {', '.join(GRID_KEYS)}")
+    base_path = (path.parent / grid["config"]) if grid.get("config") else None
+    base = read_yaml(base_path) if base_path else {}
+    name = str(grid.get("name") or path.stem)
+
+    blocks = grid.get("blocks")
+    if blocks is None:
+        blocks = [{}]
+    if not isinstance(blocks, list) or not blocks or not all(isinstance(b, dict) for b in blocks):
+        raise ConfigError(f"grid {path}: blocks must be a non-empty list of mappings")
+    plan = GridPlan(name, [])
+    for number, block in enumerate(blocks, 1):
+        bad = sorted(set(block) - set(BLOCK_KEYS))
+        if bad:
+            raise ConfigError(f"grid {path}: block {number} has unknown keys {bad}; valid: "
+                              f"{', '.join(BLOCK_KEYS)}")
+        merged = {**{k: v for k, v in grid.items() if k in BLOCK_KEYS}, **block}
+        merged["overrides"] = list(grid.get("overrides") or []) + (
+            list(block.get("overrides") or []) if "overrides" in block else [])
+        where = f"grid {path}" + (f", block {number}" if "blocks" in grid else "")
+        _expand(plan, merged, base, list(extra_overrides or []), where)
+    hashes = [c.config_hash for c in plan.configs]
+    if len(set(hashes)) != len(hashes):
+        raise ConfigError(f"grid {path} lists the same configuration twice")
+    return plan
+
+
+def _expand(plan: GridPlan, grid: dict[str, Any], base: dict[str, Any],
+            extra_overrides: list[str], where: str) -> None:
+    """Append datasets x methods x regularizers x seeds of one (block of a) grid to ``plan``."""
+
+    def listed(key: str, default: list[Any]) -> list[Any]:
+        value = grid.get(key, default)
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{where}: {key} must be a non-empty list, got {value!r}")
+        return value
+
+    datasets = listed("datasets", [base.get("dataset", {}).get("name", "synth-cub")])
+    methods = listed("methods", [base.get("method", "proxy_anchor")])
+    regularizers = listed("regularizers", [base.get("regularizer")])  # absent: the base config's
+    seeds = listed("seeds", [base.get("seed", 0)])
+    overrides = list(grid.get("overrides") or []) + extra_overrides
+    per_dataset = grid.get("dataset_overrides") or {}
+    for dataset in datasets:
+        for method in methods:
+            for reg in regularizers:
+                for seed in seeds:
+                    raw = copy.deepcopy(base)
+                    raw.setdefault("dataset", {})["name"] = dataset
+                    raw["method"] = method
+                    raw["regularizer"] = None if reg in (None, "none") else reg
+                    raw["seed"] = seed
+                    for item in overrides + list(per_dataset.get(dataset, [])):
+                        key, _, value = str(item).partition("=")
+                        set_dotted(raw, key.strip(), yaml.safe_load(value))
+                    entry = (f"dataset={dataset} method={_name(method)} "
+                             f"regularizer={_name(reg)} seed={seed}")
+                    try:
+                        plan.configs.append(build_config(raw))
+                    except IncompatiblePairError:  # listed, not fatal: config.py says why
+                        note = (f"{_name(method)} + {_name(reg)}: the regularizer needs class "
+                                f"proxies and this method provides none")
+                        if note not in plan.skipped:
+                            plan.skipped.append(note)
+                    except ConfigError as err:
+                        raise ConfigError(f"{where}, entry {entry}: {err}") from None
+
+
+def _name(entry: Any) -> str:
+    if entry is None:
+        return "none"
+    return str(entry.get("name")) if isinstance(entry, dict) else str(entry)
+
+
+# ---------------------------------------------------------------------------- state of a grid
+# What a configuration of a grid is, before a start: the MLflow store and its lock file tell.
+FINISHED, FAILED, ELSEWHERE, RESUMABLE, NEW = ("finished", "failed", "running elsewhere",
+                                               "resumable", "would run")
+
+
+@dataclass(frozen=True)
+class ConfigState:
+    cfg: RunConfig
+    state: str  # one of FINISHED, FAILED, ELSEWHERE, RESUMABLE, NEW
+    detail: str = ""  # the error of a FAILED run, the holder of the lock, the resume epoch
+    run_id: str = ""
+
+    @property
+    def label(self) -> str:
+        cfg = self.cfg
+        reg = f"+{cfg.regularizer_name}" if cfg.regularizer is not None else ""
+        return f"{cfg.dataset.name} {cfg.method.name}{reg} seed={cfg.seed}"
+
+
+def config_states(plan: GridPlan, tracker: Any, results_dir: Path) -> list[ConfigState]:
+    """Each configuration of ``plan`` with its state: FINISHED in MLflow; RUNNING ELSEWHERE (a
+    live process holds its lock); FAILED (not rerun unless --retry-failed); RESUMABLE (an
+    interrupted or killed run, with the epoch its checkpoint reached); or NEW."""
+    from harness.tracking.run_lock import held_elsewhere
+    from harness.train.runner import run_dir
+
+    by_hash: dict[str, list[Any]] = {}
+    for run in tracker.runs():  # newest first
+        if run.tags.get("superseded_by"):
+            continue
+        by_hash.setdefault(run.tags.get("config_hash", ""), []).append(run)
+    states = []
+    for cfg in plan.configs:
+        runs = {r.run_id: r for r in by_hash.get(cfg.config_hash, [])}.values()
+        finished = [r for r in runs if r.status == "FINISHED"]
+        unfinished = [r for r in runs if r.status in ("RUNNING", "FAILED", "KILLED")]
+        workdir = run_dir(results_dir, cfg)
+        holder = held_elsewhere(workdir / "lock")
+        if finished:
+            states.append(ConfigState(cfg, FINISHED, run_id=finished[0].run_id))
+        elif holder:
+            states.append(ConfigState(cfg, ELSEWHERE, holder,
+                                      unfinished[0].run_id if unfinished else ""))
+        elif unfinished and unfinished[0].status == "FAILED":
+            states.append(ConfigState(cfg, FAILED, unfinished[0].tags.get("error", "no error tag"),
+                                      unfinished[0].run_id))
+        elif unfinished:
+            epoch = _checkpoint_epoch(workdir / "checkpoint.pt")
+            detail = (f"{unfinished[0].status.lower()}, resumes after epoch {epoch}"
+                      if epoch is not None else f"{unfinished[0].status.lower()}, "
+                                                f"restarts (no checkpoint)")
+            states.append(ConfigState(cfg, RESUMABLE, detail, unfinished[0].run_id))
+        else:
+            states.append(ConfigState(cfg, NEW))
+    return states
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    if not path.is_file():
+        return None
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    except Exception as err:  # a torn or foreign file: the run will say so when it resumes
+        log.warning("cannot read checkpoint %s: %s", path, err)
+        return None

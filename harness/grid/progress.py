@@ -1,0 +1,95 @@
+"""What a running grid prints: one line per state change of a run, each ending in the grid's
+counts and an ETA, e.g.
+
+    [3/18] synth-cub proxy_anchor+nir seed=0: done in 21.3s, test R@1 35.2
+           | done 5, running 2, failed 0, remaining 11 | ETA 2m10s
+
+The ETA is the mean wall time of the runs that finished in this session times the runs still
+to go, divided by how many run at once; no ETA before the first run ends. Lines, not a redrawn
+bar: they read the same in a terminal, a log file and CI.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from harness.grid.executors.job import ELSEWHERE, FAILED, FINISHED, SKIPPED, Job, JobResult
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class GridProgress:
+    def __init__(self, jobs: list[Job], *, parallel: int, already_done: int = 0,
+                 stream: TextIO | None = None, clock=time.monotonic) -> None:
+        self.total = len(jobs) + already_done
+        self.index = {job.config_hash: i for i, job in enumerate(jobs, already_done + 1)}
+        self.parallel = max(1, parallel)
+        self.done = already_done  # finished, now or earlier
+        self.failed = 0
+        self.elsewhere = 0
+        self.running: set[str] = set()
+        self.remaining = len(jobs)  # not yet started
+        self.durations: list[float] = []
+        self.stream = stream or sys.stdout
+        self.clock = clock
+        self.started_at = clock()
+
+    # ------------------------------------------------------------------ events
+    def started(self, job: Job, where: str = "") -> None:
+        if job.config_hash in self.running:
+            return
+        self.running.add(job.config_hash)
+        self.remaining -= 1
+        self._line(job, f"running{' on ' + where if where else ''} (config {job.config_hash})")
+
+    def finished(self, job: Job, result: JobResult) -> None:
+        if job.config_hash in self.running:
+            self.running.discard(job.config_hash)
+        else:  # never reported as started (it failed before its worker said so)
+            self.remaining -= 1
+        if result.status == FINISHED:
+            self.done += 1
+            self.durations.append(result.seconds)
+            r1 = result.metrics.get("test/recall@1", result.metrics.get("test/recall_at_1"))
+            score = f", test R@1 {100 * r1:.1f}" if r1 is not None else ""
+            self._line(job, f"done in {result.seconds:.1f}s{score}")
+        elif result.status == SKIPPED:
+            self.done += 1
+            self._line(job, "already finished, skipped")
+        elif result.status == ELSEWHERE:
+            self.elsewhere += 1
+            self._line(job, f"running elsewhere, skipped: {result.error}")
+        else:
+            assert result.status == FAILED, result.status
+            self.failed += 1
+            self._line(job, f"FAILED: {result.error}")
+
+    # ------------------------------------------------------------------ summary
+    def eta_s(self) -> float | None:
+        if not self.durations:
+            return None
+        mean = sum(self.durations) / len(self.durations)
+        to_go = self.remaining + 0.5 * len(self.running)  # a running run is half done on average
+        return mean * to_go / self.parallel
+
+    def counts(self) -> str:
+        eta = self.eta_s()
+        text = (f"done {self.done}, running {len(self.running)}, failed {self.failed}, "
+                f"remaining {self.remaining}")
+        if self.elsewhere:
+            text += f", elsewhere {self.elsewhere}"
+        if eta is not None and (self.remaining or self.running):
+            text += f" | ETA {format_duration(eta)}"
+        return text
+
+    def _line(self, job: Job, what: str) -> None:
+        position = f"[{self.index.get(job.config_hash, '?')}/{self.total}]"
+        print(f"{position} {job.label}: {what}  | {self.counts()}", file=self.stream, flush=True)

@@ -1,0 +1,145 @@
+"""Pure pandas on the tidy frames: for each model-selection policy, pick one epoch per run,
+summarise each table cell over seeds (mean, std, t 95% CI), pair every regularized arm with its
+baseline by seed (``harness.results.stats``: paired t, Wilcoxon, bootstrap, verdict) and, for the
+real datasets, set the published numbers beside ours.
+
+A table cell averages the runs of one *arm* (same resolved config but the seed); if two arms would
+land in one cell the analysis refuses rather than mixing them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from harness.results import published as paper
+from harness.results import stats
+from harness.results.display import higher_is_better
+from harness.results.frames import BASELINE, CELL, AggregationError, metric_columns
+from harness.results.policies import LAST, POLICIES, Policy, PolicyUnavailable, select_epochs
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """mean, std, n, t 95% CI, seeds and run ids per dataset x method x regularizer x metric."""
+    if runs.empty:
+        raise AggregationError("no finished runs to aggregate; run `nirbench grid` first")
+    cells = runs.groupby(CELL)["arm_hash"].nunique()
+    mixed = cells[cells > 1]
+    if len(mixed):
+        raise AggregationError(
+            "these table cells hold runs of different configurations (not only different seeds): "
+            + "; ".join(" / ".join(k) for k in mixed.index)
+            + ". Aggregate one grid at a time with --grid NAME.")
+    twins = runs[runs.duplicated(CELL + ["seed"], keep=False)]
+    if len(twins):  # the runner never finishes one config twice; pairing by seed needs one run
+        raise AggregationError(
+            "several finished runs share a table cell and a seed: "
+            + " ".join(twins["run_id"]) + ". Delete the extra ones in MLflow or use --grid NAME.")
+    rows = []
+    for (dataset, method, reg), group in runs.groupby(CELL):
+        for metric in metric_columns(runs):
+            kept = group.dropna(subset=[metric])  # a run without this metric is counted out (n)
+            if kept.empty:
+                continue
+            interval = stats.t_interval(kept[metric])
+            rows.append({"dataset": dataset, "method": method, "regularizer": reg,
+                         "metric": metric, "mean": interval.mean, "std": interval.std,
+                         "n": interval.n, "ci95_lo": interval.lo, "ci95_hi": interval.hi,
+                         "seeds": " ".join(map(str, kept["seed"])),
+                         "run_ids": " ".join(kept["run_id"])})
+    return pd.DataFrame(rows)
+
+
+def compare_arms(selected: pd.DataFrame, *, resamples: int = stats.BOOTSTRAP_RESAMPLES,
+                 seed: int = stats.BOOTSTRAP_SEED) -> pd.DataFrame:
+    """Regularized arm minus its baseline (regularizer 'none'), per dataset, method and metric,
+    paired by seed. Seeds present in only one arm are listed in ``unpaired_seeds``."""
+    rows = []
+    base = selected[selected["regularizer"] == BASELINE]
+    treated = selected[selected["regularizer"] != BASELINE]
+    for (dataset, method, reg), arm in treated.groupby(CELL):
+        ref = base[(base["dataset"] == dataset) & (base["method"] == method)]
+        if ref.empty:
+            continue
+        pairs = ref.merge(arm, on="seed", suffixes=("_b", "_t"))
+        unpaired = sorted(set(ref["seed"]) ^ set(arm["seed"]))
+        for metric in metric_columns(selected):
+            both = pairs.dropna(subset=[f"{metric}_b", f"{metric}_t"])
+            if both.empty:
+                continue
+            result = stats.paired_comparison(both[f"{metric}_b"], both[f"{metric}_t"],
+                                             higher_is_better=higher_is_better(metric),
+                                             resamples=resamples, seed=seed)
+            rows.append({"dataset": dataset, "method": method, "regularizer": reg,
+                         "metric": metric, "baseline_mean": both[f"{metric}_b"].mean(),
+                         "treated_mean": both[f"{metric}_t"].mean(), **result.as_dict(),
+                         "seeds": " ".join(map(str, both["seed"])),
+                         "unpaired_seeds": " ".join(map(str, unpaired)),
+                         "baseline_run_ids": " ".join(both["run_id_b"]),
+                         "treated_run_ids": " ".join(both["run_id_t"])})
+    return pd.DataFrame(rows)
+
+
+def compare_published(summary: pd.DataFrame) -> pd.DataFrame:
+    """Ours beside the paper's Table 1 for the real datasets (in %); empty for synthetic ones."""
+    rows = []
+    for row in summary.itertuples(index=False):
+        ref = paper.published(row.method, row.regularizer, row.dataset, row.metric)
+        if ref is None:
+            continue
+        ours, ours_std = 100 * row.mean, 100 * row.std
+        rows.append({"dataset": row.dataset, "method": row.method, "regularizer": row.regularizer,
+                     "metric": row.metric, "ours_mean": ours, "ours_std": ours_std, "n": row.n,
+                     "paper_mean": ref[0], "paper_std": ref[1], "difference": ours - ref[0],
+                     "run_ids": row.run_ids})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    policy: Policy
+    note: str                      # why unavailable, or which runs were left out
+    selected: pd.DataFrame = field(default_factory=pd.DataFrame)
+    summary: pd.DataFrame = field(default_factory=pd.DataFrame)
+    comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
+    published: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def available(self) -> bool:
+        return not self.selected.empty
+
+
+@dataclass(frozen=True)
+class Analysis:
+    runs: pd.DataFrame
+    epochs: pd.DataFrame
+    results: tuple[PolicyResult, ...]
+    grid: str | None = None
+
+    def policy(self, name: str) -> PolicyResult:
+        return next(r for r in self.results if r.policy.name == name)
+
+
+def analyse(runs: pd.DataFrame, epochs: pd.DataFrame, grid: str | None = None, *,
+            resamples: int = stats.BOOTSTRAP_RESAMPLES,
+            seed: int = stats.BOOTSTRAP_SEED) -> Analysis:
+    summarize(runs)  # refuses empty input and mixed arms before anything else
+    identity = runs[[c for c in runs.columns if c not in metric_columns(runs)]]
+    results = []
+    for policy in POLICIES:
+        try:
+            picked = select_epochs(epochs, policy)
+        except PolicyUnavailable as err:
+            if policy is LAST:  # every other table rests on it
+                raise AggregationError(f"no run has a per-epoch test history: {err}") from None
+            results.append(PolicyResult(policy, err.reason))
+            continue
+        selected = identity.merge(picked, on="run_id").sort_values(CELL + ["seed"],
+                                                                   ignore_index=True)
+        left_out = sorted(set(runs["run_id"]) - set(selected["run_id"]))
+        note = (f"{len(left_out)} of {len(runs)} runs have no {policy.selector or 'test'} "
+                f"history and are left out: {' '.join(left_out)}" if left_out else "")
+        summary = summarize(selected)
+        results.append(PolicyResult(policy, note, selected, summary,
+                                    compare_arms(selected, resamples=resamples, seed=seed),
+                                    compare_published(summary)))
+    return Analysis(runs, epochs, tuple(results), grid)

@@ -1,0 +1,72 @@
+"""How datasets, methods and metrics are named, ordered and printed in every table and figure.
+
+Percent metrics (Recall@k, MAP@R, mAP@1000, R-Precision, NMI) are shown x100; structure metrics
+as they are."""
+from __future__ import annotations
+
+import math
+
+from harness.results.frames import BASELINE
+
+# Table 1 of the paper, plus MAP@R (the metric Reality Check argues for).
+TABLE1_METRICS = (("recall@1", "R@1"), ("nmi", "NMI"), ("map@1000", "mAP@1000"), ("map@r", "MAP@R"))
+
+# The NIR gain shown in terminal, comparison tables and bar plots (the CSVs hold every metric).
+KEY_METRICS = ("recall@1", "map@r", "map@1000", "nmi")
+
+STRUCTURE_METRICS = ("rho", "pi_density", "sigma2_kappa", "g2")
+
+DATASET_ORDER = ("synth-cub", "synth-cars", "synth-sop", "cub200", "cars196", "sop")
+
+METHOD_TITLES = {"proxy_anchor": "ProxyAnchor", "multi_similarity": "Multisimilarity",
+                 "proxy_nca": "ProxyNCA", "soft_triple": "SoftTriplet",
+                 "normalized_softmax": "NormSoftmax", "arcface": "ArcFace", "cosface": "CosFace",
+                 "contrastive": "Contrastive", "triplet": "Triplet", "margin": "Margin"}
+
+METRIC_TITLES = {"map@r": "MAP@R", "r_precision": "R-Prec", "nmi": "NMI", "map@1000": "mAP@1000",
+                 "rho": "ρ", "pi_density": "π density", "sigma2_kappa": "σ²κ", "g2": "G2"}
+
+
+def is_percent(metric: str) -> bool:
+    return metric.startswith(("recall@", "map@")) or metric in ("r_precision", "nmi")
+
+
+def higher_is_better(metric: str) -> bool | None:
+    """True for retrieval/clustering scores; None (no "better") for structure metrics."""
+    return True if is_percent(metric) else None
+
+
+def method_title(method: str, reg: str) -> str:
+    return METHOD_TITLES.get(method, method) if reg == BASELINE else f"+ {reg.upper()}"
+
+
+def metric_title(metric: str) -> str:
+    if metric.startswith("recall@"):
+        return "R@" + metric.split("@", 1)[1]
+    return METRIC_TITLES.get(metric, metric)
+
+
+def metric_order(metric: str) -> tuple:
+    """Recall@k by k, then MAP@R, R-Precision, NMI, mAP@1000, then anything else by name."""
+    if metric.startswith("recall@") and metric.split("@")[1].isdigit():
+        return (0, int(metric.split("@")[1]), "")
+    fixed = ("map@r", "r_precision", "nmi", "map@1000")
+    return (1, fixed.index(metric), "") if metric in fixed else (2, 0, metric)
+
+
+def dataset_rank(name: str) -> tuple[int, str]:
+    return (DATASET_ORDER.index(name) if name in DATASET_ORDER else len(DATASET_ORDER), name)
+
+
+def fmt(value: float, metric: str, decimals: int | None = None, sign: bool = False) -> str:
+    if value is None or not math.isfinite(value):
+        return "–" if value is None or math.isnan(value) else ("+∞" if value > 0 else "−∞")
+    scale = 100.0 if is_percent(metric) else 1.0
+    d = decimals if decimals is not None else (1 if is_percent(metric) else 3)
+    return f"{scale * value:{'+' if sign else ''}.{d}f}"
+
+
+def fmt_p(p: float) -> str:
+    if not math.isfinite(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
