@@ -58,8 +58,11 @@ def build_report(results_dir: Path, *, tables_dir: Path | None = None,
     out_dir = Path(out_dir or results_dir / "report")
     runs, epochs, meta = agg.load_tidy(tables_dir)
     analysis = agg.analyse(runs, epochs, meta.get("grid"),
+                           pairs=[tuple(p) for p in meta.get("compare", [])],
                            resamples=meta.get("bootstrap_resamples", stats.BOOTSTRAP_RESAMPLES),
                            seed=meta.get("bootstrap_seed", stats.BOOTSTRAP_SEED))
+    marks = agg.Marks.of(analysis)
+    runs = analysis.runs
 
     figures_dir = out_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -67,10 +70,11 @@ def build_report(results_dir: Path, *, tables_dir: Path | None = None,
         stale.unlink()  # ours from an earlier report; a figure that no longer applies must go
 
     drawn: dict[str, list[plots.Figure | plots.Skipped]] = {
-        "convergence": plots.convergence(runs, epochs, figures_dir)}
+        "convergence": plots.convergence(runs, epochs, figures_dir),
+        "activity": plots.nir_activity(runs, epochs, figures_dir)}
     for result in analysis.results:
         if result.available:
-            drawn[f"gains-{result.policy.name}"] = [plots.gains(
+            drawn[f"forest-{result.policy.name}"] = [plots.forest(
                 result.comparisons, result.policy.name, result.policy.title, figures_dir)]
     last = analysis.policy(agg.LAST.name)
     drawn["structure"] = [plots.structure(last.selected, last.policy.title, figures_dir)]
@@ -81,7 +85,7 @@ def build_report(results_dir: Path, *, tables_dir: Path | None = None,
 
     page = Template(TEMPLATE.read_text()).substitute(
         title=html.escape(_title(meta)), table_css=agg.TABLE_CSS,
-        body=_body(analysis, meta, drawn, results_dir, out_dir, command, study_files))
+        body=_body(analysis, meta, drawn, results_dir, out_dir, command, study_files, marks))
     index = out_dir / "index.html"
     index.write_text(page)
     items = [x for group in drawn.values() for x in group]
@@ -119,29 +123,24 @@ def _verdict_class(verdict: str) -> str:
     return {"helps": "verdict-helps", "hurts": "verdict-hurts"}.get(verdict, "verdict-other")
 
 
-def _headline(analysis: agg.Analysis) -> str:
+def _headline(analysis: agg.Analysis, marks: agg.Marks) -> str:
+    """The answer first: one line per dataset, method and comparison (last epoch, test R@1)."""
+    found = agg.verdicts(analysis, agg.LAST, marks)
+    if not found:
+        return "<p>No two arms of one dataset and method to compare.</p>"
     items = []
-    for name in (agg.LAST.name, agg.BEST_TEST.name):
-        result = analysis.policy(name)
-        if not result.available or result.comparisons.empty:
-            continue
-        part = result.comparisons[result.comparisons["metric"] == "recall@1"]
-        part = part.iloc[sorted(range(len(part)), key=lambda i: (
-            agg.dataset_rank(part["dataset"].iloc[i]), part["method"].iloc[i]))]
-        for r in part.itertuples(index=False):
-            ids = r.baseline_run_ids.split() + r.treated_run_ids.split()
-            items.append(
-                f'<li><a href="#run-{e(ids[0])}" title="MLflow runs: {e(" ".join(ids))}">'
-                f"{e(r.dataset)}, {e(agg.METHOD_TITLES.get(r.method, r.method))} + "
-                f"{e(r.regularizer.upper())}</a> ({e(result.policy.title)}): Δ R@1 "
-                f"{e(agg.fmt(r.mean_diff, 'recall@1', 2, True))} pp, bootstrap 95% CI "
-                f"[{e(agg.fmt(r.boot_lo, 'recall@1', 2, True))}, "
-                f"{e(agg.fmt(r.boot_hi, 'recall@1', 2, True))}], paired t p = "
-                f"{e(agg.fmt_p(r.t_p))}, {r.n} seed pair(s): "
-                f'<span class="{_verdict_class(r.verdict)}">{e(r.verdict)}</span></li>')
-    if not items:
-        return "<p>No regularized arm has a baseline of the same method and dataset.</p>"
-    return f'<ul class="verdicts">{"".join(items)}</ul>'
+    for v in found:
+        items.append(
+            f'<li><a href="#run-{e(v.run_ids[0])}" title="MLflow runs: {e(" ".join(v.run_ids))}">'
+            f"{e(v.subject)}</a>: {e(v.comparison)}: "
+            f'<span class="{_verdict_class(v.verdict)}">{e(v.verdict)}</span> '
+            f"({e(v.evidence)}){' ' + e(v.marks) if v.marks else ''}</li>")
+    used = "".join(v.marks for v in found)
+    rules = f'<p class="note">{e(marks.rules(used).strip())}</p>' if marks.rules(used) else ""
+    detected = sum(v.verdict in ("helps", "hurts") for v in found)
+    return (f"<p><b>The answer</b> (last epoch, test R@1, arms paired by seed): {detected} of "
+            f"{len(found)} comparisons detect a difference.</p>"
+            f'<ul class="verdicts">{"".join(items)}</ul>{rules}')
 
 
 def _rule() -> str:
@@ -168,13 +167,13 @@ def _policies_intro(analysis: agg.Analysis) -> str:
 def _runs_section(runs: pd.DataFrame, epochs: pd.DataFrame, meta: dict) -> str:
     best = agg.select_epochs(epochs, agg.BEST_TEST) if "test/recall@1" in epochs else None
     best_epoch = dict(zip(best["run_id"], best["selected_epoch"])) if best is not None else {}
-    head = ("<tr><th>run id</th><th>dataset</th><th>method</th><th>regularizer</th><th>seed</th>"
+    head = ("<tr><th>run id</th><th>dataset</th><th>method</th><th>arm</th><th>seed</th>"
             "<th>epochs</th><th>last R@1</th><th>last MAP@R</th><th>best test epoch</th>"
             "<th>git sha</th><th>MLflow UI</th><th>reproduce</th></tr>")
     rows = []
     order = sorted(range(len(runs)), key=lambda i: (agg.dataset_rank(runs["dataset"].iloc[i]),
-                                                    runs["method"].iloc[i],
-                                                    runs["regularizer"].iloc[i] != agg.BASELINE,
+                                                    agg.method_rank(runs["method"].iloc[i]),
+                                                    agg.arm_order(runs["arm"].iloc[i]),
                                                     runs["seed"].iloc[i]))
     # Records, not itertuples: metric names such as 'recall@1' are not Python identifiers.
     for row in runs.iloc[order].to_dict("records"):
@@ -187,7 +186,7 @@ def _runs_section(runs: pd.DataFrame, epochs: pd.DataFrame, meta: dict) -> str:
         rows.append(
             f'<tr id="run-{e(run_id)}"><td><code>{e(run_id)}</code></td>'
             f"<td>{e(row['dataset'])}</td><td>{e(row['method'])}</td>"
-            f"<td>{e(row['regularizer'])}</td><td>{row['seed']}</td>"
+            f"<td>{e(row['arm'])}</td><td>{row['seed']}</td>"
             f"<td>{row.get('epochs', '')}</td>"
             + "".join(f'<td class="num" title="run {e(run_id)}">{v}</td>' for v in values)
             + f"<td>{best_epoch.get(run_id, '–')}</td><td><code>{e(sha[:10])}</code>{dirty}</td>"
@@ -260,7 +259,7 @@ def _datasets(runs: pd.DataFrame) -> str:
 
 
 def _body(analysis: agg.Analysis, meta: dict, drawn: dict, results_dir: Path, out_dir: Path,
-          command: str, studies: list[Path]) -> str:
+          command: str, studies: list[Path], marks: agg.Marks) -> str:
     n_runs = len(analysis.runs)
     parts = [f"<h1>{e(_title(meta))}</h1>",
              f'<p class="subtitle">Does Non-isotropy Regularization (NIR, CVPR 2022) improve '
@@ -268,26 +267,36 @@ def _body(analysis: agg.Analysis, meta: dict, drawn: dict, results_dir: Path, ou
              f"{e(_datasets(analysis.runs))}. "
              f"Tables built {e(str(meta.get('created_utc', '?')))}. Every number links to its "
              f"MLflow run(s) (hover for the run ids, click for the run list).</p>"]
-    sections = [("summary", "Summary"), ("comparison", "NIR minus baseline"),
+    last = analysis.policy(agg.LAST.name)
+    last_tables = agg.layouts(last, n_runs, analysis.grid, marks)
+    sections = [("summary", "Summary"), ("comparison", "Arm comparisons"),
+                ("attribution", "Attribution ladder"), ("activity", "NIR activity"),
                 ("convergence", "Convergence"), ("all-metrics", "All metrics"),
                 ("selection", "Other model-selection policies"),
                 ("published", "Published vs reproduced"), ("structure", "Embedding structure"),
                 ("tuning", "Tuning"), ("runs", "Runs"), ("provenance", "Provenance")]
     parts.append('<nav class="toc"><ol>' + "".join(f'<li><a href="#{k}">{e(t)}</a></li>'
                                                     for k, t in sections) + "</ol></nav>")
-    last = analysis.policy(agg.LAST.name)
-    last_tables = agg.layouts(last, n_runs, analysis.grid)
 
-    parts += ['<h2 id="summary">Summary</h2>', _headline(analysis), _rule(),
-              _tables(last_tables["table1"])]
-    parts += ['<h2 id="comparison">NIR minus baseline, paired by seed</h2>']
+    parts += ['<h2 id="summary">Summary</h2>', _headline(analysis, marks)]
+    parts += [_figure(x, out_dir) for x in drawn.get(f"forest-{agg.LAST.name}", [])]
+    parts += [_rule(), _tables(last_tables["table1"])]
+    parts += ['<h2 id="comparison">Arm comparisons, paired by seed</h2>']
     for result in analysis.results:
         if not result.available:
             continue
-        tables = agg.layouts(result, n_runs, analysis.grid)["comparison"]
+        tables = agg.layouts(result, n_runs, analysis.grid, marks)["comparison"]
         parts.append(f"<h3>{e(result.policy.title.capitalize())}</h3>")
-        parts.append(_tables(tables) if tables else "<p>No regularized arm with a baseline.</p>")
-        parts += [_figure(x, out_dir) for x in drawn.get(f"gains-{result.policy.name}", [])]
+        parts.append(_tables(tables) if tables else "<p>No two arms to compare.</p>")
+        if result.policy is not agg.LAST:
+            parts += [_figure(x, out_dir) for x in drawn.get(f"forest-{result.policy.name}", [])]
+    parts += ['<h2 id="attribution">Attribution ladder</h2>']
+    parts.append(_tables(last_tables["ladder"]) if last_tables["ladder"] else
+                 '<p class="skipped">Not run: no grid here ran the control arm '
+                 '(<code>regularizer: {name: nir, flow: false}</code>) next to its baseline and '
+                 'NIR arms; <code>harness/configs/grids/attribution.yaml</code> does.</p>')
+    parts += ['<h2 id="activity">NIR activity</h2>']
+    parts += [_figure(x, out_dir) for x in drawn["activity"]]
     parts += ['<h2 id="convergence">Convergence</h2>']
     parts += [_figure(x, out_dir) for x in drawn["convergence"]]
     parts += ['<h2 id="all-metrics">All metrics (last epoch)</h2>',
@@ -299,7 +308,7 @@ def _body(analysis: agg.Analysis, meta: dict, drawn: dict, results_dir: Path, ou
             continue
         parts.append(f'<div class="policy"><h3>{e(result.policy.title.capitalize())}</h3>')
         if result.available:
-            tables = agg.layouts(result, n_runs, analysis.grid)
+            tables = agg.layouts(result, n_runs, analysis.grid, marks)
             parts += [_tables(tables["table1"]), _tables(tables["extended"])]
         else:
             parts.append(f'<p class="skipped">{e(result.note)}.</p>')

@@ -37,6 +37,11 @@ class RegularizerInfo:
     needs_proxies: bool
     defaults: Mapping[str, Any] = field(default_factory=dict)
     search_space: Mapping[str, Any] = field(default_factory=dict)
+    # Parameters that make a different ARM of the experiment rather than a tuned value (NIR:
+    # flow on/off, exp/nll form, weight convention): recorded as run tags, and a table row per
+    # variant. Tuned values (the weight) are not variants: two weights in one grid are two configs
+    # that the tables refuse to average, as any two configs of one cell.
+    variant_keys: tuple[str, ...] = ()
 
 
 METHODS: Registry[MethodInfo] = Registry("method")

@@ -191,6 +191,7 @@ REGULARIZERS.add(
         cls=NIR,
         paper="Roth, Vinyals, Akata, Non-isotropy Regularization for Proxy-based DML, CVPR 2022",
         needs_proxies=True,
+        variant_keys=("flow", "form", "weight_convention"),
         defaults={
             "weight": 0.01,
             "weight_convention": "w_align",

@@ -42,11 +42,12 @@ def test_report_has_every_section_figure_and_format(report):
     page = (report / "report" / "index.html").read_text()
     figures = report / "report" / "figures"
     for key in ("convergence-synth-cub-proxy_anchor", "convergence-cub200-multi_similarity",
-                "gains-last", "gains-best-test", "gains-best-val", "structure"):
+                "forest-last", "forest-best-test", "forest-best-val", "structure"):
         assert (figures / f"{key}.png").stat().st_size > 5000, key
         assert (figures / f"{key}.pdf").read_bytes().startswith(b"%PDF"), key
         assert f'src="figures/{key}.png"' in page, key
-    for heading in ("Summary", "NIR minus baseline", "Convergence", "All metrics",
+    for heading in ("Summary", "Arm comparisons", "Attribution ladder", "NIR activity",
+                    "Convergence", "All metrics",
                     "Other model-selection policies", "Published vs reproduced",
                     "Embedding structure", "Tuning", "Runs", "Provenance"):
         assert f">{heading}" in page, heading

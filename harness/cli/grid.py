@@ -116,7 +116,8 @@ def make_executor(args: argparse.Namespace):
 
 def cmd_grid(args: argparse.Namespace) -> int:
     from harness.grid.executors import Job, JobSettings, default_imports
-    from harness.grid.plan import ELSEWHERE, FAILED, FINISHED, NEW, RESUMABLE, config_states, load_grid
+    from harness.grid.plan import (ELSEWHERE, FAILED, FINISHED, NEW, RESUMABLE, config_states,
+                                   load_grid, write_plan_record)
     from harness.grid.progress import GridProgress, format_duration
     from harness.train.runner import command_line
     from harness.tracking.store import Tracker
@@ -124,6 +125,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
     plan = load_grid(args.grid_file, args.overrides)  # a bad entry fails here, before any run
     plan.configs = select(plan.configs, args.only)
     results = results_dir_arg(args.results_dir).resolve()
+    if not args.dry_run:
+        write_plan_record(results, plan, args.grid_file)
     tracker = Tracker(results)
     for reason in plan.skipped:
         print(f"not in grid (incompatible): {reason}")

@@ -21,6 +21,12 @@ on the others::
       - {datasets: [synth-cub], methods: [proxy_anchor, proxy_nca, soft_triple]}
       - {datasets: [synth-cars, synth-sop], methods: [proxy_anchor]}
 
+``compare: [[none, "nir[flow=false]"], ...]`` declares pairs of arms (A, B) to compare (B minus
+A, paired by seed) besides the default ones (every arm against the baseline, a control arm against
+the arm it controls for); arms are named as in the tables (harness/results/arms.py). The grid
+records them in RESULTS/grids/<name>.json when it runs, where ``nirbench aggregate --grid NAME``
+finds them.
+
 Method x regularizer pairs that cannot work (NIR on a method without proxies) are skipped and
 listed; any other bad entry fails the whole grid before the first run starts.
 """
@@ -39,7 +45,7 @@ from harness.config import (ConfigError, IncompatiblePairError, RunConfig, build
 
 log = logging.getLogger(__name__)
 BLOCK_KEYS = ("datasets", "methods", "regularizers", "seeds", "overrides", "dataset_overrides")
-GRID_KEYS = ("name", "config", "blocks") + BLOCK_KEYS
+GRID_KEYS = ("name", "config", "blocks", "compare") + BLOCK_KEYS
 
 
 @dataclass
@@ -47,6 +53,12 @@ class GridPlan:
     name: str
     configs: list[RunConfig]
     skipped: list[str] = field(default_factory=list)  # incompatible combinations, with reasons
+    compare: list[tuple[str, str]] = field(default_factory=list)  # declared (arm A, arm B)
+
+    def arms(self) -> list[str]:
+        from harness.results.arms import arm_of_config, arm_order
+
+        return sorted({arm_of_config(c) for c in self.configs}, key=arm_order)
 
 
 def load_grid(path: str | Path, extra_overrides: list[str] | None = None) -> GridPlan:
@@ -78,7 +90,54 @@ def load_grid(path: str | Path, extra_overrides: list[str] | None = None) -> Gri
     hashes = [c.config_hash for c in plan.configs]
     if len(set(hashes)) != len(hashes):
         raise ConfigError(f"grid {path} lists the same configuration twice")
+    plan.compare = _compare_pairs(grid.get("compare"), plan, path)
     return plan
+
+
+def _compare_pairs(raw: Any, plan: GridPlan, path: Path) -> list[tuple[str, str]]:
+    if raw is None:
+        return []
+    arms = plan.arms()
+    if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 for p in raw):
+        raise ConfigError(f"grid {path}: compare must be a list of [arm A, arm B] pairs, got "
+                          f"{raw!r}")
+    pairs = []
+    for a, b in raw:
+        a, b = ("none" if a is None else str(a)), ("none" if b is None else str(b))
+        for arm in (a, b):
+            if arm not in arms:
+                raise ConfigError(f"grid {path}: compare names the arm {arm!r}, which the grid "
+                                  f"does not run; its arms: {', '.join(arms)}")
+        pairs.append((a, b))
+    return pairs
+
+
+def plan_record_path(results_dir: Path, name: str) -> Path:
+    return Path(results_dir) / "grids" / f"{name}.json"
+
+
+def write_plan_record(results_dir: Path, plan: GridPlan, grid_file: str) -> Path:
+    """What the grid ran, for the tables: its arms and the comparisons it declared."""
+    import json
+
+    path = plan_record_path(results_dir, plan.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"name": plan.name, "grid_file": str(grid_file), "arms": plan.arms(),
+              "compare": [list(p) for p in plan.compare], "configurations": len(plan.configs)}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def declared_pairs(results_dir: Path, name: str) -> list[tuple[str, str]]:
+    """The comparisons grid ``name`` declared when it last ran here ([] if none)."""
+    import json
+
+    path = plan_record_path(results_dir, name)
+    if not path.is_file():
+        return []
+    return [tuple(p) for p in json.loads(path.read_text()).get("compare", [])]
 
 
 def _expand(plan: GridPlan, grid: dict[str, Any], base: dict[str, Any],

@@ -5,19 +5,42 @@ The pipeline, one file per step: ``collect`` (the only part that reads the track
 ``published``) -> ``layouts`` (``table.Table``s, named and ordered by ``display``) -> ``render``
 (Markdown, LaTeX, HTML) -> ``export`` (the files of RESULTS/tables/); ``plots`` draws the figures
 the report shows. This package re-exports the names other parts use."""
-from harness.results.analysis import (Analysis, PolicyResult, analyse, compare_arms,
-                                      compare_published, summarize)
+from harness.results.analysis import (
+                                      Analysis,
+                                      PolicyResult,
+                                      analyse,
+                                      compare_arms,
+                                      compare_published,
+                                      summarize,
+)
+from harness.results.arms import arm_order, arm_title
 from harness.results.collect import Collected, collect, epochs_frame, load_tidy, runs_frame
-from harness.results.display import METHOD_TITLES, dataset_rank, fmt, fmt_p, metric_title
+from harness.results.display import (
+                                      METHOD_TITLES,
+                                      dataset_rank,
+                                      fmt,
+                                      fmt_p,
+                                      method_rank,
+                                      metric_title,
+)
 from harness.results.export import TableFiles, policy_dir, write_tables
 from harness.results.frames import BASELINE, CELL, AggregationError
-from harness.results.layouts import layouts
-from harness.results.policies import (BEST_TEST, BEST_VAL, LAST, POLICIES, Policy,
-                                      PolicyUnavailable, select_epochs)
+from harness.results.layouts import NO_MARKS, Marks, layouts
+from harness.results.policies import (
+                                      BEST_TEST,
+                                      BEST_VAL,
+                                      LAST,
+                                      POLICIES,
+                                      Policy,
+                                      PolicyUnavailable,
+                                      select_epochs,
+)
 from harness.results.render import TABLE_CSS, html_page, to_html, to_latex, to_markdown
 from harness.results.table import Cell, Column, Table
+from harness.results.verdicts import Verdict, verdicts
 
-__all__ = ["AggregationError", "Analysis", "BASELINE", "BEST_TEST", "BEST_VAL", "CELL", "Cell",
+__all__ = ["NO_MARKS", "Marks", "Verdict", "arm_order", "arm_title", "method_rank", "verdicts",
+           "AggregationError", "Analysis", "BASELINE", "BEST_TEST", "BEST_VAL", "CELL", "Cell",
            "Collected", "Column", "LAST", "METHOD_TITLES", "POLICIES", "Policy", "PolicyResult",
            "PolicyUnavailable", "TABLE_CSS", "Table", "TableFiles", "analyse", "collect",
            "compare_arms", "compare_published", "dataset_rank", "epochs_frame", "fmt", "fmt_p",

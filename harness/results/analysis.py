@@ -1,27 +1,33 @@
 """Pure pandas on the tidy frames: for each model-selection policy, pick one epoch per run,
-summarise each table cell over seeds (mean, std, t 95% CI), pair every regularized arm with its
-baseline by seed (``harness.results.stats``: paired t, Wilcoxon, bootstrap, verdict) and, for the
+summarise each table cell over seeds (mean, std, t 95% CI), pair arms by seed (each arm with the
+baseline, a control arm with the arm it controls for, plus any declared pair;
+``harness.results.stats``: paired t, Wilcoxon, bootstrap, verdict) and, for the
 real datasets, set the published numbers beside ours.
 
 A table cell averages the runs of one *arm* (same resolved config but the seed); if two arms would
 land in one cell the analysis refuses rather than mixing them."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from harness.results import published as paper
 from harness.results import stats
+from harness.results.activity import activity_table
+from harness.results.arms import default_pairs
+from harness.results.convergence import convergence_table
 from harness.results.display import higher_is_better
-from harness.results.frames import BASELINE, CELL, AggregationError, metric_columns
+from harness.results.frames import BASELINE, CELL, AggregationError, metric_columns, with_arms
 from harness.results.policies import LAST, POLICIES, Policy, PolicyUnavailable, select_epochs
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """mean, std, n, t 95% CI, seeds and run ids per dataset x method x regularizer x metric."""
+    """mean, std, n, t 95% CI, seeds and run ids per dataset x method x arm x metric."""
     if runs.empty:
         raise AggregationError("no finished runs to aggregate; run `nirbench grid` first")
+    runs = with_arms(runs)
     cells = runs.groupby(CELL)["arm_hash"].nunique()
     mixed = cells[cells > 1]
     if len(mixed):
@@ -35,13 +41,14 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
             "several finished runs share a table cell and a seed: "
             + " ".join(twins["run_id"]) + ". Delete the extra ones in MLflow or use --grid NAME.")
     rows = []
-    for (dataset, method, reg), group in runs.groupby(CELL):
+    for (dataset, method, arm), group in runs.groupby(CELL):
         for metric in metric_columns(runs):
             kept = group.dropna(subset=[metric])  # a run without this metric is counted out (n)
             if kept.empty:
                 continue
             interval = stats.t_interval(kept[metric])
-            rows.append({"dataset": dataset, "method": method, "regularizer": reg,
+            rows.append({"dataset": dataset, "method": method, "arm": arm,
+                         "regularizer": group["regularizer"].iloc[0],
                          "metric": metric, "mean": interval.mean, "std": interval.std,
                          "n": interval.n, "ci95_lo": interval.lo, "ci95_hi": interval.hi,
                          "seeds": " ".join(map(str, kept["seed"])),
@@ -49,33 +56,39 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def compare_arms(selected: pd.DataFrame, *, resamples: int = stats.BOOTSTRAP_RESAMPLES,
+def compare_arms(selected: pd.DataFrame, pairs: Iterable[tuple[str, str]] = (), *,
+                 resamples: int = stats.BOOTSTRAP_RESAMPLES,
                  seed: int = stats.BOOTSTRAP_SEED) -> pd.DataFrame:
-    """Regularized arm minus its baseline (regularizer 'none'), per dataset, method and metric,
-    paired by seed. Seeds present in only one arm are listed in ``unpaired_seeds``."""
+    """Arm B minus arm A per dataset, method and metric, paired by seed, for every default pair
+    of ``arms.default_pairs`` (each arm against the baseline; a control arm against the arm it
+    controls for) and every extra ``pairs`` (A, B) present. The columns keep their historical
+    names: ``baseline_*`` describe arm A (``reference``), ``treated_*`` arm B (``arm``). Seeds
+    present in only one arm are listed in ``unpaired_seeds``."""
     rows = []
-    base = selected[selected["regularizer"] == BASELINE]
-    treated = selected[selected["regularizer"] != BASELINE]
-    for (dataset, method, reg), arm in treated.groupby(CELL):
-        ref = base[(base["dataset"] == dataset) & (base["method"] == method)]
-        if ref.empty:
-            continue
-        pairs = ref.merge(arm, on="seed", suffixes=("_b", "_t"))
-        unpaired = sorted(set(ref["seed"]) ^ set(arm["seed"]))
-        for metric in metric_columns(selected):
-            both = pairs.dropna(subset=[f"{metric}_b", f"{metric}_t"])
-            if both.empty:
-                continue
-            result = stats.paired_comparison(both[f"{metric}_b"], both[f"{metric}_t"],
-                                             higher_is_better=higher_is_better(metric),
-                                             resamples=resamples, seed=seed)
-            rows.append({"dataset": dataset, "method": method, "regularizer": reg,
-                         "metric": metric, "baseline_mean": both[f"{metric}_b"].mean(),
-                         "treated_mean": both[f"{metric}_t"].mean(), **result.as_dict(),
-                         "seeds": " ".join(map(str, both["seed"])),
-                         "unpaired_seeds": " ".join(map(str, unpaired)),
-                         "baseline_run_ids": " ".join(both["run_id_b"]),
-                         "treated_run_ids": " ".join(both["run_id_t"])})
+    selected = with_arms(selected)
+    for (dataset, method), part in selected.groupby(["dataset", "method"]):
+        present = set(part["arm"])
+        wanted = default_pairs(present) + [p for p in pairs if set(p) <= present]
+        for reference, arm in dict.fromkeys(wanted):  # ordered, without repeats
+            ref = part[part["arm"] == reference]
+            treated = part[part["arm"] == arm]
+            paired = ref.merge(treated, on="seed", suffixes=("_b", "_t"))
+            unpaired = sorted(set(ref["seed"]) ^ set(treated["seed"]))
+            for metric in metric_columns(selected):
+                both = paired.dropna(subset=[f"{metric}_b", f"{metric}_t"])
+                if both.empty:
+                    continue
+                result = stats.paired_comparison(both[f"{metric}_b"], both[f"{metric}_t"],
+                                                 higher_is_better=higher_is_better(metric),
+                                                 resamples=resamples, seed=seed)
+                rows.append({"dataset": dataset, "method": method, "reference": reference,
+                             "arm": arm, "regularizer": treated["regularizer"].iloc[0],
+                             "metric": metric, "baseline_mean": both[f"{metric}_b"].mean(),
+                             "treated_mean": both[f"{metric}_t"].mean(), **result.as_dict(),
+                             "seeds": " ".join(map(str, both["seed"])),
+                             "unpaired_seeds": " ".join(map(str, unpaired)),
+                             "baseline_run_ids": " ".join(both["run_id_b"]),
+                             "treated_run_ids": " ".join(both["run_id_t"])})
     return pd.DataFrame(rows)
 
 
@@ -87,7 +100,10 @@ def compare_published(summary: pd.DataFrame) -> pd.DataFrame:
         if ref is None:
             continue
         ours, ours_std = 100 * row.mean, 100 * row.std
-        rows.append({"dataset": row.dataset, "method": row.method, "regularizer": row.regularizer,
+        if row.arm != row.regularizer and row.arm != BASELINE:
+            continue  # the paper published the default variant only
+        rows.append({"dataset": row.dataset, "method": row.method, "arm": row.arm,
+                     "regularizer": row.regularizer,
                      "metric": row.metric, "ours_mean": ours, "ours_std": ours_std, "n": row.n,
                      "paper_mean": ref[0], "paper_std": ref[1], "difference": ours - ref[0],
                      "run_ids": row.run_ids})
@@ -114,14 +130,21 @@ class Analysis:
     epochs: pd.DataFrame
     results: tuple[PolicyResult, ...]
     grid: str | None = None
+    # Per cell, whatever the policy: is it still rising (harness/results/convergence.py), did
+    # its regularizer term die (harness/results/activity.py)?
+    convergence: pd.DataFrame = field(default_factory=pd.DataFrame)
+    activity: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def policy(self, name: str) -> PolicyResult:
         return next(r for r in self.results if r.policy.name == name)
 
 
 def analyse(runs: pd.DataFrame, epochs: pd.DataFrame, grid: str | None = None, *,
-            resamples: int = stats.BOOTSTRAP_RESAMPLES,
+            pairs: Iterable[tuple[str, str]] = (), resamples: int = stats.BOOTSTRAP_RESAMPLES,
             seed: int = stats.BOOTSTRAP_SEED) -> Analysis:
+    """Every policy's tables from the tidy frames; ``pairs`` adds (arm A, arm B) comparisons to
+    the default ones (e.g. a grid's ``compare:``)."""
+    runs = with_arms(runs)
     summarize(runs)  # refuses empty input and mixed arms before anything else
     identity = runs[[c for c in runs.columns if c not in metric_columns(runs)]]
     results = []
@@ -140,6 +163,8 @@ def analyse(runs: pd.DataFrame, epochs: pd.DataFrame, grid: str | None = None, *
                 f"history and are left out: {' '.join(left_out)}" if left_out else "")
         summary = summarize(selected)
         results.append(PolicyResult(policy, note, selected, summary,
-                                    compare_arms(selected, resamples=resamples, seed=seed),
+                                    compare_arms(selected, pairs, resamples=resamples,
+                                                 seed=seed),
                                     compare_published(summary)))
-    return Analysis(runs, epochs, tuple(results), grid)
+    return Analysis(runs, epochs, tuple(results), grid, convergence_table(runs, epochs),
+                    activity_table(runs))

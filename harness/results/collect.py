@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.results.frames import CELL, IDENTITY, AggregationError
+from harness.results.arms import arm_key
+from harness.results.frames import CELL, IDENTITY, AggregationError, with_arms
 from harness.tracking.store import Tracker, metric_name
 
-
-# ============================================================== 1. MLflow -> tidy frames
+# Per-epoch series kept in the epochs frame: evaluation, loss terms, regularizer activity.
+EPOCH_PREFIXES = ("test", "val", "loss", "nir")
 def runs_frame(tracker: Tracker, grid: str | None = None) -> pd.DataFrame:
     """One row per FINISHED run: ids, tags, final (last-epoch) test metrics (``recall@1``...)."""
     filter_string = f"tags.grid = '{grid}'" if grid else ""
@@ -37,6 +38,7 @@ def runs_frame(tracker: Tracker, grid: str | None = None) -> pd.DataFrame:
             if key.startswith("test/"):
                 row[metric_name(key)] = value
         row["train_s"] = run.metrics.get("time/train_total_s")
+        row["arm"] = arm_key(row["regularizer"], run.tags)
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(IDENTITY) if not rows else None)
     if len(frame):
@@ -47,11 +49,12 @@ def runs_frame(tracker: Tracker, grid: str | None = None) -> pd.DataFrame:
 
 def epochs_frame(tracker: Tracker, run_ids: Iterable[str]) -> pd.DataFrame:
     """One row per run and epoch with every per-epoch metric (``test/recall@1``, ``val/...``,
-    ``loss/total``, ``time/epoch_s``). A step logged twice keeps its last value, as MLflow does."""
+    ``loss/total``, the regularizer's activity ``nir/...``, ``time/epoch_s``). A step logged twice
+    keeps its last value, as MLflow does."""
     rows = []
     for run_id in run_ids:
         keys = [k for k in tracker.client.get_run(run_id).data.metrics
-                if k.split("/", 1)[0] in ("test", "val", "loss") or k == "time/epoch_s"]
+                if k.split("/", 1)[0] in EPOCH_PREFIXES or k == "time/epoch_s"]
         per_epoch: dict[int, dict[str, float]] = {}
         for key in keys:
             column = key.split("/", 1)[0] + "/" + metric_name(key)
@@ -111,6 +114,6 @@ def load_tidy(tables_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     if missing:
         raise AggregationError(f"{', '.join(map(str, missing))} not found: run `nirbench "
                                f"aggregate` first (it writes the tidy tables the report reads)")
-    runs = pd.read_parquet(needed[0])
+    runs = with_arms(pd.read_parquet(needed[0]))
     epochs = pd.read_parquet(needed[1])
     return runs, epochs, json.loads(needed[2].read_text())

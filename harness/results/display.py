@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from harness.results.frames import BASELINE
+from harness.results.arms import BASELINE, arm_title
 
 # Table 1 of the paper, plus MAP@R (the metric Reality Check argues for).
 TABLE1_METRICS = (("recall@1", "R@1"), ("nmi", "NMI"), ("map@1000", "mAP@1000"), ("map@r", "MAP@R"))
@@ -23,6 +23,8 @@ METHOD_TITLES = {"proxy_anchor": "ProxyAnchor", "multi_similarity": "Multisimila
                  "normalized_softmax": "NormSoftmax", "arcface": "ArcFace", "cosface": "CosFace",
                  "contrastive": "Contrastive", "triplet": "Triplet", "margin": "Margin"}
 
+# Table 1's row order in the paper; methods it does not list follow by name.
+METHOD_ORDER = ("multi_similarity", "proxy_anchor", "proxy_nca", "soft_triple")
 METRIC_TITLES = {"map@r": "MAP@R", "r_precision": "R-Prec", "nmi": "NMI", "map@1000": "mAP@1000",
                  "rho": "ρ", "pi_density": "π density", "sigma2_kappa": "σ²κ", "g2": "G2"}
 
@@ -36,8 +38,22 @@ def higher_is_better(metric: str) -> bool | None:
     return True if is_percent(metric) else None
 
 
-def method_title(method: str, reg: str) -> str:
-    return METHOD_TITLES.get(method, method) if reg == BASELINE else f"+ {reg.upper()}"
+def method_rank(method: str) -> tuple[int, str]:
+    """The paper's Table 1 order (Multi-Similarity, ProxyAnchor, ProxyNCA, SoftTriple), then the
+    other methods by name."""
+    title = METHOD_TITLES.get(method, method)
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), title)
+
+
+def method_title(method: str, arm: str = BASELINE) -> str:
+    """The row title: the method's name for its baseline, ``+ NIR (no flow)`` for an arm."""
+    return arm_title(arm, METHOD_TITLES.get(method, method))
+
+
+def pair_title(reference: str, arm: str) -> str:
+    """``+ NIR vs baseline``, ``+ NIR vs + NIR (no flow)``: what a comparison compares."""
+    ref = "baseline" if reference == BASELINE else arm_title(reference, "")
+    return f"{arm_title(arm, 'baseline')} vs {ref}"
 
 
 def metric_title(metric: str) -> str:

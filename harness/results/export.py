@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.grid.plan import declared_pairs
 from harness.results import stats
 from harness.results.analysis import Analysis, PolicyResult, analyse
 from harness.results.collect import collect
-from harness.results.display import METHOD_TITLES, dataset_rank, fmt, fmt_p, metric_title
-from harness.results.layouts import layouts
+from harness.results.layouts import NO_MARKS, Marks, layouts
 from harness.results.policies import LAST, Policy
 from harness.results.render import html_page, to_html, to_latex, to_markdown
 from harness.results.table import Table
+from harness.results.verdicts import verdicts
 from harness.tracking.store import Tracker
 
 
@@ -38,9 +39,14 @@ def policy_dir(out_dir: Path, policy: Policy) -> Path:
 
 def write_tables(tracker: Tracker, out_dir: Path, grid: str | None = None, *,
                  resamples: int = stats.BOOTSTRAP_RESAMPLES, seed: int = stats.BOOTSTRAP_SEED,
-                 command: str = "") -> TableFiles:
+                 command: str = "", pairs: list[tuple[str, str]] | None = None) -> TableFiles:
+    """Everything under ``out_dir``. ``pairs`` (arm A, arm B) are compared besides the default
+    pairs; None: the pairs the grid declared (``compare:``, recorded when it ran), if any."""
     collected = collect(tracker, grid)
-    analysis = analyse(collected.runs, collected.epochs, grid, resamples=resamples, seed=seed)
+    if pairs is None:
+        pairs = declared_pairs(tracker.results_dir, grid) if grid else []
+    analysis = analyse(collected.runs, collected.epochs, grid, pairs=pairs, resamples=resamples,
+                       seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
@@ -53,14 +59,17 @@ def write_tables(tracker: Tracker, out_dir: Path, grid: str | None = None, *,
     save_frame(analysis.epochs, out_dir / "epochs")
     selected = [r.selected.assign(policy=r.policy.name) for r in analysis.results if r.available]
     save_frame(pd.concat(selected, ignore_index=True), out_dir / "selected")
+    save_frame(analysis.convergence, out_dir / "convergence")
+    save_frame(analysis.activity, out_dir / "activity")
     meta = {**collected.meta, "bootstrap_resamples": resamples, "bootstrap_seed": seed,
-            "command": command, "created_utc": _now(),
+            "command": command, "created_utc": _now(), "compare": [list(p) for p in pairs],
             "policies": {r.policy.name: {"title": r.policy.title, "available": r.available,
                                          "description": r.policy.description, "note": r.note}
                          for r in analysis.results}}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     written.append(out_dir / "meta.json")
 
+    marks = Marks.of(analysis)
     for result in analysis.results:
         folder = policy_dir(out_dir, result.policy)
         folder.mkdir(parents=True, exist_ok=True)
@@ -70,12 +79,12 @@ def write_tables(tracker: Tracker, out_dir: Path, grid: str | None = None, *,
             continue
         result.summary.to_csv(folder / "summary.csv", index=False)
         written.append(folder / "summary.csv")
-        for name, tables in layouts(result, len(analysis.runs), grid).items():
+        for name, tables in layouts(result, len(analysis.runs), grid, marks).items():
             written += _export(folder, name, tables, result)
 
     last = analysis.policy(LAST.name)
-    table = layouts(last, len(analysis.runs), grid)["table1"][0]
-    markdown = terminal_summary(analysis, table, out_dir)
+    table = layouts(last, len(analysis.runs), grid, marks)["table1"][0]
+    markdown = terminal_summary(analysis, table, out_dir, marks)
     return TableFiles(out_dir / "table1.md", out_dir / "table1.csv", out_dir / "runs.csv",
                       out_dir / "summary.csv", markdown, tuple(written))
 
@@ -106,22 +115,22 @@ def _export(folder: Path, name: str, tables: list[Table], result: PolicyResult) 
     return paths
 
 
-def terminal_summary(analysis: Analysis, table1: Table, out_dir: Path) -> str:
-    parts = [to_markdown(table1), "", table1.note]
-    last = analysis.policy(LAST.name)
-    if not last.comparisons.empty:
-        shown = ("recall@1", "map@r")
-        gains = last.comparisons[last.comparisons["metric"].isin(shown)].copy()
-        gains["_order"] = list(zip(gains["dataset"].map(dataset_rank), gains["method"],
-                                   gains["regularizer"], gains["metric"].map(shown.index)))
-        parts += ["", "NIR minus baseline, paired by seed (last epoch, percentage points):"]
-        for r in gains.sort_values("_order").itertuples(index=False):
-            parts.append(f"  {r.dataset:10s} {METHOD_TITLES.get(r.method, r.method):16s} "
-                         f"{metric_title(r.metric):6s} Δ {fmt(r.mean_diff, r.metric, 2, True):>7s}"
-                         f"  bootstrap CI [{fmt(r.boot_lo, r.metric, 2, True)}, "
-                         f"{fmt(r.boot_hi, r.metric, 2, True)}]  p(t) {fmt_p(r.t_p)}  "
-                         f"n={r.n}: {r.verdict}")
-    parts.append("")
+def terminal_summary(analysis: Analysis, table1: Table, out_dir: Path,
+                     marks: Marks = NO_MARKS) -> str:
+    """What `nirbench aggregate` prints: the answer first (one verdict line per dataset, method
+    and comparison), then Table 1 and its notes, then where every policy's tables are."""
+    lines = [v.line() for v in verdicts(analysis, LAST, marks)]
+    parts = []
+    if lines:
+        parts += [f"Answer (last epoch, test R@1, arms paired by seed; "
+                  f"{sum(v.verdict in ('helps', 'hurts') for v in verdicts(analysis))} of "
+                  f"{len(lines)} comparisons detect a difference):"]
+        parts += [f"  {line}" for line in lines]
+        used = "".join(lines)
+        if marks.rules(used):
+            parts += ["", "  " + marks.rules(used).strip()]
+        parts.append("")
+    parts += [to_markdown(table1), "", table1.note, ""]
     for result in analysis.results:
         where = policy_dir(out_dir, result.policy)
         state = f"{where}/" if result.available else "not available: " + result.note

@@ -1,15 +1,22 @@
 """Analysis -> ``Table`` layouts: the paper's Table 1, the extended per-dataset tables, the
-regularized-minus-baseline comparison and published-vs-reproduced."""
+arm-minus-arm comparisons, the attribution ladder and published-vs-reproduced.
+
+Rows list the methods in the paper's order (Multi-Similarity, ProxyAnchor, ProxyNCA, SoftTriple,
+then the others), each method's baseline first and its arms under it. Cells that are still rising
+at the last epoch (``convergence``) or whose NIR term died (``activity``) carry a mark, and the
+table's note states the rule behind each mark it uses."""
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import pandas as pd
 
+from harness.results import activity, convergence, stats
 from harness.results import published as paper
-from harness.results import stats
-from harness.results.analysis import PolicyResult
+from harness.results.analysis import Analysis, PolicyResult
+from harness.results.arms import arm_order, ladders
 from harness.results.display import (
     KEY_METRICS,
     METHOD_TITLES,
@@ -19,26 +26,61 @@ from harness.results.display import (
     fmt,
     fmt_p,
     is_percent,
+    method_rank,
     method_title,
     metric_order,
     metric_title,
+    pair_title,
 )
-from harness.results.frames import BASELINE, CELL
+from harness.results.frames import CELL
 from harness.results.policies import BEST_TEST, Policy
 from harness.results.table import MISSING, Cell, Column, Table
 
 
-def _arm_rows(summary: pd.DataFrame) -> list[tuple[str, str]]:
-    """A method, then its regularized arms under it; methods in the paper's (alphabetic) order."""
+@dataclass(frozen=True)
+class Marks:
+    """Which cells carry which mark: still rising (†), NIR inactive (‡)."""
+
+    rising: frozenset[tuple[str, str, str]] = frozenset()
+    inactive: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, analysis: Analysis) -> "Marks":
+        conv = analysis.convergence
+        rising = frozenset(tuple(r[c] for c in CELL) for _, r in conv.iterrows()
+                           if r["still_rising"]) if not conv.empty else frozenset()
+        return cls(rising, activity.inactive_cells(analysis.runs))
+
+    def of_cell(self, key: tuple[str, str, str]) -> str:
+        return ((convergence.STILL_RISING_MARK if key in self.rising else "")
+                + (activity.INACTIVE_MARK if key in self.inactive else ""))
+
+    def of_pair(self, dataset: str, method: str, *arms: str) -> str:
+        marks = "".join(self.of_cell((dataset, method, a)) for a in arms)
+        return "".join(m for m in (convergence.STILL_RISING_MARK, activity.INACTIVE_MARK)
+                       if m in marks)
+
+    def rules(self, used: str) -> str:
+        """The footnotes for the marks that appear in ``used`` (a table's texts)."""
+        notes = [rule for mark, rule in ((convergence.STILL_RISING_MARK, convergence.RULE),
+                                         (activity.INACTIVE_MARK, activity.RULE))
+                 if mark in used]
+        return (" " + ". ".join(notes) + ".") if notes else ""
+
+
+NO_MARKS = Marks()
+
+
+def arm_rows(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """(method, arm) rows: methods in the paper's order, each baseline first, arms under it."""
     index = []
-    for method in sorted(summary["method"].unique(), key=lambda m: METHOD_TITLES.get(m, m)):
-        regs = sorted(summary.loc[summary["method"] == method, "regularizer"].unique(),
-                      key=lambda r: (r != BASELINE, r))
-        index += [(method, reg) for reg in regs]
+    for method in sorted(summary["method"].unique(), key=method_rank):
+        arms = sorted(summary.loc[summary["method"] == method, "arm"].unique(), key=arm_order)
+        index += [(method, arm) for arm in arms]
     return index
 
 
-def _summary_cell(row: pd.Series, metric: str, with_ci: bool) -> Cell:
+def _summary_cell(row: pd.Series, metric: str, with_ci: bool, mark: str = "") -> Cell:
     text = fmt(row["mean"], metric)
     if math.isfinite(row["std"]):
         text += f" ± {fmt(row['std'], metric)}"
@@ -49,103 +91,182 @@ def _summary_cell(row: pd.Series, metric: str, with_ci: bool) -> Cell:
           if math.isfinite(row["ci95_lo"]) else "")
     title = f"mean of {row['n']} run(s), seeds {row['seeds']}{ci}; MLflow runs: {' '.join(ids)}"
     scale = 100.0 if is_percent(metric) else 1.0
-    return Cell(text, scale * row["mean"], ids, title, detail=detail)
+    return Cell(text + (f" {mark}" if mark else ""), scale * row["mean"], ids, title,
+                detail=detail)
 
 
-def table1_layout(summary: pd.DataFrame, policy: Policy, n_runs: int, grid: str | None) -> Table:
-    """Rows: a method, then '+ NIR' under it; columns: dataset x (R@1, NMI, mAP@1000, MAP@R)."""
+def table1_layout(summary: pd.DataFrame, policy: Policy, n_runs: int, grid: str | None,
+                  marks: Marks = NO_MARKS) -> Table:
+    """Rows: a method, then its arms ('+ NIR') under it; columns: dataset x (R@1, NMI, mAP@1000,
+    MAP@R). The marks sit on the R@1 cell."""
     datasets = sorted(summary["dataset"].unique(), key=dataset_rank)
-    index = _arm_rows(summary)
+    index = arm_rows(summary)
     lookup = summary.set_index(CELL + ["metric"])
     columns, cells = [], [[] for _ in index]
     for dataset in datasets:
         for metric, title in TABLE1_METRICS:
             columns.append(Column(dataset, title, bold_best=True))
-            for i, (method, reg) in enumerate(index):
-                key = (dataset, method, reg, metric)
-                cells[i].append(_summary_cell(lookup.loc[key], metric, False)
+            for i, (method, arm) in enumerate(index):
+                key = (dataset, method, arm, metric)
+                mark = marks.of_cell((dataset, method, arm)) if metric == "recall@1" else ""
+                cells[i].append(_summary_cell(lookup.loc[key], metric, False, mark)
                                 if key in lookup.index else MISSING)
     n = summary.groupby(CELL)["n"].max()
     per_cell = f"{n.min()}" if n.min() == n.max() else f"{n.min()}-{n.max()}"
+    used = "".join(c.text for row in cells for c in row)
     note = (f"{policy.title.capitalize()} test metrics in %, mean ± std over seeds "
             f"({per_cell} per cell); {n_runs} runs"
-            f"{f' of grid {grid!r}' if grid else ''}. MAP@R added to the paper's columns.")
+            f"{f' of grid {grid!r}' if grid else ''}. MAP@R added to the paper's columns."
+            + marks.rules(used))
     return Table("table1", f"Table 1 layout ({policy.title})", ("Method",),
-                 tuple((method_title(m, r),) for m, r in index), tuple(columns),
+                 tuple((method_title(m, a),) for m, a in index), tuple(columns),
                  tuple(tuple(r) for r in cells), note)
 
 
-def extended_layout(summary: pd.DataFrame, policy: Policy) -> list[Table]:
+def extended_layout(summary: pd.DataFrame, policy: Policy,
+                    marks: Marks = NO_MARKS) -> list[Table]:
     """Per dataset: every retrieval/clustering metric, mean ± std [t 95% CI]."""
     tables = []
     for dataset in sorted(summary["dataset"].unique(), key=dataset_rank):
         part = summary[summary["dataset"] == dataset]
         metrics = sorted((m for m in part["metric"].unique() if is_percent(m)), key=metric_order)
-        index = _arm_rows(part)
+        index = arm_rows(part)
         lookup = part.set_index(CELL + ["metric"])
-        cells = [[_summary_cell(lookup.loc[(dataset, m, r, metric)], metric, True)
-                  if (dataset, m, r, metric) in lookup.index else MISSING for metric in metrics]
-                 for m, r in index]
+        cells = [[_summary_cell(lookup.loc[(dataset, m, a, metric)], metric, True,
+                                marks.of_cell((dataset, m, a)) if metric == "recall@1" else "")
+                  if (dataset, m, a, metric) in lookup.index else MISSING for metric in metrics]
+                 for m, a in index]
+        used = "".join(c.text for row in cells for c in row)
         tables.append(Table(
             f"extended-{dataset}", f"{dataset}: all metrics ({policy.title})", ("Method",),
-            tuple((method_title(m, r),) for m, r in index),
+            tuple((method_title(m, a),) for m, a in index),
             tuple(Column(dataset, metric_title(m), bold_best=True) for m in metrics),
             tuple(tuple(r) for r in cells),
-            "in %, mean ± std [t-based 95% confidence interval of the mean] over seeds"))
+            "in %, mean ± std [t-based 95% confidence interval of the mean] over seeds."
+            + marks.rules(used)))
     return tables
 
 
-def comparison_layout(comparisons: pd.DataFrame, policy: Policy,
-                      metrics: Iterable[str] = KEY_METRICS + STRUCTURE_METRICS) -> Table:
-    wanted = list(metrics)
-    part = comparisons[comparisons["metric"].isin(wanted)].copy()
-    part["_order"] = part["metric"].map(wanted.index)
+def _ordered_comparisons(comparisons: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    part = comparisons[comparisons["metric"].isin(metrics)].copy()
+    part["_order"] = part["metric"].map(metrics.index)
     part["_rank"] = part["dataset"].map(dataset_rank)
-    part = part.sort_values(["_rank", "method", "regularizer", "_order"])
-    titles = ("pairs", "baseline", "regularized", "Δ", "95% t CI", "95% bootstrap CI",
+    part["_method"] = part["method"].map(method_rank)
+    part["_arm"] = part["arm"].map(arm_order)
+    part["_ref"] = part["reference"].map(arm_order)
+    return part.sort_values(["_rank", "_method", "_arm", "_ref", "_order"])
+
+
+def verdict_rule() -> str:
+    return (f"Verdict: 'helps'/'hurts' when the bootstrap 95% CI ({stats.BOOTSTRAP_RESAMPLES} "
+            f"resamples) excludes 0 and the paired t-test p < {stats.ALPHA}; 'too few seeds' "
+            f"below {stats.MIN_PAIRS} pairs; otherwise 'no detectable difference'. Wilcoxon "
+            f"reported, not used (it cannot reach p < 0.05 with fewer than 6 pairs).")
+
+
+def comparison_layout(comparisons: pd.DataFrame, policy: Policy,
+                      metrics: Iterable[str] = KEY_METRICS + STRUCTURE_METRICS,
+                      marks: Marks = NO_MARKS) -> Table:
+    part = _ordered_comparisons(comparisons, list(metrics))
+    titles = ("pairs", "A", "B", "Δ = B − A", "95% t CI", "95% bootstrap CI",
               "p (paired t)", "p (Wilcoxon)", "verdict")
     rows, cells = [], []
     for r in part.itertuples(index=False):
         ids = tuple(r.baseline_run_ids.split() + r.treated_run_ids.split())
-        title = (f"seeds {r.seeds}; baseline runs {r.baseline_run_ids}; regularized runs "
-                 f"{r.treated_run_ids}" + (f"; unpaired seeds {r.unpaired_seeds}"
-                                           if r.unpaired_seeds else ""))
+        title = (f"seeds {r.seeds}; A runs {r.baseline_run_ids}; B runs {r.treated_run_ids}"
+                 + (f"; unpaired seeds {r.unpaired_seeds}" if r.unpaired_seeds else ""))
         m = r.metric
         d = 2 if is_percent(m) else 3
+        mark = marks.of_pair(r.dataset, r.method, r.reference, r.arm) if m == "recall@1" else ""
         texts = (str(r.n), fmt(r.baseline_mean, m), fmt(r.treated_mean, m),
                  fmt(r.mean_diff, m, d, sign=True),
                  f"[{fmt(r.t_lo, m, d, True)}, {fmt(r.t_hi, m, d, True)}]",
                  f"[{fmt(r.boot_lo, m, d, True)}, {fmt(r.boot_hi, m, d, True)}]",
-                 fmt_p(r.t_p), fmt_p(r.wilcoxon_p), r.verdict)
-        rows.append((r.dataset, METHOD_TITLES.get(r.method, r.method), r.regularizer.upper(),
-                     metric_title(m)))
+                 fmt_p(r.t_p), fmt_p(r.wilcoxon_p), r.verdict + (f" {mark}" if mark else ""))
+        rows.append((r.dataset, METHOD_TITLES.get(r.method, r.method),
+                     pair_title(r.reference, r.arm), metric_title(m)))
         verdict_css = f"verdict-{r.verdict.replace(' ', '-')}"
         cells.append(tuple(Cell(t, None, ids, title, verdict_css if k == len(texts) - 1 else "")
                            for k, t in enumerate(texts)))
-    note = (f"{policy.title.capitalize()}. Δ = regularized − baseline, paired by seed, in "
-            f"percentage points for % metrics. Verdict: 'helps'/'hurts' when the bootstrap 95% CI "
-            f"({stats.BOOTSTRAP_RESAMPLES} resamples) excludes 0 and the paired t-test p < "
-            f"{stats.ALPHA}; 'too few seeds' below {stats.MIN_PAIRS} pairs; Wilcoxon reported, "
-            f"not used (it cannot reach p < 0.05 with fewer than 6 pairs). Structure metrics say "
-            f"'higher'/'lower' instead.")
-    return Table("comparison", f"NIR minus baseline ({policy.title})",
-                 ("Dataset", "Method", "Regularizer", "Metric"), tuple(rows),
+    used = "".join(c.text for row in cells for c in row)
+    note = (f"{policy.title.capitalize()}. Δ = B − A, paired by seed, in percentage points for % "
+            f"metrics (A = the reference arm, B = the arm compared with it). {verdict_rule()} "
+            f"Structure metrics say 'higher'/'lower' instead." + marks.rules(used))
+    return Table("comparison", f"Arm comparisons, paired by seed ({policy.title})",
+                 ("Dataset", "Method", "Comparison", "Metric"), tuple(rows),
                  tuple(Column("", t) for t in titles), tuple(cells), note)
+
+
+LADDER_METRICS = ("recall@1", "map@r")
+
+
+def ladder_layout(comparisons: pd.DataFrame, policy: Policy,
+                  marks: Marks = NO_MARKS) -> Table | None:
+    """Where a grid ran the control arm: per dataset x method, the steps baseline -> NIR without
+    the flow (what the loss scale, weight decay and alignment term do) -> NIR (what the flow adds),
+    and the whole way, each with Δ, bootstrap 95% CI and verdict for R@1 and MAP@R."""
+    if comparisons.empty:
+        return None
+    by = {(r.dataset, r.method, r.reference, r.arm, r.metric): r
+          for r in comparisons.itertuples(index=False)}
+    rows, cells = [], []
+    keys = comparisons[["dataset", "method"]].drop_duplicates()
+    keys = sorted(map(tuple, keys.to_numpy()), key=lambda k: (dataset_rank(k[0]),
+                                                              method_rank(k[1])))
+    for dataset, method in keys:
+        arms = set(comparisons.loc[(comparisons["dataset"] == dataset)
+                                   & (comparisons["method"] == method), "arm"])
+        arms |= set(comparisons.loc[(comparisons["dataset"] == dataset)
+                                    & (comparisons["method"] == method), "reference"])
+        for base, control, full in ladders(arms):
+            for step, (a, b) in (("1. scale, decay, alignment", (base, control)),
+                                 ("2. the flow", (control, full)),
+                                 ("1 + 2: the whole arm", (base, full))):
+                row = []
+                for metric in LADDER_METRICS:
+                    r = by.get((dataset, method, a, b, metric))
+                    if r is None:
+                        row += [MISSING] * 3
+                        continue
+                    ids = tuple(r.baseline_run_ids.split() + r.treated_run_ids.split())
+                    mark = marks.of_pair(dataset, method, a, b) if metric == "recall@1" else ""
+                    row += [Cell(fmt(r.mean_diff, metric, 2, sign=True), None, ids,
+                                 f"seeds {r.seeds}"),
+                            Cell(f"[{fmt(r.boot_lo, metric, 2, True)}, "
+                                 f"{fmt(r.boot_hi, metric, 2, True)}]", None, ids),
+                            Cell(r.verdict + (f" {mark}" if mark else ""), None, ids,
+                                 css=f"verdict-{r.verdict.replace(' ', '-')}")]
+                rows.append((dataset, METHOD_TITLES.get(method, method), step,
+                             pair_title(a, b)))
+                cells.append(tuple(row))
+    if not rows:
+        return None
+    used = "".join(c.text for row in cells for c in row)
+    columns = tuple(Column(metric_title(m), t) for m in LADDER_METRICS
+                    for t in ("Δ", "95% bootstrap CI", "verdict"))
+    note = (f"{policy.title.capitalize()}. Where does the NIR arm's difference come from? Step 1 "
+            f"turns on everything the NIR arm changes except the flow (the method loss weighted "
+            f"as in the NIR arm, so the same loss scale against the weight decay; for pair methods "
+            f"also NIR's own proxies and their alignment term); step 2 adds the flow. Δ in "
+            f"percentage points, paired by seed. {verdict_rule()}" + marks.rules(used))
+    return Table("ladder", f"Attribution ladder ({policy.title})",
+                 ("Dataset", "Method", "Step", "Comparison"), tuple(rows), columns,
+                 tuple(cells), note)
 
 
 def published_layout(pub: pd.DataFrame, policy: Policy) -> list[Table]:
     tables = []
     for dataset in sorted(pub["dataset"].unique(), key=dataset_rank):
         part = pub[pub["dataset"] == dataset]
-        index = _arm_rows(part)
+        index = arm_rows(part)
         lookup = part.set_index(CELL + ["metric"])
         columns = [Column(metric_title(m), t) for m in paper.METRICS
                    for t in ("ours", "paper", "Δ")]
         cells = []
-        for method, reg in index:
+        for method, arm in index:
             row = []
             for metric in paper.METRICS:
-                key = (dataset, method, reg, metric)
+                key = (dataset, method, arm, metric)
                 if key not in lookup.index:
                     row += [MISSING] * 3
                     continue
@@ -161,19 +282,23 @@ def published_layout(pub: pd.DataFrame, policy: Policy) -> list[Table]:
             cells.append(tuple(row))
         tables.append(Table(
             f"published-{dataset}", f"{dataset}: reproduced ({policy.title}) vs published",
-            ("Method",), tuple((method_title(m, r),) for m, r in index), tuple(columns),
+            ("Method",), tuple((method_title(m, a),) for m, a in index), tuple(columns),
             tuple(cells), f"in %; published: {paper.SOURCE}. Δ = ours − paper."
             + ("" if policy is BEST_TEST else " The paper picked the best test epoch: compare "
                "with the best-test policy for like for like.")))
     return tables
 
 
-def layouts(result: PolicyResult, n_runs: int, grid: str | None) -> dict[str, list[Table]]:
-    """The tables of one policy by export name; 'published' only for the real datasets."""
-    out = {"table1": [table1_layout(result.summary, result.policy, n_runs, grid)],
-           "extended": extended_layout(result.summary, result.policy),
-           "comparison": [comparison_layout(result.comparisons, result.policy)]
-           if not result.comparisons.empty else []}
+def layouts(result: PolicyResult, n_runs: int, grid: str | None,
+            marks: Marks = NO_MARKS) -> dict[str, list[Table]]:
+    """The tables of one policy by export name; 'ladder' only where a grid ran the control arm,
+    'published' only for the real datasets."""
+    ladder = ladder_layout(result.comparisons, result.policy, marks)
+    out = {"table1": [table1_layout(result.summary, result.policy, n_runs, grid, marks)],
+           "extended": extended_layout(result.summary, result.policy, marks),
+           "comparison": [comparison_layout(result.comparisons, result.policy, marks=marks)]
+           if not result.comparisons.empty else [],
+           "ladder": [ladder] if ladder is not None else []}
     if not result.published.empty:
         out["published"] = published_layout(result.published, result.policy)
     return out

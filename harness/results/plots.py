@@ -19,9 +19,9 @@ import pandas as pd
 # display, no global backend switch and no figure registry that leaks memory across calls.
 from matplotlib.figure import Figure as MplFigure
 
-from harness.results.display import (KEY_METRICS, METHOD_TITLES, STRUCTURE_METRICS,
-                                     dataset_rank, is_percent, metric_title)
-from harness.results.frames import BASELINE
+from harness.results.arms import BASELINE, arm_order, arm_title
+from harness.results.display import (METHOD_TITLES, STRUCTURE_METRICS, dataset_rank, is_percent,
+                                     method_rank, metric_title, pair_title)
 
 BASE_COLOR, ARM_COLORS = "#4c72b0", ("#dd8452", "#55a868", "#c44e52", "#8172b3")
 # Structure metrics have no "better": their detectable moves get a neutral blue, not green/red.
@@ -54,15 +54,15 @@ def _save(fig: MplFigure, out_dir: Path, key: str) -> tuple[Path, Path]:
     return png, pdf
 
 
-def _arm_label(reg: str) -> str:
-    return "baseline" if reg == BASELINE else f"+ {reg.upper()}"
+def _arm_label(arm: str) -> str:
+    return arm_title(arm, "baseline")
 
 
-def _arm_color(reg: str, regs: list[str]) -> str:
-    if reg == BASELINE:
+def _arm_color(arm: str, arms: list[str]) -> str:
+    if arm == BASELINE:
         return BASE_COLOR
-    others = [r for r in regs if r != BASELINE]
-    return ARM_COLORS[others.index(reg) % len(ARM_COLORS)]
+    others = [a for a in arms if a != BASELINE]
+    return ARM_COLORS[others.index(arm) % len(ARM_COLORS)]
 
 
 def _method(method: str) -> str:
@@ -79,17 +79,18 @@ def convergence(runs: pd.DataFrame, epochs: pd.DataFrame, out_dir: Path) -> list
     present = [m for m in CURVE_METRICS if m in epochs.columns]
     if not present:
         return [Skipped("Convergence curves", "no per-epoch test/recall@1 or test/map@r history")]
-    data = epochs.merge(runs[["run_id", "dataset", "method", "regularizer", "seed"]], on="run_id")
+    data = epochs.merge(runs[["run_id", "dataset", "method", "arm", "seed"]], on="run_id")
     out: list[Figure | Skipped] = []
     for dataset in sorted(data["dataset"].unique(), key=dataset_rank):
-        for method in sorted(data.loc[data["dataset"] == dataset, "method"].unique()):
+        for method in sorted(data.loc[data["dataset"] == dataset, "method"].unique(),
+                             key=method_rank):
             part = data[(data["dataset"] == dataset) & (data["method"] == method)]
-            regs = sorted(part["regularizer"].unique(), key=lambda r: (r != BASELINE, r))
+            regs = sorted(part["arm"].unique(), key=arm_order)
             fig = MplFigure(figsize=(4.2 * len(present), 3.2), layout="constrained")
             axes = np.atleast_1d(fig.subplots(1, len(present)))
             for ax, metric in zip(axes, present):
                 for reg in regs:
-                    arm = part[part["regularizer"] == reg].dropna(subset=[metric])
+                    arm = part[part["arm"] == reg].dropna(subset=[metric])
                     curve = (100 * arm[metric]).groupby(arm["epoch"]).agg(["mean", "std", "count"])
                     color = _arm_color(reg, regs)
                     seeds = arm["seed"].nunique()
@@ -114,49 +115,121 @@ def convergence(runs: pd.DataFrame, epochs: pd.DataFrame, out_dir: Path) -> list
     return out
 
 
-# ---------------------------------------------------------------- NIR gain bars
-def gains(comparisons: pd.DataFrame, policy_name: str, policy_title: str,
-          out_dir: Path) -> Figure | Skipped:
-    """Bars of regularized minus baseline per dataset and method, one panel per key metric, with
-    the bootstrap 95% interval; colour = verdict (green helps, red hurts, grey otherwise)."""
-    title = f"NIR gain ({policy_title})"
+# ---------------------------------------------------------------- forest plot of the comparisons
+FOREST_METRICS = ("recall@1", "map@r")
+
+
+def forest(comparisons: pd.DataFrame, policy_name: str, policy_title: str,
+           out_dir: Path) -> Figure | Skipped:
+    """One row per dataset x method x comparison, Δ (arm B − arm A, paired by seed) with its
+    percentile bootstrap 95% interval as a horizontal whisker, a zero line, one panel per metric;
+    colour = verdict (green helps, red hurts, grey no detectable difference or too few seeds)."""
+    title = f"Arm comparisons ({policy_title})"
     if comparisons.empty:
-        return Skipped(title, "no regularized arm has a baseline with the same method and dataset")
-    metrics = [m for m in KEY_METRICS if m in set(comparisons["metric"])]
-    fig = MplFigure(figsize=(3.3 * len(metrics), 3.4), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(metrics), sharey=False))
+        return Skipped(title, "no two arms of one dataset and method to compare")
+    metrics = [m for m in FOREST_METRICS if m in set(comparisons["metric"])]
+    if not metrics:
+        return Skipped(title, "no comparison of test R@1 or MAP@R")
+    rows = comparisons[comparisons["metric"] == metrics[0]][
+        ["dataset", "method", "reference", "arm"]].drop_duplicates()
+    rows = rows.assign(_d=rows["dataset"].map(dataset_rank), _m=rows["method"].map(method_rank),
+                       _a=rows["arm"].map(arm_order), _r=rows["reference"].map(arm_order))
+    rows = rows.sort_values(["_d", "_m", "_a", "_r"]).reset_index(drop=True)
+    labels = [f"{d} · {_method(m)} · {pair_title(r, a)}"
+              for d, m, r, a in zip(rows["dataset"], rows["method"], rows["reference"],
+                                    rows["arm"])]
+    height = 1.2 + 0.32 * len(rows)
+    fig = MplFigure(figsize=(3.2 + 3.4 * len(metrics), height), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(metrics), sharey=True))
+    y = np.arange(len(rows))[::-1]  # first row on top
     ids: set[str] = set()
     for ax, metric in zip(axes, metrics):
-        part = comparisons[comparisons["metric"] == metric].copy()
-        part["_rank"] = part["dataset"].map(dataset_rank)
-        part = part.sort_values(["_rank", "method", "regularizer"])
+        part = comparisons[comparisons["metric"] == metric].set_index(
+            ["dataset", "method", "reference", "arm"])
         scale = 100.0 if is_percent(metric) else 1.0
-        x = np.arange(len(part))
-        means = scale * part["mean_diff"].to_numpy()
-        lo = scale * part["boot_lo"].to_numpy()
-        hi = scale * part["boot_hi"].to_numpy()
-        has_ci = np.isfinite(lo) & np.isfinite(hi)
-        colors = [VERDICT_COLORS.get(v, NEUTRAL) for v in part["verdict"]]
-        ax.bar(x, means, color=colors, width=0.65)
-        if has_ci.any():
-            err = np.vstack([means - lo, hi - means])[:, has_ci]
-            ax.errorbar(x[has_ci], means[has_ci], yerr=err, fmt="none", ecolor="#333",
-                        capsize=3, lw=1)
-        ax.axhline(0, color="#333", lw=0.8)
-        labels = [f"{d}\n{_method(m)}\n+{r.upper()} n={n}" for d, m, r, n in
-                  zip(part["dataset"], part["method"], part["regularizer"], part["n"])]
-        ax.set_xticks(x, labels, fontsize=7)
-        ax.set_title(metric_title(metric), fontsize=10)
-        ax.set_ylabel("Δ (percentage points)" if is_percent(metric) else "Δ")
-        ax.grid(axis="y", alpha=0.3)
-        ids |= set(" ".join(part["baseline_run_ids"] + " " + part["treated_run_ids"]).split())
+        for yi, key in zip(y, rows[["dataset", "method", "reference", "arm"]].itertuples(
+                index=False, name=None)):
+            if key not in part.index:
+                continue
+            r = part.loc[key]
+            color = VERDICT_COLORS.get(r["verdict"], NEUTRAL)
+            mean, lo, hi = (scale * r["mean_diff"], scale * r["boot_lo"], scale * r["boot_hi"])
+            if math.isfinite(lo) and math.isfinite(hi):
+                ax.plot([lo, hi], [yi, yi], color=color, lw=2, solid_capstyle="butt")
+            ax.plot([mean], [yi], "o", color=color, ms=5, zorder=3)
+            ids |= set((r["baseline_run_ids"] + " " + r["treated_run_ids"]).split())
+        ax.axvline(0, color="#333", lw=0.9)
+        ax.set_title(f"Δ {metric_title(metric)}", fontsize=10)
+        ax.set_xlabel("Δ (percentage points)" if is_percent(metric) else "Δ")
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+    axes[0].set_yticks(y, labels, fontsize=8)
+    # a separator between datasets, so the eye finds its block
+    for k in range(1, len(rows)):
+        if rows["dataset"].iloc[k] != rows["dataset"].iloc[k - 1]:
+            for ax in axes:
+                ax.axhline(y[k] + 0.5, color="#bbb", lw=0.6, ls="--")
     fig.suptitle(title, fontsize=11)
-    key = f"gains-{policy_name}"
+    key = f"forest-{policy_name}"
     png, pdf = _save(fig, out_dir, key)
-    return Figure(key, title, "Regularized minus baseline, paired by seed; whiskers = percentile "
-                  "bootstrap 95% interval of the mean difference (none with fewer than 2 pairs); "
-                  "green = helps, red = hurts, grey = no detectable difference or too few seeds.",
-                  png, pdf, tuple(sorted(ids)))
+    return Figure(key, title, "Arm B minus arm A, paired by seed; dot = mean difference, whisker "
+                  "= percentile bootstrap 95% interval of the mean difference (none with fewer "
+                  "than 2 pairs); green = helps, red = hurts, grey = no detectable difference or "
+                  "too few seeds. Rows in table order.", png, pdf, tuple(sorted(ids)))
+
+
+# ---------------------------------------------------------------- NIR activity over epochs
+ACTIVITY_SERIES = (("nir/term", "NIR term (unweighted)", True),
+                   ("nir/grad_share", "NIR share of the embedding gradient", False),
+                   ("nir/logdet", "log-determinant", False),
+                   ("nir/clamp_share", "coupling scales at the clamp", False))
+
+
+def nir_activity(runs: pd.DataFrame, epochs: pd.DataFrame, out_dir: Path) -> list[Figure | Skipped]:
+    """Per dataset: the NIR term (log scale), its share of the gradient on the embeddings, the
+    log-determinant and the share of clamped coupling scales against epoch, one line per method
+    and NIR arm (mean over seeds): does the regularizer still act, and when does it stop?"""
+    present = [s for s in ACTIVITY_SERIES if s[0] in epochs.columns and epochs[s[0]].notna().any()]
+    if not present:
+        return [Skipped("NIR activity", "no run logged nir/term, nir/grad_share, nir/logdet or "
+                                        "nir/clamp_share (runs without NIR, or older runs)")]
+    data = epochs.merge(runs[["run_id", "dataset", "method", "arm", "seed"]], on="run_id")
+    out: list[Figure | Skipped] = []
+    for dataset in sorted(data["dataset"].unique(), key=dataset_rank):
+        part = data[(data["dataset"] == dataset) & data[present[0][0]].notna()]
+        if part.empty:
+            continue
+        lines = sorted({(m, a) for m, a in zip(part["method"], part["arm"])},
+                       key=lambda ma: (method_rank(ma[0]), arm_order(ma[1])))
+        fig = MplFigure(figsize=(3.6 * len(present), 3.3), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(present)))
+        for ax, (column, label, log) in zip(axes, present):
+            for k, (method, arm) in enumerate(lines):
+                series = part[(part["method"] == method) & (part["arm"] == arm)].dropna(
+                    subset=[column])
+                curve = series[column].groupby(series["epoch"]).mean()
+                if log:
+                    curve = curve.clip(lower=1e-12)
+                ax.plot(curve.index, curve.values, marker="o", ms=2.5,
+                        color=ARM_COLORS[k % len(ARM_COLORS)] if k < 4 else BASE_COLOR,
+                        label=f"{_method(method)} {_arm_label(arm)}")
+            if log:
+                ax.set_yscale("log")
+            ax.set_title(label, fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{dataset}: NIR activity", fontsize=11)
+        key = f"nir-activity-{dataset}"
+        png, pdf = _save(fig, out_dir, key)
+        out.append(Figure(key, f"NIR activity: {dataset}",
+                          "Mean over seeds per epoch. A term that falls by orders of magnitude "
+                          "and a gradient share near 0 mean the flow no longer shapes the "
+                          "embedding; the arm then differs from its baseline only in what the "
+                          "control arm (flow off) also has.", png, pdf,
+                          tuple(part["run_id"].unique())))
+    return out
 
 
 # ---------------------------------------------------------------- structure metrics
@@ -172,15 +245,15 @@ def structure(selected: pd.DataFrame, policy_title: str, out_dir: Path) -> Figur
     fig = MplFigure(figsize=(3.3 * len(metrics), 3.3), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(metrics)))
     groups = sorted({(d, m) for d, m in zip(selected["dataset"], selected["method"])},
-                    key=lambda g: (dataset_rank(g[0]), g[1]))
-    regs = sorted(selected["regularizer"].unique(), key=lambda r: (r != BASELINE, r))
+                    key=lambda g: (dataset_rank(g[0]), method_rank(g[1])))
+    regs = sorted(selected["arm"].unique(), key=arm_order)
     width = 0.8 / len(regs)
     for ax, metric in zip(axes, metrics):
         for k, reg in enumerate(regs):
             means, stds = [], []
             for dataset, method in groups:
                 values = selected[(selected["dataset"] == dataset) & (selected["method"] == method)
-                                  & (selected["regularizer"] == reg)][metric].dropna()
+                                  & (selected["arm"] == reg)][metric].dropna()
                 means.append(values.mean() if len(values) else math.nan)
                 stds.append(values.std(ddof=1) if len(values) > 1 else 0.0)
             x = np.arange(len(groups)) + (k - (len(regs) - 1) / 2) * width
@@ -245,4 +318,4 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name)
 
 
-__all__ = ["Figure", "Skipped", "convergence", "gains", "structure", "tuning"]
+__all__ = ["Figure", "Skipped", "convergence", "forest", "nir_activity", "structure", "tuning"]

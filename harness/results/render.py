@@ -22,7 +22,8 @@ _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"
           "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
           "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$", "−": "--",
           "–": "--", "∞": r"$\infty$", "ρ": r"$\rho$", "π": r"$\pi$", "σ": r"$\sigma$",
-          "κ": r"$\kappa$", "²": r"$^2$", "<": r"$<$", ">": r"$>$"}
+          "κ": r"$\kappa$", "²": r"$^2$", "<": r"$<$", ">": r"$>$", "†": r"\dag{}",
+          "‡": r"\ddag{}", "λ": r"$\lambda$", "·": r"$\cdot$"}
 
 
 def latex_escape(text: str) -> str:

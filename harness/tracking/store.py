@@ -111,6 +111,11 @@ def environment() -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), "gpus": gpus, "packages": versions}
 
 
+def tag_value(value: Any) -> str:
+    """A config value as a tag: booleans lower-case, as YAML writes them (``nir.flow=false``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def run_tags(cfg: RunConfig, grid: str) -> dict[str, str]:
     sha, dirty = git_state()
     tags = {"method": cfg.method.name, "regularizer": cfg.regularizer_name,
@@ -118,9 +123,13 @@ def run_tags(cfg: RunConfig, grid: str) -> dict[str, str]:
             "config_hash": cfg.config_hash, "arm_hash": cfg.arm_hash,
             "git_sha": sha, "git_dirty": dirty, "grid": grid}
     if cfg.regularizer is not None:  # which published variant ran (PAPER.md: say it in the tags)
-        for key in ("form", "weight_convention", "proxy_source", "weight"):
-            if key in cfg.regularizer.params:
-                tags[f"{cfg.regularizer.name}.{key}"] = str(cfg.regularizer.params[key])
+        from methods import REGULARIZERS
+
+        info = REGULARIZERS.get(cfg.regularizer.name)
+        params = {**info.defaults, **cfg.regularizer.params}
+        for key in (*info.variant_keys, "proxy_source", "weight"):
+            if key in params:
+                tags[f"{cfg.regularizer.name}.{key}"] = tag_value(params[key])
     return tags
 
 

@@ -1,0 +1,65 @@
+"""Is a cell converged? The "still rising" rule, the same for every table, summary and figure.
+
+A run's *rise* is how much its test R@1 still climbed over the last 20% of its epochs: the
+least-squares slope of test R@1 (in percentage points) over the evaluated epochs in that window
+(epochs > E - ceil(0.2 E) ... E, at least the last two evaluations), times the window's length in
+epochs. A slope, not last-minus-first, so one noisy epoch neither raises nor hides the flag. A
+cell (dataset x method x arm) is *still rising* when the mean rise of its runs exceeds
+``RISE_MARGIN_PP``: its numbers describe how fast the arm starts, not what it reaches, and a
+comparison with it is a comparison of speeds.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from harness.results.frames import CELL
+
+RISE_WINDOW = 0.2  # the last 20% of a run's epochs
+RISE_MARGIN_PP = 1.0  # percentage points of test R@1
+RISE_METRIC = "test/recall@1"
+STILL_RISING_MARK = "†"
+RULE = (f"{STILL_RISING_MARK} still rising at the last epoch: test R@1 rose by more than "
+        f"{RISE_MARGIN_PP:g} point over the last {int(100 * RISE_WINDOW)}% of the epochs "
+        f"(least-squares slope over those epochs x their span, mean over the cell's seeds); the "
+        f"run had not converged, so its numbers measure speed, not the level reached")
+
+
+def run_rise(epochs: pd.DataFrame, last_epoch: int | None = None,
+             metric: str = RISE_METRIC) -> float:
+    """The rise (percentage points) of one run's ``metric`` over the last 20% of its epochs;
+    nan with fewer than two evaluations."""
+    curve = epochs.dropna(subset=[metric]).sort_values("epoch") if metric in epochs else None
+    if curve is None or len(curve) < 2:
+        return math.nan
+    last = int(last_epoch if last_epoch is not None else curve["epoch"].max())
+    span = max(1, math.ceil(RISE_WINDOW * last))
+    window = curve[curve["epoch"] >= last - span]
+    if len(window) < 2:
+        window = curve.tail(2)
+    x = window["epoch"].to_numpy(dtype=float)
+    y = 100.0 * window[metric].to_numpy(dtype=float)
+    slope = np.polyfit(x, y, 1)[0] if np.ptp(x) > 0 else 0.0
+    return float(slope * (x.max() - x.min()))
+
+
+def convergence_table(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: ``rise`` (mean over its runs, pp), ``n`` runs with a rise, and
+    ``still_rising`` (rise > RISE_MARGIN_PP). Empty without per-epoch R@1."""
+    columns = CELL + ["rise", "n", "still_rising"]
+    if epochs.empty or RISE_METRIC not in epochs.columns:
+        return pd.DataFrame(columns=columns)
+    by_run = dict(tuple(epochs.groupby("run_id")))
+    rises = runs[CELL + ["run_id"]].copy()
+    last = runs.set_index("run_id")["epochs"] if "epochs" in runs else None
+    rises["rise"] = [run_rise(by_run[r], int(last[r]) if last is not None and last[r] else None)
+                     if r in by_run else math.nan for r in rises["run_id"]]
+    rises = rises.dropna(subset=["rise"])
+    if rises.empty:
+        return pd.DataFrame(columns=columns)
+    table = rises.groupby(CELL)["rise"].agg(["mean", "count"]).reset_index()
+    table = table.rename(columns={"mean": "rise", "count": "n"})
+    table["still_rising"] = table["rise"] > RISE_MARGIN_PP
+    return table[columns]
