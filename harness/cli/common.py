@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 
@@ -21,3 +22,9 @@ def common_options() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show full tracebacks")
     common.add_argument("--quiet", action="store_true", help="only warnings and errors")
     return common
+
+
+def progress_bars(no_progress: bool) -> bool:
+    """Per-batch bars only on a terminal: redirected to a file (CI, nohup, 2>log) their carriage-
+    return redraws are noise, and the per-epoch log line already says how the run goes."""
+    return not no_progress and sys.stderr.isatty()

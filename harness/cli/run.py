@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from harness.cli.common import results_dir_arg
+from harness.cli.common import progress_bars, results_dir_arg
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--config", default=None, help="run config YAML (default: the embedded default)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, repeatable: --set method.margin=0.2 --set regularizer=nir")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no per-batch progress bars (they are drawn only when stderr is a "
+                        "terminal; otherwise one log line per epoch)")
     p.set_defaults(func=cmd_run)
 
 
@@ -27,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     results = results_dir_arg(args.results_dir)
-    outcome = execute(cfg, Tracker(results), results, progress=not args.no_progress)
+    outcome = execute(cfg, Tracker(results), results, progress=progress_bars(args.no_progress))
     verb = "already finished" if outcome.status == "skipped" else "finished"
     print(f"run {outcome.run_id} {verb} (config {cfg.config_hash})")
     print(json.dumps({k: round(v, 6) for k, v in outcome.metrics.items()

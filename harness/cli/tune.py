@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.cli.common import results_dir_arg
+from harness.cli.common import progress_bars, results_dir_arg
 
 
 TUNE_HELP = """\
@@ -56,7 +56,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override of the tune file: train.epochs=3, search.metric=recall@1")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no per-batch progress bars (they are drawn only when stderr is a "
+                        "terminal; otherwise one log line per epoch)")
     p.set_defaults(func=cmd_tune)
 
 
@@ -87,7 +89,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"fairness: {', '.join(tc.shared_keys)} are not {tc.own_section} parameters; "
               f"tune them in the other arm too")
     print(f"storage: {location}", flush=True)
-    outcome = run_search(tc, results, progress=not args.no_progress,
+    outcome = run_search(tc, results, progress=progress_bars(args.no_progress),
                          echo=lambda line: print(line, flush=True), plots=not args.no_plots)
     print(f"study {outcome.study}: {outcome.n_complete} complete, {outcome.n_pruned} pruned, "
           f"{outcome.n_failed} failed trials; {len(outcome.ran)} run by this process in "

@@ -226,6 +226,12 @@ def evaluate(trainer: Trainer, split: ImageSplit) -> dict[str, float]:
     return metrics
 
 
+def is_eval_epoch(epoch: int, cfg: RunConfig) -> bool:
+    """Whether finished epoch ``epoch`` (1-based) is evaluated: every ``eval.every``-th and the
+    last, so the final numbers never depend on the cadence."""
+    return epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs
+
+
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
@@ -244,7 +250,8 @@ def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None
         on_epoch_end: EpochCallback | None = None, progress: bool = False,
         eval_prefix: str = "test") -> dict[str, float]:
     """Train from ``trainer.epoch`` to ``cfg.train.epochs``; evaluate on ``bundle.test`` after
-    every epoch (the convergence curve), checkpoint, report. Returns the last epoch's record.
+    every ``eval.every``-th epoch and the last (the convergence curve), checkpoint, report.
+    Returns the last epoch's record.
 
     ``eval_prefix`` names what ``bundle.test`` is: ``test`` (the benchmark's test classes) or
     ``val`` (held-out training classes, see harness/data/validation.py); metrics are recorded as
@@ -261,10 +268,11 @@ def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None
         if trainer.scheduler is not None:
             trainer.scheduler.step()
         train_s = time.perf_counter() - started
-        metrics = evaluate(trainer, bundle.test)
+        metrics = (evaluate(trainer, bundle.test) if is_eval_epoch(epoch + 1, cfg) else {})
         record = {**{f"{eval_prefix}/{k}": v for k, v in metrics.items()}, **terms,
                   "lr/body": lr_used,  # the backbone lr this epoch trained with (the schedule)
                   "time/train_epoch_s": train_s,
+                  "time/eval_s": time.perf_counter() - started - train_s,
                   "time/epoch_s": time.perf_counter() - started}
         trainer.epoch = epoch + 1
         trainer.history.append(record)
@@ -272,9 +280,10 @@ def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None
             trainer.save(checkpoint_path)
         if on_epoch_end is not None:
             on_epoch_end(trainer.epoch, record)
-        log.info("epoch %d/%d  loss %.4f  %s R@1 %.4f  (%.1fs)", trainer.epoch, cfg.train.epochs,
-                 terms["loss/total"], eval_prefix, metrics.get("recall@1", float("nan")),
-                 record["time/epoch_s"])
+        evaluated = (f"{eval_prefix} R@1 {metrics['recall@1']:.4f}" if "recall@1" in metrics
+                     else f"not evaluated (eval.every={cfg.eval.every})")
+        log.info("epoch %d/%d  loss %.4f  %s  (%.1fs)", trainer.epoch, cfg.train.epochs,
+                 terms["loss/total"], evaluated, record["time/epoch_s"])
     return trainer.history[-1]
 
 
