@@ -25,12 +25,14 @@ BACKBONES = ("small_cnn", "resnet18", "resnet50")
 DEVICES = ("auto", "cpu", "cuda")
 POOLINGS = ("average", "double")
 PRECISIONS = ("fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 # Keys added after runs were recorded: left out of the resolved dict (and so of the hash) while
 # they hold the value every earlier config implicitly had, so those configs keep their identity
 # and their finished runs are still found and skipped.
-NEUTRAL_DEFAULTS = {("eval", "every"): 1}
+NEUTRAL_DEFAULTS = {("eval", "every"): 1, ("backbone", "width"): 1.0,
+                    ("train", "lr_schedule"): "constant"}
 
 
 class ConfigError(ValueError):
@@ -55,6 +57,9 @@ class BackboneConfig:
     pretrained: bool = False
     freeze_bn: bool = False  # freeze BatchNorm running statistics (the paper's ResNet50 setting)
     pooling: str = "average"  # ResNets: "double" = global average + global max (NIR code option)
+    # small_cnn: channel width multiplier (0.5 = 16-32-64-128 channels, about 4x fewer
+    # multiply-adds): the embedded protocol's cheaper step. ResNets keep their width (1.0).
+    width: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,9 @@ class TrainConfig:
     proxy_lr_mult: float | None = None
     lr_milestones: tuple[int, ...] | None = None  # epochs at which every lr is multiplied by
     lr_gamma: float = 0.1                         # lr_gamma (MultiStepLR; SOP: 140,230 x 0.2)
+    # "cosine": every lr follows a half cosine from its value to ~0 over the epochs after the
+    # warmup (per epoch), so a fixed budget ends on a plateau instead of mid-climb.
+    lr_schedule: str = "constant"
     precision: str = "fp32"  # "bf16": backbone under bf16 autocast (losses stay in fp32)
     channels_last: bool = False  # NHWC memory format: faster convolutions on tensor cores
     cudnn_benchmark: bool = False  # cudnn autotuning: faster, not bitwise reproducible
@@ -406,6 +414,11 @@ def _check_compatibility(cfg: RunConfig) -> None:
     if cfg.backbone.pooling not in POOLINGS:
         raise ConfigError(f"backbone.pooling must be one of {POOLINGS}, got "
                           f"{cfg.backbone.pooling!r}")
+    if cfg.backbone.width != 1.0 and cfg.backbone.name != "small_cnn":
+        raise ConfigError(f"backbone.width={cfg.backbone.width} applies to small_cnn only; "
+                          f"{cfg.backbone.name} keeps its published width (set 1.0)")
+    if not 0.125 <= cfg.backbone.width <= 4.0:
+        raise ConfigError(f"backbone.width must be in [0.125, 4], got {cfg.backbone.width}")
     if cfg.backbone.pooling != "average" and cfg.backbone.name == "small_cnn":
         raise ConfigError("backbone.pooling=double needs a ResNet backbone (small_cnn pools once)")
     milestones = t.lr_milestones or ()
@@ -415,6 +428,12 @@ def _check_compatibility(cfg: RunConfig) -> None:
                           f"{t.epochs}), got {list(milestones)}")
     if t.proxy_lr_mult is not None and t.proxy_lr_mult <= 0:
         raise ConfigError(f"train.proxy_lr_mult must be > 0 (or null), got {t.proxy_lr_mult}")
+    if t.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got "
+                          f"{t.lr_schedule!r}")
+    if t.lr_schedule != "constant" and t.lr_milestones:
+        raise ConfigError("train.lr_schedule=cosine and train.lr_milestones both set the lr; "
+                          "use one of them")
     if not 0 < t.lr_gamma <= 1:
         raise ConfigError(f"train.lr_gamma must be in (0, 1], got {t.lr_gamma}")
     if cfg.backbone.name not in BACKBONES:

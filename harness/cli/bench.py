@@ -60,6 +60,28 @@ the cache buys on yours.
 """
 
 
+CONVERGENCE_DESCRIPTION = """\
+Read the runs of grids/convergence.yaml (every baseline of the default grid at its epoch budget B
+and at 2B, seed 0; run it first: nirbench grid harness/configs/grids/convergence.yaml) and print,
+per dataset and method, test R@1 at B and at 2B and their gap. Exit 0 when every gap is at most
+2 points (the embedded protocol's convergence rule), 1 otherwise. --figure draws the curves.
+Why: the default grid compares converged runs; this is the measurement behind its epoch budgets,
+re-runnable whenever a dataset, a method or the recipe changes.
+"""
+
+PROTOCOL_DESCRIPTION = """\
+Time one training epoch and one evaluation of the ProxyAnchor baseline on each embedded dataset,
+with one torch thread as each of the 2 grid workers gets here: before = the old default (small_cnn
+at width 1, every metric, NMI and structure after every epoch), after = what the default grid runs
+now (narrower small_cnn, evaluation every eval.every epochs). Prints train_epoch_s, eval_s,
+eval_every, epoch_s (training + evaluation amortised over its cadence) for both, ratio_epoch =
+before / after, and run_s = after epoch_s x the grid's epochs (an estimate without start-up,
+tracking or checkpoints), per dataset.
+Why: the main job must answer within 15 minutes on 2 cores by making runs cheaper, not by cutting
+the protocol; this shows where the time went and what the cuts bought.
+"""
+
+
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``bench`` with ``eval`` and ``step`` to the nirbench command line."""
     bench = subparsers.add_parser("bench", parents=[common], help="benchmarks: evaluation speed, "
@@ -132,6 +154,69 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_data)
+
+    p = which.add_parser("protocol", parents=[common], help="where an embedded run's time goes, "
+                         "the old default against the converged protocol",
+                         description=PROTOCOL_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="synth-cub,synth-cars,synth-sop",
+                   help="comma-separated embedded datasets (default: all three)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: what each of the 2 grid workers gets here)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
+    p.set_defaults(func=cmd_bench_protocol)
+
+    p = which.add_parser("convergence", parents=[common], help="has every default-grid baseline "
+                         "plateaued at its epoch budget? (runs of grids/convergence.yaml)",
+                         description=CONVERGENCE_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid", default="convergence",
+                   help="the grid whose runs hold each baseline at B and 2B epochs "
+                        "(default: convergence)")
+    p.add_argument("--figure", default=None, metavar="PNG",
+                   help="also draw the curves (B solid, 2B dashed) into this PNG")
+    p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
+    p.set_defaults(func=cmd_bench_convergence)
+
+
+def cmd_bench_convergence(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.bench import convergence
+    from harness.cli.common import results_dir_arg
+
+    result = convergence.check(results_dir_arg(args.results_dir), args.grid,
+                               Path(args.figure) if args.figure else None)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for c in result["cells"]:
+            print(f"{c['dataset']:10s} {c['method']:18s} budget {c['budget']:3d}: R@1 "
+                  f"{c['r1_at_budget']:.1f} at B, {c['r1_at_double']:.1f} at 2B, gap "
+                  f"{c['gap_pp']:+.1f} pp: {'plateaued' if c['converged'] else 'STILL RISING'}")
+        print(f"rule: R@1 at 2B at most {result['max_gap_pp']:g} points above R@1 at B; all "
+              f"plateaued: {result['all_converged']}")
+    return 0 if result["all_converged"] else 1
+
+
+def cmd_bench_protocol(args: argparse.Namespace) -> int:
+    from harness.bench import protocol as bench_protocol
+    from harness.cli.common import results_dir_arg
+
+    datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
+    result = bench_protocol.run(datasets, threads=args.threads,
+                                cache_dir=results_dir_arg(args.results_dir) / "cache" / "data")
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for dataset in datasets:
+        r = result[dataset]
+        b, a = r["before"], r["after"]
+        print(f"{dataset}: before {b['train_epoch_s']:.2f}s train + {b['eval_s']:.2f}s eval "
+              f"every epoch = {b['epoch_s']:.2f}s/epoch; after {a['train_epoch_s']:.2f}s train + "
+              f"{a['eval_s']:.2f}s eval every {a['eval_every']} = {a['epoch_s']:.2f}s/epoch "
+              f"(x{r['ratio_epoch']:.2f} faster); {r['epochs']} epochs ~ {r['run_s']:.0f}s")
+    return 0
 
 
 def cmd_bench_eval(args: argparse.Namespace) -> int:

@@ -1,9 +1,9 @@
 """Is a cell converged? The "still rising" rule, the same for every table, summary and figure.
 
 A run's *rise* is how much its test R@1 still climbed over the last 20% of its epochs: the
-least-squares slope of test R@1 (in percentage points) over the evaluated epochs in that window
-(epochs > E - ceil(0.2 E) ... E, at least the last two evaluations), times the window's length in
-epochs. A slope, not last-minus-first, so one noisy epoch neither raises nor hides the flag. A
+least-squares slope of test R@1 (in percentage points per epoch) over the evaluated epochs in that
+window (epochs E - ceil(0.2 E) ... E; the last two evaluations when fewer fall in it), times the
+window's length ceil(0.2 E). A slope, not last-minus-first, so one noisy epoch neither raises nor hides the flag. A
 cell (dataset x method x arm) is *still rising* when the mean rise of its runs exceeds
 ``RISE_MARGIN_PP``: its numbers describe how fast the arm starts, not what it reaches, and a
 comparison with it is a comparison of speeds.
@@ -37,12 +37,12 @@ def run_rise(epochs: pd.DataFrame, last_epoch: int | None = None,
     last = int(last_epoch if last_epoch is not None else curve["epoch"].max())
     span = max(1, math.ceil(RISE_WINDOW * last))
     window = curve[curve["epoch"] >= last - span]
-    if len(window) < 2:
+    if len(window) < 2:  # evaluated too rarely: the slope of the last two evaluations
         window = curve.tail(2)
     x = window["epoch"].to_numpy(dtype=float)
     y = 100.0 * window[metric].to_numpy(dtype=float)
     slope = np.polyfit(x, y, 1)[0] if np.ptp(x) > 0 else 0.0
-    return float(slope * (x.max() - x.min()))
+    return float(slope * span)
 
 
 def convergence_table(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:

@@ -10,6 +10,7 @@ right after seeding, and batches and augmentations are drawn from generators see
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -111,7 +112,8 @@ def build_trainer(cfg: RunConfig, bundle: DatasetBundle, device: torch.device) -
     # Autotuned cudnn kernels are faster but not bitwise reproducible; off unless asked for.
     torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
     model = build_model(cfg.backbone.name, cfg.backbone.embed_dim, cfg.backbone.pretrained,
-                        cfg.backbone.freeze_bn, cfg.backbone.pooling).to(device)
+                        cfg.backbone.freeze_bn, cfg.backbone.pooling,
+                        cfg.backbone.width).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     objective = build_objective(
@@ -121,11 +123,23 @@ def build_trainer(cfg: RunConfig, bundle: DatasetBundle, device: torch.device) -
         num_classes=bundle.train.num_classes, embed_dim=cfg.backbone.embed_dim).to(device)
     optimizer = torch.optim.Adam(param_groups(model, objective, cfg.train.lr,
                                               cfg.train.weight_decay, cfg.train.proxy_lr_mult))
-    scheduler = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     if cfg.train.lr_milestones:
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=list(cfg.train.lr_milestones), gamma=cfg.train.lr_gamma)
+    elif cfg.train.lr_schedule == "cosine":
+        warmup, total = cfg.train.warmup_epochs, cfg.train.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: cosine_factor(epoch, warmup, total))
     return Trainer(cfg, model, objective, optimizer, device, scheduler)
+
+
+def cosine_factor(epoch: int, warmup: int, total: int) -> float:
+    """The lr factor of 0-based ``epoch``: 1 during the warmup, then a half cosine over the
+    remaining epochs (the last epoch trains at a small positive lr, never 0)."""
+    if epoch < warmup:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / (total - warmup)))
 
 
 PROXY_GROUPS = ("proxies", "nir_proxies")  # the names methods/NIR give their proxy tables
@@ -250,8 +264,9 @@ def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None
         on_epoch_end: EpochCallback | None = None, progress: bool = False,
         eval_prefix: str = "test") -> dict[str, float]:
     """Train from ``trainer.epoch`` to ``cfg.train.epochs``; evaluate on ``bundle.test`` after
-    every ``eval.every``-th epoch and the last (the convergence curve), checkpoint, report.
-    Returns the last epoch's record.
+    every ``eval.every``-th epoch and the last (the convergence curve); after each evaluated epoch
+    write the checkpoint, then report every epoch since the previous one to ``on_epoch_end``
+    (in order). Returns the last epoch's record.
 
     ``eval_prefix`` names what ``bundle.test`` is: ``test`` (the benchmark's test classes) or
     ``val`` (held-out training classes, see harness/data/validation.py); metrics are recorded as
@@ -261,6 +276,7 @@ def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None
     cfg = trainer.cfg
     sampler = ClassBalancedBatchSampler(bundle.train.labels, cfg.train.batch_size,
                                         cfg.train.samples_per_class, cfg.seed)
+    pending: list[tuple[int, dict[str, float]]] = []  # epochs trained since the last checkpoint
     for epoch in range(trainer.epoch, cfg.train.epochs):
         started = time.perf_counter()
         lr_used = trainer.optimizer.param_groups[0]["lr"]
@@ -276,10 +292,17 @@ def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None
                   "time/epoch_s": time.perf_counter() - started}
         trainer.epoch = epoch + 1
         trainer.history.append(record)
-        if checkpoint_path is not None:
-            trainer.save(checkpoint_path)
-        if on_epoch_end is not None:
-            on_epoch_end(trainer.epoch, record)
+        pending.append((trainer.epoch, record))
+        if is_eval_epoch(trainer.epoch, cfg):
+            # Durable first, then reported: whoever records the epochs (MLflow) never gets ahead
+            # of the checkpoint a resume starts from, so a resumed run repeats no logged epoch.
+            # Checkpointing at evaluated epochs only saves a checkpoint write per epoch.
+            if checkpoint_path is not None:
+                trainer.save(checkpoint_path)
+            for done, done_record in pending:
+                if on_epoch_end is not None:
+                    on_epoch_end(done, done_record)
+            pending.clear()
         evaluated = (f"{eval_prefix} R@1 {metrics['recall@1']:.4f}" if "recall@1" in metrics
                      else f"not evaluated (eval.every={cfg.eval.every})")
         log.info("epoch %d/%d  loss %.4f  %s  (%.1fs)", trainer.epoch, cfg.train.epochs,

@@ -1,0 +1,93 @@
+"""``nirbench bench protocol``: where an embedded run's time goes, before and after the converged
+protocol, measured in one process.
+
+For each embedded dataset it builds the ProxyAnchor baseline twice, as a grid worker would on a
+2-core machine (one torch thread):
+
+* ``before``: the settings of the old default grid (``small_cnn`` at width 1, every metric,
+  NMI and the structure metrics after every epoch);
+* ``after``: the configuration the default grid (``harness/configs/grids/default.yaml``) runs now
+  for that dataset (a narrower ``small_cnn``, evaluation every ``eval.every`` epochs).
+
+and times one training epoch (after the warmup, so the backbone trains) and one evaluation of
+each. ``epoch_s`` is the training epoch plus the evaluation amortised over its cadence, the cost
+of one epoch of a run; ``ratio_epoch`` = before / after. ``run_s`` multiplies it by the epochs of
+the default grid (an estimate: no start-up, tracking or checkpoints). One epoch is one sample, so
+the numbers wobble by a few percent; the load average says how busy the machine was.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BEFORE_OVERRIDES = ("backbone.width=1.0", "eval.every=1", "eval.nmi=true", "eval.structure=true")
+DEFAULT_GRID = Path(__file__).resolve().parents[1] / "configs" / "grids" / "default.yaml"
+DATASETS = ("synth-cub", "synth-cars", "synth-sop")
+
+
+def protocol_config(dataset: str, method: str = "proxy_anchor") -> Any:
+    """The default grid's baseline configuration of ``method`` on ``dataset`` (seed 0)."""
+    from harness.grid.plan import load_grid
+
+    plan = load_grid(DEFAULT_GRID)
+    for cfg in plan.configs:
+        if (cfg.dataset.name, cfg.method.name, cfg.regularizer, cfg.seed) == (dataset, method,
+                                                                             None, 0):
+            return cfg
+    raise ValueError(f"the default grid has no {method} baseline on {dataset} with seed 0")
+
+
+def time_epoch(cfg: Any, cache_dir: Path) -> dict[str, float]:
+    """One training epoch and one evaluation of ``cfg`` on the CPU, in seconds."""
+    from harness.data import load_dataset
+    from harness.data.sampler import ClassBalancedBatchSampler
+    from harness.train.engine import build_trainer, evaluate, train_one_epoch
+
+    bundle = load_dataset(cfg.dataset.name, cfg.dataset.root, cache_dir)
+    trainer = build_trainer(cfg, bundle, torch.device("cpu"))
+    sampler = ClassBalancedBatchSampler(bundle.train.labels, cfg.train.batch_size,
+                                        cfg.train.samples_per_class, cfg.seed)
+    epoch = cfg.train.warmup_epochs  # the first epoch whose backbone trains
+    started = time.perf_counter()
+    train_one_epoch(trainer, bundle.train, sampler, epoch)
+    train_s = time.perf_counter() - started
+    started = time.perf_counter()
+    evaluate(trainer, bundle.test)
+    eval_s = time.perf_counter() - started
+    every = cfg.eval.every
+    return {"train_epoch_s": train_s, "eval_s": eval_s, "eval_every": every,
+            "epoch_s": train_s + eval_s / every, "steps": sampler.iterations_per_epoch,
+            "width": cfg.backbone.width}
+
+
+def run(datasets: tuple[str, ...] = DATASETS, *, threads: int = 1,
+        cache_dir: Path = Path("results/cache/data")) -> dict[str, Any]:
+    from harness.config import build_config, set_dotted
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out: dict[str, Any] = {"threads": threads, "load_average_before": os.getloadavg()[0]}
+        for dataset in datasets:
+            after_cfg = protocol_config(dataset)
+            raw = after_cfg.to_dict()
+            for item in BEFORE_OVERRIDES:
+                key, _, value = item.partition("=")
+                set_dotted(raw, key, {"true": True, "false": False}.get(value, value))
+            raw["backbone"]["width"] = 1.0
+            raw["eval"]["every"] = 1
+            before_cfg = build_config(raw)
+            before = time_epoch(before_cfg, cache_dir)
+            after = time_epoch(after_cfg, cache_dir)
+            out[dataset] = {"before": before, "after": after,
+                            "ratio_epoch": before["epoch_s"] / after["epoch_s"],
+                            "epochs": after_cfg.train.epochs,
+                            "run_s": after["epoch_s"] * after_cfg.train.epochs}
+        out["load_average_after"] = os.getloadavg()[0]
+        return out
+    finally:
+        torch.set_num_threads(previous)
