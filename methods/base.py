@@ -127,6 +127,14 @@ class Regularizer(nn.Module):
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    def term(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """What the objective calls: the unweighted term (None when this arm has no term, e.g.
+        NIR's flow-free control arm) and detached 0-dim diagnostics, logged as
+        ``<regularizer>/<name>`` and never part of the loss."""
+        return self(embeddings, labels, proxies), {}
+
     def alignment_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         """A term the regularizer adds to the METHOD side of the objective (NIR's own-proxy
         ProxyAnchor term); None for regularizers without one."""

@@ -25,6 +25,11 @@ from a hash of the current global torch RNG state, and FrEIA's numpy reseeding i
 methods/flow.py). So the flow is a deterministic function of the run seed, and building NIR changes
 no global RNG stream: everything constructed or sampled afterwards (backbone, data order) is
 identical in the NIR and the baseline arm.
+
+Activity diagnostics: ``term`` returns the unweighted term plus detached per-batch statistics
+that say whether the flow still does anything (the exp form collapses to ~0 within an epoch):
+``logdet`` (mean log|det J|), ``z_sq_per_dim`` (mean ||z||^2 / d) and ``clamp_share`` (share of
+coupling log-scales at >= 95% of the soft clamp). The objective logs them as ``nir/<name>``.
 """
 from __future__ import annotations
 
@@ -130,6 +135,20 @@ class NIR(Regularizer):
     def forward(
         self, embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor | None
     ) -> torch.Tensor:
+        term, _ = self._term(embeddings, labels, proxies, diagnostics=False)
+        return term
+
+    def term(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """The unweighted term and the activity diagnostics (detached 0-dim tensors:
+        ``logdet``, ``z_sq_per_dim``, ``clamp_share``)."""
+        return self._term(embeddings, labels, proxies, diagnostics=True)
+
+    def _term(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor | None,
+        *, diagnostics: bool,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.alignment is not None:
             proxies = self.alignment.proxies
         if proxies is None:
@@ -140,18 +159,27 @@ class NIR(Regularizer):
             )
         psi = F.normalize(embeddings, dim=-1)
         rho = F.normalize(proxies, dim=-1)[labels.long()]
-        z, logdet = self.flow(psi, rho.to(psi.dtype))
+        if diagnostics:
+            with self.flow.recording_log_scales() as scales:
+                z, logdet = self.flow(psi, rho.to(psi.dtype))
+        else:
+            z, logdet = self.flow(psi, rho.to(psi.dtype))
         # Compute the objective in at least float32 even if the flow ran under autocast.
         z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
         logdet = logdet.to(z.dtype)
         sq = z.pow(2).sum(dim=1)
+        stats: dict[str, torch.Tensor] = {}
+        if diagnostics:
+            stats = {"logdet": logdet.detach().mean(),
+                     "z_sq_per_dim": sq.detach().mean() / z.shape[1],
+                     "clamp_share": scales.clamp_share.to(z.device)}
         if self.form == "nll":
             per_sample = sq - logdet
             self._check(per_sample, "nll", bound=None)
-            return per_sample.mean()
+            return per_sample.mean(), stats
         exponent = 0.5 * sq - logdet
         self._check(exponent, "exp", bound=EXP_FORM_MAX_EXPONENT)
-        return torch.exp(exponent).mean()
+        return torch.exp(exponent).mean(), stats
 
     @staticmethod
     def _check(values: torch.Tensor, form: str, bound: float | None) -> None:
