@@ -37,6 +37,9 @@ class RegularizerInfo:
     needs_proxies: bool
     defaults: Mapping[str, Any] = field(default_factory=dict)
     search_space: Mapping[str, Any] = field(default_factory=dict)
+    # Params added after runs were recorded, with the value that reproduces the old behaviour:
+    # at that value they are left out of the resolved config, so old configs keep their hash.
+    identity_neutral: Mapping[str, Any] = field(default_factory=dict)
 
 
 METHODS: Registry[MethodInfo] = Registry("method")

@@ -118,9 +118,12 @@ def run_tags(cfg: RunConfig, grid: str) -> dict[str, str]:
             "config_hash": cfg.config_hash, "arm_hash": cfg.arm_hash,
             "git_sha": sha, "git_dirty": dirty, "grid": grid}
     if cfg.regularizer is not None:  # which published variant ran (PAPER.md: say it in the tags)
-        for key in ("form", "weight_convention", "proxy_source", "weight"):
+        # flow: false is NIR's control arm (everything but the flow), as YAML spells booleans
+        for key in ("form", "weight_convention", "proxy_source", "weight", "flow"):
             if key in cfg.regularizer.params:
-                tags[f"{cfg.regularizer.name}.{key}"] = str(cfg.regularizer.params[key])
+                value = cfg.regularizer.params[key]
+                tags[f"{cfg.regularizer.name}.{key}"] = (str(value).lower()
+                                                         if isinstance(value, bool) else str(value))
     return tags
 
 
