@@ -280,3 +280,35 @@ def test_a_term_that_stays_gets_never_and_a_baseline_no_tag(tiny_overrides, resu
     assert tags["nir.inactive_from_epoch"] == "never"
     _, _, base_tags = run_tags(tiny_cfg(tiny_overrides), results_dir)
     assert not any(k.endswith("inactive_from_epoch") for k in base_tags)
+
+
+def test_a_resumed_run_is_tagged_from_its_whole_history(tiny_overrides, results_dir, monkeypatch):
+    """Interrupted after epoch 2 (its checkpoint written, its metrics not), resumed for epoch 3:
+    the tag still names epoch 2, which only the checkpoint's history knows."""
+    real_term = NIR.term
+    scale = {"value": 1.0}
+
+    def scaled_term(self, *args):
+        term, stats = real_term(self, *args)
+        return term * scale["value"], stats
+
+    monkeypatch.setattr(NIR, "term", scaled_term)
+    monkeypatch.setattr(engine, "train_one_epoch", _after_epoch(
+        engine.train_one_epoch, lambda: scale.update(value=1e-6)))
+    real_log = Tracker.log_epoch
+
+    def die_at_epoch_2(self, run_id, epoch, record):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        real_log(self, run_id, epoch, record)
+
+    cfg = tiny_cfg(tiny_overrides, *SMALL_NIR, "train.epochs=3")
+    tracker = Tracker(results_dir)
+    monkeypatch.setattr(Tracker, "log_epoch", die_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        execute(cfg, tracker, results_dir)
+    monkeypatch.setattr(Tracker, "log_epoch", real_log)
+    run_id = execute(cfg, tracker, results_dir).run_id
+    assert tracker.tags(run_id)["resumed"] == "true"
+    assert [s for s, _ in tracker.history(run_id, "nir/term")] == [1, 2, 3]
+    assert tracker.tags(run_id)["nir.inactive_from_epoch"] == "2"
