@@ -65,7 +65,8 @@ def isolated_rng(device: torch.device) -> Iterator[None]:
         random.setstate(py_state)
 
 
-def run_probe(model: torch.nn.Module, objective: Objective, images: torch.Tensor, labels: torch.Tensor,
+def run_probe(model: torch.nn.Module, objective: Objective, images: torch.Tensor,
+              labels: torch.Tensor,
               *, device: torch.device, precision: str = "fp32",
               memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
     """``objective.probe_diagnostics`` on the probe batch, without side effects (see above)."""
