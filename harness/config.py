@@ -145,7 +145,9 @@ class RunConfig:
         """Plain nested dict, the shape a user writes in YAML (method params inline).
 
         An inactive ``validation`` section is left out, so every config written before the
-        section existed keeps its hash (and its finished runs are still found and skipped)."""
+        section existed keeps its hash (and its finished runs are still found and skipped). For
+        the same reason a regularizer param registered as ``identity_neutral`` (NIR's
+        ``flow: true``) is left out while it has that value."""
         out = dataclasses.asdict(self)
         if not self.validation.active:
             del out["validation"]
@@ -154,7 +156,8 @@ class RunConfig:
                 del out[section][key]
         out["method"] = {"name": self.method.name, **dict(self.method.params)}
         if self.regularizer is not None:
-            out["regularizer"] = {"name": self.regularizer.name, **dict(self.regularizer.params)}
+            out["regularizer"] = {"name": self.regularizer.name,
+                                  **_identity_params(self.regularizer)}
         if self.eval.recall_at is not None:
             out["eval"]["recall_at"] = list(self.eval.recall_at)
         if self.train.lr_milestones is not None:
@@ -186,6 +189,15 @@ class RunConfig:
 
     def flat(self) -> dict[str, Any]:
         return flatten(self.to_dict())
+
+
+def _identity_params(reg: RegularizerConfig) -> dict[str, Any]:
+    """The regularizer's params minus those at their registered identity-neutral value (params
+    added after runs were recorded, at the value that reproduces those runs)."""
+    from methods import REGULARIZERS
+
+    neutral = REGULARIZERS.get(reg.name).identity_neutral
+    return {k: v for k, v in reg.params.items() if not (k in neutral and v == neutral[k])}
 
 
 def _hash(tree: Mapping[str, Any]) -> str:

@@ -42,6 +42,9 @@ class RegularizerInfo:
     # variant. Tuned values (the weight) are not variants: two weights in one grid are two configs
     # that the tables refuse to average, as any two configs of one cell.
     variant_keys: tuple[str, ...] = ()
+    # Params added after runs were recorded, with the value that reproduces the old behaviour:
+    # at that value they are left out of the resolved config, so old configs keep their hash.
+    identity_neutral: Mapping[str, Any] = field(default_factory=dict)
 
 
 METHODS: Registry[MethodInfo] = Registry("method")
@@ -131,6 +134,14 @@ class Regularizer(nn.Module):
         self, embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor | None
     ) -> torch.Tensor:
         raise NotImplementedError
+
+    def term(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """What the objective calls: the unweighted term (None when this arm has no term, e.g.
+        NIR's flow-free control arm) and detached 0-dim diagnostics, logged as
+        ``<regularizer>/<name>`` and never part of the loss."""
+        return self(embeddings, labels, proxies), {}
 
     def alignment_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         """A term the regularizer adds to the METHOD side of the objective (NIR's own-proxy

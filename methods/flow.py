@@ -20,7 +20,8 @@ Two FrEIA 0.2 behaviours are neutralised here:
 """
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import FrEIA.framework as Ff
 import FrEIA.modules as Fm
@@ -28,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+# A coupling log-scale counts as saturated at >= 95% of the soft clamp (|s| >= 0.95 * clamp).
+SATURATION = 0.95
 CONDITIONING_MODES = ("dense", "embed_shared", "embed_per_block", "start", "mid", "end")
 # Modes that feed the raw condition to ONE coupling block only (the others are unconditional).
 SINGLE_BLOCK_MODES = ("start", "mid", "end")
@@ -142,6 +145,29 @@ class ConditionalGlow(nn.Module):
         # SequenceINN takes a list of conditions; every conditioned coupling block reads index 0.
         return [cond]
 
+    @contextmanager
+    def recording_log_scales(self) -> Iterator["LogScaleRecord"]:
+        """Inside the block, every forward or inverse pass records the coupling log-scales
+        ``s = clamp * f_clamp(raw)`` that FrEIA's ``GLOWCouplingBlock`` computes, as the share of
+        them at >= ``SATURATION`` of the clamp (``LogScaleRecord.clamp_share``).
+
+        Forward hooks on the blocks' subnets read the raw outputs ``a = [raw_s, t]`` (FrEIA puts
+        the log-scale half first) and apply the block's own ``clamp`` and ``f_clamp``, so the
+        flow is not re-implemented. Hooks exist only inside the block: outside it the flow pays
+        nothing."""
+        record = LogScaleRecord()
+        handles = []
+        for block in self.inn.module_list:
+            if not isinstance(block, Fm.GLOWCouplingBlock):
+                continue
+            for subnet in (block.subnet1, block.subnet2):
+                handles.append(subnet.register_forward_hook(record.hook(block)))
+        try:
+            yield record
+        finally:
+            for handle in handles:
+                handle.remove()
+
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z, logdet = self.inn(x, c=self._conditions(cond), rev=False, jac=True)
         return z, logdet
@@ -149,3 +175,31 @@ class ConditionalGlow(nn.Module):
     def inverse(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x, _ = self.inn(z, c=self._conditions(cond), rev=True, jac=True)
         return x
+
+
+class LogScaleRecord:
+    """Saturation counts of the coupling log-scales seen while recording (see
+    ``ConditionalGlow.recording_log_scales``). Counts stay tensors on the flow's device: no host
+    sync per block."""
+
+    def __init__(self) -> None:
+        self.saturated: torch.Tensor | None = None
+        self.total = 0
+
+    def hook(self, block: nn.Module) -> Callable[..., None]:
+        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            raw = output.detach()
+            raw_s = raw[:, : raw.shape[1] // 2]  # GLOWCouplingBlock: a[:, :split] is the scale
+            s = block.clamp * block.f_clamp(raw_s)
+            count = (s.abs() >= SATURATION * block.clamp).sum()
+            self.saturated = count if self.saturated is None else self.saturated + count
+            self.total += s.numel()
+
+        return record
+
+    @property
+    def clamp_share(self) -> torch.Tensor:
+        """Share of recorded log-scales with |s| >= SATURATION * clamp (0 if none was seen)."""
+        if self.saturated is None or self.total == 0:
+            return torch.zeros(())
+        return self.saturated.to(torch.float32) / self.total

@@ -25,6 +25,17 @@ from a hash of the current global torch RNG state, and FrEIA's numpy reseeding i
 methods/flow.py). So the flow is a deterministic function of the run seed, and building NIR changes
 no global RNG stream: everything constructed or sampled afterwards (backbone, data order) is
 identical in the NIR and the baseline arm.
+
+Activity diagnostics: ``term`` returns the unweighted term plus detached per-batch statistics
+that say whether the flow still does anything (the exp form collapses to ~0 within an epoch):
+``logdet`` (mean log|det J|), ``z_sq_per_dim`` (mean ||z||^2 / d) and ``clamp_share`` (share of
+coupling log-scales at >= 95% of the soft clamp). The objective logs them as ``nir/<name>``.
+
+The control arm, ``flow: false``: no flow is built (so nothing is drawn, the build stays
+RNG-neutral and the own proxies are the NIR arm's), ``term`` returns no term, and the objective
+keeps everything else exactly as the NIR arm weights it: ``w_align`` x method loss (plus the own
+proxies' alignment term in ``own`` mode). It separates the flow from the loss scale (which under
+Adam with coupled weight decay acts as a 1/w_align stronger decay) and from the alignment term.
 """
 from __future__ import annotations
 
@@ -74,6 +85,7 @@ class NIR(Regularizer):
         conditioning: str,
         flow_lr_mult: float,
         proxy_source: str,
+        flow: bool = True,
         own_proxy_lr_mult: float = 100.0,
         own_align_alpha: float = 32.0,
         own_align_margin: float = 0.1,
@@ -106,6 +118,9 @@ class NIR(Regularizer):
                                                  alpha=float(own_align_alpha))
                 with torch.no_grad():  # the published code's init: randn / 8
                     self.alignment.proxies.copy_(torch.randn(num_classes, embed_dim) / 8)
+            self.flow: ConditionalGlow | None = None
+            if not flow:  # the control arm: same proxies and weighting, no flow
+                return
             torch.manual_seed(_seed_from_global_torch_rng("nir.flow"))
             self.flow = ConditionalGlow(
                 embed_dim,
@@ -130,6 +145,25 @@ class NIR(Regularizer):
     def forward(
         self, embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor | None
     ) -> torch.Tensor:
+        term, _ = self._term(embeddings, labels, proxies, diagnostics=False)
+        return term
+
+    def term(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """The unweighted term and the activity diagnostics (detached 0-dim tensors:
+        ``logdet``, ``z_sq_per_dim``, ``clamp_share``); ``(None, {})`` without a flow."""
+        if self.flow is None:
+            return None, {}
+        return self._term(embeddings, labels, proxies, diagnostics=True)
+
+    def _term(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor | None,
+        *, diagnostics: bool,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.flow is None:
+            raise RuntimeError("this NIR was built with flow=false (the control arm): it has no "
+                               "term; Objective weights its method side only")
         if self.alignment is not None:
             proxies = self.alignment.proxies
         if proxies is None:
@@ -140,18 +174,27 @@ class NIR(Regularizer):
             )
         psi = F.normalize(embeddings, dim=-1)
         rho = F.normalize(proxies, dim=-1)[labels.long()]
-        z, logdet = self.flow(psi, rho.to(psi.dtype))
+        if diagnostics:
+            with self.flow.recording_log_scales() as scales:
+                z, logdet = self.flow(psi, rho.to(psi.dtype))
+        else:
+            z, logdet = self.flow(psi, rho.to(psi.dtype))
         # Compute the objective in at least float32 even if the flow ran under autocast.
         z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
         logdet = logdet.to(z.dtype)
         sq = z.pow(2).sum(dim=1)
+        stats: dict[str, torch.Tensor] = {}
+        if diagnostics:
+            stats = {"logdet": logdet.detach().mean(),
+                     "z_sq_per_dim": sq.detach().mean() / z.shape[1],
+                     "clamp_share": scales.clamp_share.to(z.device)}
         if self.form == "nll":
             per_sample = sq - logdet
             self._check(per_sample, "nll", bound=None)
-            return per_sample.mean()
+            return per_sample.mean(), stats
         exponent = 0.5 * sq - logdet
         self._check(exponent, "exp", bound=EXP_FORM_MAX_EXPONENT)
-        return torch.exp(exponent).mean()
+        return torch.exp(exponent).mean(), stats
 
     @staticmethod
     def _check(values: torch.Tensor, form: str, bound: float | None) -> None:
@@ -176,8 +219,10 @@ class NIR(Regularizer):
         )
 
     def param_groups(self) -> list[dict[str, Any]]:
-        params = [p for p in self.flow.parameters() if p.requires_grad]
-        groups = [{"params": params, "lr_mult": self.flow_lr_mult, "name": "flow"}]
+        groups = []
+        if self.flow is not None:
+            params = [p for p in self.flow.parameters() if p.requires_grad]
+            groups.append({"params": params, "lr_mult": self.flow_lr_mult, "name": "flow"})
         if self.alignment is not None:
             groups.append({"params": [self.alignment.proxies], "lr_mult": self.own_proxy_lr_mult,
                            "name": "nir_proxies"})
@@ -208,11 +253,16 @@ REGULARIZERS.add(
             # auto: the method's proxies when it has some, else NIR's own (resolved and recorded
             # when the config is built), so `regularizer: nir` works on every method
             "proxy_source": "auto",
+            # false: the control arm, everything but the flow (see the module docstring). Left
+            # out of the resolved config while true (identity_neutral), so configs written
+            # before this key existed keep their hash and their finished runs.
+            "flow": True,
             # own-proxy mode only (proxy_source own/auto on a method without proxies):
             "own_proxy_lr_mult": 100.0,
             "own_align_alpha": 32.0,
             "own_align_margin": 0.1,
         },
+        identity_neutral={"flow": True},
         search_space={
             "weight": {"type": "float", "low": 1e-3, "high": 1.0, "log": True},
             "flow_lr_mult": {"type": "float", "low": 0.05, "high": 5.0, "log": True},

@@ -6,6 +6,9 @@ knows nothing about MLflow either; it reports each finished epoch to a callback.
 Fair arms: the backbone, the method's proxies and then the regularizer are built in that order
 right after seeding, and batches and augmentations are drawn from generators seeded by
 (seed, epoch) alone, so a run with NIR sees exactly the data and initial weights of the run without.
+
+After each epoch the objective may probe one fixed batch (``Objective.probe_diagnostics``, e.g.
+``nir/grad_share``); harness/train/diagnostics.py runs it without side effects on the run.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from harness.data.base import DatasetBundle, ImageSplit
 from harness.data.sampler import ClassBalancedBatchSampler
 from harness.evaluation.metrics import compute_metrics
 from harness.evaluation.structure import structure_metrics
+from harness.train.diagnostics import PROBE_AUGMENT_STREAM, PROBE_EPOCH, probe_batch, run_probe
 from harness.train.models import EmbeddingModel, build_model
 from harness.train.objective import Objective, build_objective
 
@@ -277,6 +281,13 @@ def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None
     sampler = ClassBalancedBatchSampler(bundle.train.labels, cfg.train.batch_size,
                                         cfg.train.samples_per_class, cfg.seed)
     pending: list[tuple[int, dict[str, float]]] = []  # epochs trained since the last checkpoint
+    # The objective's per-epoch probe (NIR: nir/grad_share) on one fixed batch of the run seed;
+    # harness/train/diagnostics.py says why it cannot change the run. None: nothing to probe.
+    probe = (probe_batch(bundle.train, sampler,
+                         epoch_generator(cfg.seed, PROBE_EPOCH, PROBE_AUGMENT_STREAM),
+                         trainer.device)
+             if trainer.objective.wants_probe else None)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     for epoch in range(trainer.epoch, cfg.train.epochs):
         started = time.perf_counter()
         lr_used = trainer.optimizer.param_groups[0]["lr"]
@@ -284,6 +295,10 @@ def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None
         if trainer.scheduler is not None:
             trainer.scheduler.step()
         train_s = time.perf_counter() - started
+        if probe is not None:
+            terms.update(run_probe(trainer.model, trainer.objective, *probe,
+                                   device=trainer.device, precision=cfg.train.precision,
+                                   memory_format=memory_format))
         metrics = (evaluate(trainer, bundle.test) if is_eval_epoch(epoch + 1, cfg) else {})
         record = {**{f"{eval_prefix}/{k}": v for k, v in metrics.items()}, **terms,
                   "lr/body": lr_used,  # the backbone lr this epoch trained with (the schedule)

@@ -18,6 +18,7 @@ import torch
 from harness.config import RunConfig
 from harness.data import load_dataset
 from harness.data.validation import split_validation
+from harness.train.diagnostics import inactivity_tags
 from harness.train.engine import EpochCallback, RunPruned, build_trainer, fit, resolve_device
 from harness.tracking.run_lock import RunLock
 from harness.tracking.store import Tracker
@@ -165,6 +166,10 @@ def _train(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str, pr
         last = fit(trainer, bundle, checkpoint_path=checkpoint, progress=progress,
                    on_epoch_end=epoch_done, eval_prefix=eval_prefix)
         train_s = sum(r["time/epoch_s"] for r in trainer.history)
+        # e.g. nir.inactive_from_epoch, from the whole history (a resumed run's too)
+        activity = inactivity_tags(trainer.history)
+        if activity:
+            tracker.set_tags(run_id, activity)
         if checkpoint is not None:
             tracker.log_artifact(run_id, checkpoint, "checkpoint")
         tracker.finish(run_id, {"time/train_total_s": train_s})
