@@ -105,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dotted override of the tune file: train.epochs=3, search.metric=recall@1")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local: this process is one worker of the study (default); slurm: "
+                        "--workers array tasks on a Slurm cluster share the study (journal file "
+                        "on the shared results folder, or --storage postgresql://...)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="slurm executor: N array tasks work on the study at once (default 1); "
+                        "on one machine, start this command in N shells instead")
+    p.add_argument("--dry-run", action="store_true",
+                   help="slurm executor: print the sbatch script and submit nothing")
+    from harness.slurm_cli import add_slurm_arguments
+
+    add_slurm_arguments(p, resources=True)
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("aggregate", parents=[common], help="write results/tables from MLflow",
@@ -215,6 +227,13 @@ CSV); MLflow experiment nirbench-search (one parent run per study, one nested ru
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    if args.executor == "slurm":
+        from harness.slurm_cli import cmd_tune_slurm
+
+        return cmd_tune_slurm(args)
+    if args.workers != 1 or args.dry_run:
+        raise ValueError("--workers and --dry-run apply to --executor slurm; on one machine "
+                         "start the same command in several shells to share the study")
     from harness.search import dashboard_command, final_metric, run_search, storage_location
     from harness.tune_config import load_tune_config
 
