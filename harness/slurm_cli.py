@@ -258,6 +258,7 @@ def print_status(states: list[Any], task_of: dict[str, Any], latest: dict[str, s
 # ============================================================================ tune
 def cmd_tune_slurm(args: argparse.Namespace) -> int:
     from harness.cli import results_dir_arg
+    from harness.executors import default_imports
     from harness.executors.slurm import SearchTask, SlurmExecutor, slurm_folder
     from harness.search import dashboard_command, display_location, is_url, storage_location
     from harness.tune_config import load_tune_config
@@ -285,7 +286,7 @@ def cmd_tune_slurm(args: argparse.Namespace) -> int:
               f"submitit:")
         print(executor.sbatch_script(args.workers))
         return 0
-    task = SearchTask(tc, str(results), plots=not args.no_plots)
+    task = SearchTask(tc, str(results), plots=not args.no_plots, imports=default_imports())
     sub = executor.submit_calls(task, list(range(args.workers)),
                                 [(f"worker-{i}", f"{tc.study} worker {i}")
                                  for i in range(args.workers)])

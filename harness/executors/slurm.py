@@ -273,13 +273,16 @@ class SearchTask(Checkpointable):
     twice). Checkpointable: a preempted worker is requeued; its interrupted trial is failed and
     re-queued with the same parameters by whichever worker looks next (harness/search.py)."""
 
-    def __init__(self, tc: Any, results_dir: str, plots: bool = True) -> None:
-        self.tc, self.results_dir, self.plots = tc, results_dir, plots
+    def __init__(self, tc: Any, results_dir: str, plots: bool = True,
+                 imports: tuple[str, ...] = ()) -> None:
+        self.tc, self.results_dir, self.plots, self.imports = tc, results_dir, plots, imports
 
     def __call__(self, worker: int) -> dict[str, Any]:
+        from harness.executors.job import import_extensions
         from harness.search import run_search
 
         _task_logging()
+        import_extensions(self.imports)  # modules registering the datasets / methods it names
         tc = self.tc if worker == 0 else dataclasses.replace(self.tc, final_seeds=0)
         print(f"nirbench tune worker {worker} of study {tc.study}", flush=True)
         outcome = run_search(tc, Path(self.results_dir), progress=False,
