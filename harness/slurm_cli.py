@@ -90,7 +90,7 @@ def cmd_grid_slurm(args: argparse.Namespace) -> int:
     task_of = {st.cfg.config_hash: slurm.get(latest.get(st.cfg.config_hash, "")) for st in states}
 
     if args.status:
-        return print_status(states, task_of, latest, notes, folder, retry_failed=False)
+        return print_status(states, task_of, latest, notes, folder)
 
     runnable = {NEW, RESUMABLE} | ({FAILED} if args.retry_failed else set())
     queued = [st for st in states if st.state in runnable and task_of[st.cfg.config_hash]
@@ -231,11 +231,13 @@ def print_states(states: list[Any], task_of: dict[str, Any], latest: dict[str, s
 
 
 def print_status(states: list[Any], task_of: dict[str, Any], latest: dict[str, str],
-                 notes: list[str], folder: Path, *, retry_failed: bool) -> int:
+                 notes: list[str], folder: Path) -> int:
     from harness.executors.slurm_status import restarts
     from harness.grid import FAILED
 
-    task_of = {h: (dataclasses.replace(t, restarts=restarts(t.task)) if t is not None else None)
+    # Only the controller knows the requeue count (scontrol), and only of tasks it still holds.
+    task_of = {h: (dataclasses.replace(t, restarts=restarts(t.task))
+                   if t is not None and t.source == "squeue" else t)
                for h, t in task_of.items()}
     print_states(states, task_of, latest)
     by_state: dict[str, int] = {}

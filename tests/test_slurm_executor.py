@@ -138,12 +138,11 @@ def test_a_requeued_task_waits_for_its_previous_incarnation_but_not_for_another_
 
     # Another live Slurm job holds it: leave it alone at once.
     monkeypatch.setattr(slurm_mod, "slurm_job_live", lambda job_id: True)
-    other = hold(30, "55")
+    other = hold(120, "55")
     try:
-        started = time.monotonic()
         result = SlurmTask(settings)(job)
         assert result.status == ELSEWHERE and "(slurm job 55)" in result.error
-        assert time.monotonic() - started < 5
+        assert other.poll() is None  # it did not wait for the holder to end
     finally:
         other.kill(), other.wait()
 
@@ -185,6 +184,10 @@ def task_state(task: str):
     return query([task.split("_")[0]])[0].get(task)
 
 
+def held(state) -> bool:
+    return state is not None and state.state == "PENDING" and state.reason == "BeginTime"
+
+
 # The README's recipe: an MLflow server on PostgreSQL (tests/test_postgres_store.py starts a
 # throwaway one) and a results folder every node sees.
 from tests.test_postgres_store import mlflow_server, postgres  # noqa: E402,F401
@@ -205,8 +208,19 @@ def test_grid_on_slurm_skips_finished_resumes_cancelled_and_requeues_preempted(
         phases.append(f"{name} {time.monotonic() - clock:.0f}s")
 
     results = tmp_path / "shared"
-    grid = write_grid(tmp_path, regularizers=("null", "nir"), seeds=(0, 1), epochs=EPOCHS,
-                      name="slurm-tiny")
+    grid = write_grid(tmp_path, name="slurm-tiny")  # its base config; the grid is this one:
+    # the 2 configurations finished beforehand are short, the 2 that go to Slurm long enough.
+    grid.write_text(f"""
+name: slurm-tiny
+config: base.yaml
+datasets: [test-tiny]
+methods: [proxy_anchor]
+regularizers: [null, nir]
+overrides: [train.batch_size=8, backbone.embed_dim=16, "eval.recall_at=[1, 2]"]
+blocks:
+  - {{seeds: [0], overrides: [train.epochs=2]}}
+  - {{seeds: [1], overrides: [train.epochs={EPOCHS}]}}
+""")
     base = ["grid", str(grid), "--results-dir", str(results)]
     on_slurm = ["--executor", "slurm", "--partition", slurm.partition, "--cpus-per-run", "1",
                 "--mem", "1G", "--time", "30"]
@@ -257,7 +271,9 @@ def test_grid_on_slurm_skips_finished_resumes_cancelled_and_requeues_preempted(
 
     wait_until(lambda: not (task_state(cancel_task) and task_state(cancel_task).live), 300,
                f"{cancel_task} to end", slurm)
-    wait_until(lambda: restarts(requeue_task) >= 1, 300, f"{requeue_task} to be requeued", slurm)
+    # Requeued: back to PENDING once its previous run has completed, held until BeginTime.
+    wait_until(lambda: restarts(requeue_task) >= 1 and held(task_state(requeue_task)), 300,
+               f"{requeue_task} to be requeued", slurm)
     phase("cancelled one gone, the other requeued")
     for h in (cancel_hash, requeue_hash):  # really stopped mid-run
         assert tracker.client.get_run(interrupted[h]).info.status != "FINISHED"
@@ -274,8 +290,8 @@ def test_grid_on_slurm_skips_finished_resumes_cancelled_and_requeues_preempted(
     assert "requeued 1x" in line[requeue_hash]
     assert "2 finished" in status
 
-    # Slurm holds a requeued job for about two minutes before it may start again; a test need
-    # not wait for that.
+    # Slurm holds a requeued job for about two minutes before it may start again (it sets that
+    # BeginTime once the previous run has completed, hence the wait above); a test need not.
     slurm.run("scontrol", "update", f"jobid={requeue_task}", "StartTime=now")
     # The second submission leaves the requeued task alone and resumes the cancelled one.
     assert main(base + on_slurm + ["--wait"]) == 0
