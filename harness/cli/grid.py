@@ -46,10 +46,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                         "or would run; run nothing")
     p.add_argument("--retry-failed", action="store_true",
                    help="also rerun FAILED configurations (resumed from their last checkpoint)")
-    p.add_argument("--executor", choices=("local", "ray", "inline"), default="local",
+    p.add_argument("--executor", choices=("local", "ray", "slurm", "inline"), default="local",
                    help="local: worker processes on this machine (default); ray: one Ray task "
-                        "per configuration on a Ray cluster; inline: one by one in this process "
-                        "(debugging)")
+                        "per configuration on a Ray cluster; slurm: one Slurm job array with a "
+                        "task per configuration not yet finished, submitted through submitit "
+                        "(--dry-run prints its sbatch script); inline: one by one in this "
+                        "process (debugging)")
+    p.add_argument("--status", action="store_true",
+                   help="print every configuration's MLflow state next to its latest Slurm task "
+                        "(squeue/sacct) and exit: what a Slurm grid is doing")
     p.add_argument("--workers", default="auto", type=_workers, metavar="N|auto",
                    help=WORKERS_HELP)
     p.add_argument("--runs-per-gpu", type=int, default=1, metavar="K",
@@ -59,32 +64,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                         "ray://HOST:10001, or local (a private cluster for this grid)")
     p.add_argument("--gpus-per-run", type=float, default=None, metavar="G",
                    help="ray executor: GPUs per run (default 1 if the cluster has GPUs, else 0; "
-                        "0.5 packs two runs per GPU)")
+                        "0.5 packs two runs per GPU); slurm: GPUs per task (default 0)")
     p.add_argument("--cpus-per-run", type=float, default=1.0, metavar="C",
-                   help="ray executor: CPUs per run (default 1; also its torch threads)")
+                   help="ray and slurm executors: CPUs per run (default 1; also its torch "
+                        "threads)")
     p.add_argument("--no-progress", action="store_true",
                    help="accepted for compatibility; runs in workers never draw per-epoch bars")
+    from harness.cli.slurm import add_slurm_arguments
+
+    add_slurm_arguments(p, resources=False)
     p.set_defaults(func=cmd_grid)
-
-
-ONLY_KEYS = {"dataset": lambda c: c.dataset.name, "method": lambda c: c.method.name,
-             "regularizer": lambda c: c.regularizer_name, "seed": lambda c: str(c.seed)}
-
-
-def select(configs: list, only: list[str]) -> list:
-    """The configurations matching every ``KEY=V1,V2`` filter of ``--only``."""
-    from harness.config import ConfigError
-
-    for item in only:
-        key, sep, values = item.partition("=")
-        if not sep or key not in ONLY_KEYS or not values:
-            raise ConfigError(f"--only {item!r} must look like KEY=VALUE[,VALUE...] with KEY one "
-                              f"of {', '.join(ONLY_KEYS)}")
-        wanted = {v.strip() for v in values.split(",")}
-        configs = [c for c in configs if ONLY_KEYS[key](c) in wanted]
-    if not configs:
-        raise ConfigError(f"--only {' '.join(only)} selects no configuration of this grid")
-    return configs
 
 
 def _workers(value: str) -> int | None:
@@ -117,13 +106,17 @@ def make_executor(args: argparse.Namespace):
 def cmd_grid(args: argparse.Namespace) -> int:
     from harness.grid.executors import Job, JobSettings, default_imports
     from harness.grid.plan import (ELSEWHERE, FAILED, FINISHED, NEW, RESUMABLE, config_states,
-                                   load_grid, write_plan_record)
+                                   load_grid, select_configs, write_plan_record)
     from harness.grid.progress import GridProgress, format_duration
     from harness.train.runner import command_line
     from harness.tracking.store import Tracker
 
+    if args.executor == "slurm" or args.status:  # submit-and-return, or the status view
+        from harness.cli.slurm import cmd_grid_slurm
+
+        return cmd_grid_slurm(args)
     plan = load_grid(args.grid_file, args.overrides)  # a bad entry fails here, before any run
-    plan.configs = select(plan.configs, args.only)
+    plan.configs = select_configs(plan.configs, args.only)
     results = results_dir_arg(args.results_dir).resolve()
     if not args.dry_run:
         write_plan_record(results, plan, args.grid_file)

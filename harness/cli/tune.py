@@ -59,10 +59,29 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--no-progress", action="store_true",
                    help="no per-batch progress bars (they are drawn only when stderr is a "
                         "terminal; otherwise one log line per epoch)")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local: this process is one worker of the study (default); slurm: "
+                        "--workers array tasks on a Slurm cluster share the study (journal file "
+                        "on the shared results folder, or --storage postgresql://...)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="slurm executor: N array tasks work on the study at once (default 1); "
+                        "on one machine, start this command in N shells instead")
+    p.add_argument("--dry-run", action="store_true",
+                   help="slurm executor: print the sbatch script and submit nothing")
+    from harness.cli.slurm import add_slurm_arguments
+
+    add_slurm_arguments(p, resources=True)
     p.set_defaults(func=cmd_tune)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    if args.executor == "slurm":
+        from harness.cli.slurm import cmd_tune_slurm
+
+        return cmd_tune_slurm(args)
+    if args.workers != 1 or args.dry_run:
+        raise ValueError("--workers and --dry-run apply to --executor slurm; on one machine "
+                         "start the same command in several shells to share the study")
     from harness.search.final import final_metric
     from harness.search.storage import dashboard_command, storage_location
     from harness.search.study import run_search

@@ -187,6 +187,25 @@ def _name(entry: Any) -> str:
     return str(entry.get("name")) if isinstance(entry, dict) else str(entry)
 
 
+ONLY_KEYS = {"dataset": lambda c: c.dataset.name, "method": lambda c: c.method.name,
+             "regularizer": lambda c: c.regularizer_name, "seed": lambda c: str(c.seed)}
+
+
+def select_configs(configs: list, only: list[str]) -> list:
+    """The configurations matching every ``KEY=V1,V2`` filter of ``--only`` (a first look, or
+    one shard per machine)."""
+    for item in only:
+        key, sep, values = item.partition("=")
+        if not sep or key not in ONLY_KEYS or not values:
+            raise ConfigError(f"--only {item!r} must look like KEY=VALUE[,VALUE...] with KEY one "
+                              f"of {', '.join(ONLY_KEYS)}")
+        wanted = {v.strip() for v in values.split(",")}
+        configs = [c for c in configs if ONLY_KEYS[key](c) in wanted]
+    if not configs:
+        raise ConfigError(f"--only {' '.join(only)} selects no configuration of this grid")
+    return configs
+
+
 # ---------------------------------------------------------------------------- state of a grid
 # What a configuration of a grid is, before a start: the MLflow store and its lock file tell.
 FINISHED, FAILED, ELSEWHERE, RESUMABLE, NEW = ("finished", "failed", "running elsewhere",

@@ -41,7 +41,7 @@ class RunLock:
                                      f"(lock {self.path})") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}{_slurm_note()}\n")
         handle.flush()
         self._handle = handle
 
@@ -62,6 +62,14 @@ class RunLock:
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.release()
+
+
+def _slurm_note() -> str:
+    """Which Slurm (array) task holds the lock: a requeued task recognises its own previous
+    incarnation, and a dead job's lock on another node, by it (harness/executors/slurm.py)."""
+    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array}_{index}" if array and index else os.environ.get("SLURM_JOB_ID")
+    return f" (slurm job {job})" if job else ""
 
 
 def held_elsewhere(path: Path) -> str | None:

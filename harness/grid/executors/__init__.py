@@ -1,12 +1,13 @@
 """Where a grid's configurations run: ``local`` (worker processes on this machine, the default),
-``ray`` (tasks on a Ray cluster) or ``inline`` (in the grid process, for debugging). Every
+``ray`` (tasks on a Ray cluster), ``slurm`` (one job array through submitit) or ``inline`` (in
+the grid process, for debugging). Every
 executor runs ``job.run_job`` on each ``Job`` and reports to a ``GridProgress``."""
 from __future__ import annotations
 
 from harness.grid.executors.job import (ELSEWHERE, FAILED, FINISHED, SKIPPED, Job, JobResult,
                                    JobSettings, default_imports, run_job)
 
-EXECUTORS = ("local", "ray", "inline")
+EXECUTORS = ("local", "ray", "slurm", "inline")
 
 __all__ = ["EXECUTORS", "ELSEWHERE", "FAILED", "FINISHED", "SKIPPED", "Job", "JobResult",
            "JobSettings", "default_imports", "run_job"]
