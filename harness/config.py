@@ -40,6 +40,10 @@ class IncompatiblePairError(ConfigError):
 class DatasetConfig:
     name: str = "synth-cub"
     root: str | None = None  # real datasets: folder holding the official layout
+    # Train on a copy that is not the complete official dataset (tests, debugging): the split
+    # stays by official class id and the run is tagged dataset.partial. Left out of the hash
+    # when false, so every config written before the field existed keeps its identity.
+    allow_partial: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,11 +131,14 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, the shape a user writes in YAML (method params inline).
 
-        An inactive ``validation`` section is left out, so every config written before the
-        section existed keeps its hash (and its finished runs are still found and skipped)."""
+        An inactive ``validation`` section and ``dataset.allow_partial: false`` are left out, so
+        every config written before they existed keeps its hash (and its finished runs are still
+        found and skipped)."""
         out = dataclasses.asdict(self)
         if not self.validation.active:
             del out["validation"]
+        if not self.dataset.allow_partial:
+            del out["dataset"]["allow_partial"]
         out["method"] = {"name": self.method.name, **dict(self.method.params)}
         if self.regularizer is not None:
             out["regularizer"] = {"name": self.regularizer.name, **dict(self.regularizer.params)}
@@ -415,6 +422,9 @@ def _check_compatibility(cfg: RunConfig) -> None:
     if data.needs_root and not cfg.dataset.root:
         raise ConfigError(f"dataset {cfg.dataset.name!r} needs dataset.root (the folder that holds "
                           f"its official layout)")
+    if cfg.dataset.allow_partial and "allow_partial" not in data.options:
+        raise ConfigError(f"dataset.allow_partial applies to the real datasets only; "
+                          f"{cfg.dataset.name!r} is always complete")
     for k in cfg.eval.recall_at or ():
         if k < 1:
             raise ConfigError(f"eval.recall_at values must be >= 1, got {k}")
