@@ -25,6 +25,7 @@ BACKBONES = ("small_cnn", "resnet18", "resnet50")
 DEVICES = ("auto", "cpu", "cuda")
 POOLINGS = ("average", "double")
 PRECISIONS = ("fp32", "bf16")
+CACHE_KINDS = ("uint8", "jpeg")  # harness.data.real.cache.KINDS
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,9 @@ class DatasetConfig:
     # stays by official class id and the run is tagged dataset.partial. Left out of the hash
     # when false, so every config written before the field existed keeps its identity.
     allow_partial: bool = False
+    # Real datasets: "uint8" (decoded pixels, exact) or "jpeg" (the compact, lossy cache, 6-15x
+    # smaller; README "Cache size per dataset"). Left out of the hash when "uint8".
+    cache: str = "uint8"
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,8 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, the shape a user writes in YAML (method params inline).
 
-        An inactive ``validation`` section and ``dataset.allow_partial: false`` are left out, so
+        An inactive ``validation`` section, ``dataset.allow_partial: false`` and
+        ``dataset.cache: uint8`` are left out, so
         every config written before they existed keeps its hash (and its finished runs are still
         found and skipped)."""
         out = dataclasses.asdict(self)
@@ -139,6 +144,8 @@ class RunConfig:
             del out["validation"]
         if not self.dataset.allow_partial:
             del out["dataset"]["allow_partial"]
+        if self.dataset.cache == "uint8":
+            del out["dataset"]["cache"]
         out["method"] = {"name": self.method.name, **dict(self.method.params)}
         if self.regularizer is not None:
             out["regularizer"] = {"name": self.regularizer.name, **dict(self.regularizer.params)}
@@ -425,6 +432,11 @@ def _check_compatibility(cfg: RunConfig) -> None:
     if cfg.dataset.allow_partial and "allow_partial" not in data.options:
         raise ConfigError(f"dataset.allow_partial applies to the real datasets only; "
                           f"{cfg.dataset.name!r} is always complete")
+    if cfg.dataset.cache not in CACHE_KINDS:
+        raise ConfigError(f"dataset.cache must be one of {CACHE_KINDS}, got {cfg.dataset.cache!r}")
+    if cfg.dataset.cache != "uint8" and "cache" not in data.options:
+        raise ConfigError(f"dataset.cache={cfg.dataset.cache} applies to the real datasets only; "
+                          f"{cfg.dataset.name!r} is held in memory")
     for k in cfg.eval.recall_at or ():
         if k < 1:
             raise ConfigError(f"eval.recall_at values must be >= 1, got {k}")

@@ -51,12 +51,28 @@ workers W and batch size:
                   device (CachedImageSplit.train_batch) in this process, torch limited to W
                   threads (its per-image CPU loop runs on one)
   ratio           ours_ips / reference_ips
-plus cache_build_s (decoding every image once, W processes; not part of either rate), images,
-workers, batch, device and the per-round rates. --root: any folder of images (searched
-recursively, e.g. CUB_200_2011/images); without it a temporary folder of 400 CUB-like JPEGs
-(500x375, quality 90) is generated.
+  jpeg_ips, jpeg_ratio   the same with the compact JPEG cache (decoded per batch; --caches)
+plus jpeg_cache_mb, jpeg_size_ratio (uint8 bytes / JPEG bytes), jpeg_mean_abs_diff (grey levels
+against the uint8 cache), cache_build_s (decoding every image once, W processes; not part of
+either rate), images, workers, batch, device and the per-round rates. --root: any folder of
+images (searched recursively, e.g. CUB_200_2011/images); without it a temporary folder of 400
+CUB-like JPEGs (500x375, quality 90) is generated.
 Why: data loading, not the GPU, is what limits DML training on small machines; this says how much
 the cache buys on yours.
+"""
+
+
+CACHE_DESCRIPTION = """\
+Measure the disk the image caches take at the real datasets' scale: generate a sample of each
+dataset's kind of photograph (CUB and Cars196 scenes, SOP product shots on white; realistic sizes
+and aspect ratios), build the uint8 cache (the default: decoded pixels, shorter side 256) and the
+compact JPEG cache (dataset.cache=jpeg) of it, and extrapolate bytes per image to the official
+image count. Per dataset: uint8_bytes_per_image (checked against the exact formula 3 x h x w after
+the resize: uint8_formula_bytes), jpeg_bytes_per_image, jpeg_size_ratio, mean_aspect, uint8_gb,
+jpeg_gb, source_gb (the JPEG files themselves), build seconds per image.
+Why: the uint8 cache of SOP needs tens of GB; know it before the first hour on a GPU server is
+spent filling a disk. The uint8 number follows from the aspect ratios alone; the JPEG number
+depends on content and is an estimate.
 """
 
 
@@ -130,8 +146,41 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="alternating rounds per pipeline, the best is reported (default 2)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--caches", default="uint8,jpeg",
+                   help="caches to measure: uint8 (always) and jpeg, the compact one "
+                        "(default both, so their rates come from the same run)")
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_data)
+
+    p = which.add_parser("cache", parents=[common], help="cache size per dataset at full scale, "
+                         "uint8 and compact JPEG, from a generated sample",
+                         description=CACHE_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="cub200,cars196,sop",
+                   help="comma-separated, default all three")
+    p.add_argument("--images", type=int, default=200, help="sample size per dataset (default 200)")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
+    p.set_defaults(func=cmd_bench_cache)
+
+
+def cmd_bench_cache(args: argparse.Namespace) -> int:
+    from harness.bench import cache_size
+
+    datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
+    result = cache_size.run(datasets=datasets, images=args.images, workers=args.workers,
+                            seed=args.seed, progress=_progress(args))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{'dataset':8}  {'images':>7}  {'aspect':>6}  {'uint8 GB':>8}  {'JPEG GB':>7}  "
+          f"{'x smaller':>9}  {'source GB':>9}")
+    for name, row in result["datasets"].items():
+        print(f"{name:8}  {row['official_images']:>7,}  {row['mean_aspect']:>6.2f}  "
+              f"{row['uint8_gb']:>8.1f}  {row['jpeg_gb']:>7.2f}  {row['jpeg_size_ratio']:>9.1f}  "
+              f"{row['source_gb']:>9.2f}")
+    return 0
 
 
 def cmd_bench_eval(args: argparse.Namespace) -> int:
@@ -163,7 +212,9 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
 
     result = bench_data.run(root=args.root, workers=args.workers, batch=args.batch,
                             batches=args.batches, rounds=args.rounds, images=args.images,
-                            device=args.device, seed=args.seed, progress=_progress(args))
+                            device=args.device, seed=args.seed,
+                            caches=tuple(c.strip() for c in args.caches.split(",") if c.strip()),
+                            progress=_progress(args))
     _print(result, args.json)
     return 0
 

@@ -13,7 +13,9 @@ __all__ = ["DATASETS", "DatasetBundle", "DatasetInfo", "ImageSplit", "load_datas
 
 
 def load_dataset(name: str, root: str | None, cache_dir: Path, **options: Any) -> DatasetBundle:
-    """``options`` (e.g. allow_partial=True) go to the loader only when set, so loaders that
-    take none (the synthetic ones, test doubles) keep their two-argument signature."""
-    given = {k: v for k, v in options.items() if v is not None and v is not False}
-    return DATASETS.get(name).load(root, str(cache_dir), **given)
+    """``options`` (allow_partial, cache) go to the loader only when the dataset declares them
+    (``DatasetInfo.options``), so loaders that take none (the synthetic ones, test doubles) keep
+    their two-argument signature; the config refuses a non-default option they lack."""
+    info = DATASETS.get(name)
+    return info.load(root, str(cache_dir), **{k: v for k, v in options.items()
+                                              if k in info.options})

@@ -13,6 +13,10 @@ random crops; a flat file has no waste, one image is one contiguous block (a cro
 view, no copy), and the OS page cache shares it between processes. Sizes: about 3 GB for CUB,
 5 GB for Cars196, 25-30 GB for SOP.
 
+Kinds (``open_or_build(kind=...)``): ``uint8`` (this module, the default) or ``jpeg``, the
+compact cache of ``jpeg_cache.py`` (the same resized pixels re-encoded as JPEG, decoded per batch;
+about 6-15x smaller, lossy). Both have the same image sizes, so crop boxes are identical.
+
 Cache key: dataset, layout, preprocessing parameters, ``CACHE_VERSION`` and a hash of the file
 list (relative path and byte size of every image, in listing order). Adding, removing or
 replacing a file gives a new key and a rebuild; moving the dataset folder does not (paths are
@@ -169,6 +173,11 @@ class PixelStore:
         start, h, w = int(self.offsets[i]), int(self.heights[i]), int(self.widths[i])
         return self.pixels[start:start + 3 * h * w].reshape(h, w, 3)
 
+    def images(self, ids: list[int], device=None) -> list[np.ndarray]:
+        """Images ``ids`` as (h, w, 3) uint8 views (nothing to decode; ``device`` is for the
+        stores that decode, see ``jpeg_cache.JpegStore``)."""
+        return [self.image(i) for i in ids]
+
     def __reduce__(self):
         return (PixelStore, (str(self.directory),))
 
@@ -176,19 +185,33 @@ class PixelStore:
         return f"PixelStore({str(self.directory)!r}, images={len(self)})"
 
 
+KINDS = ("uint8", "jpeg")
+
+
 def open_or_build(dataset: str, layout: str, base: str | Path, paths: list[str],
                   cache_dir: str | Path, *, short_side: int = SHORT_SIDE,
-                  workers: int | None = None, progress: bool = True) -> tuple[PixelStore, bool]:
+                  workers: int | None = None, progress: bool = True, kind: str = "uint8",
+                  ) -> tuple[Any, bool]:
     """(store, reused): the cache of the images ``base/paths`` (store index k = paths[k]),
-    built first if there is none. Raises ``UnreadableImagesError`` naming every image that
-    cannot be decoded (no cache is kept)."""
+    built first if there is none: a ``PixelStore`` (kind ``uint8``) or a ``JpegStore`` (kind
+    ``jpeg``). Raises ``UnreadableImagesError`` naming every image that cannot be decoded (no
+    cache is kept)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown cache kind {kind!r}; valid: {', '.join(KINDS)}")
     base = Path(base)
     key = cache_key(dataset, layout, base, paths, short_side)
+    opener, builder, suffix = PixelStore, _build, ""
+    if kind == "jpeg":
+        from harness.data.real import jpeg_cache
+
+        opener, builder = jpeg_cache.JpegStore, jpeg_cache.build
+        key = jpeg_cache.kind_key(key)
+        suffix = jpeg_cache.FOLDER_SUFFIX
     cache_dir = Path(cache_dir)
-    final = cache_dir / f"{dataset}-{layout}-{short_side}px-{key}"
+    final = cache_dir / f"{dataset}-{layout}-{short_side}px{suffix}-{key}"
     if final.is_dir():
         try:
-            store = PixelStore(final)
+            store = opener(final)
             if store.meta.get("key") == key:
                 return store, True
             problem = f"its key is {store.meta.get('key')!r}, expected {key!r}"
@@ -203,7 +226,7 @@ def open_or_build(dataset: str, layout: str, base: str | Path, paths: list[str],
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        _build(dataset, layout, base, paths, tmp, key, short_side, workers, progress)
+        builder(dataset, layout, base, paths, tmp, key, short_side, workers, progress)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -213,7 +236,7 @@ def open_or_build(dataset: str, layout: str, base: str | Path, paths: list[str],
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PixelStore(final), False
+    return opener(final), False
 
 
 def _build(dataset: str, layout: str, base: Path, paths: list[str], folder: Path, key: str,

@@ -60,14 +60,17 @@ def _split(store, listing: Listing, mask: np.ndarray, info: dict[str, Any], tag:
 
 
 def load_real(name: str, root: str | Path | None, cache_dir: str | Path, *,
-              allow_partial: bool = False, workers: int | None = None,
+              allow_partial: bool = False, cache: str = "uint8", workers: int | None = None,
               progress: bool = True) -> DatasetBundle:
+    """``cache``: ``uint8`` (decoded pixels, the default) or ``jpeg`` (the compact cache of
+    jpeg_cache.py, lossy, 6-15x smaller)."""
     listing = list_dataset(name, root)
     report = require_complete(listing, allow_partial)  # before any decoding: fail in seconds
     store, reused = open_or_build(listing.dataset, listing.layout, listing.base, listing.paths,
-                                  cache_dir, workers=workers, progress=progress)
+                                  cache_dir, workers=workers, progress=progress, kind=cache)
     info: dict[str, Any] = {"layout": listing.layout, "root": str(listing.base),
                             "cache_dir": str(store.directory), "from_cache": reused,
+                            "cache_kind": cache,
                             "preprocessing": dict(PREPROCESSING), **listing.split_counts(),
                             "partial": not report.complete,
                             "missing_class_count": len(report.missing_ids)}
@@ -81,8 +84,9 @@ def load_real(name: str, root: str | Path | None, cache_dir: str | Path, *,
 
 
 def _make_loader(name: str) -> Callable[..., DatasetBundle]:
-    def load(root: str | None, cache_dir: str, *, allow_partial: bool = False) -> DatasetBundle:
-        return load_real(name, root, cache_dir, allow_partial=allow_partial)
+    def load(root: str | None, cache_dir: str, *, allow_partial: bool = False,
+             cache: str = "uint8") -> DatasetBundle:
+        return load_real(name, root, cache_dir, allow_partial=allow_partial, cache=cache)
 
     load.__name__ = load.__qualname__ = f"load_{name}"
     return load
@@ -91,4 +95,4 @@ def _make_loader(name: str) -> Callable[..., DatasetBundle]:
 for _name in READERS:
     DATASETS.add(_name, DatasetInfo(name=_name, load=_make_loader(_name),
                                     recall_at=RECALL_AT[_name], description=DESCRIPTIONS[_name],
-                                    needs_root=True, options=("allow_partial",)))
+                                    needs_root=True, options=("allow_partial", "cache")))
