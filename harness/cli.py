@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.data.cli import register as register_data
 
     register_data(sub, common)
+
+    from harness.doctor import register as register_doctor
+
+    register_doctor(sub, common)
     return parser
 
 
