@@ -76,6 +76,42 @@ depends on content and is an estimate.
 """
 
 
+TRAIN_DESCRIPTION = """\
+End-to-end training throughput against the bare model, in the same run, per variant (NIR on/off x
+fp32/bf16 x channels_last on/off, per backbone):
+  e2e_ips     images/s of harness.engine.train_one_epoch itself: cached data (memory-mapped uint8
+              cache of generated photographs), batched augmentation, forward, loss, NIR,
+              finite-loss check, backward, optimizer step, per-step loss logging
+  model_ips   the same model's forward + backward on a random tensor of the batch's shape, same
+              precision and memory format
+  ratio       e2e_ips / model_ips; target >= 0.9 (the harness adds at most 10%)
+plus ratio_min and meets_target over all variants, the per-round rates, device, backbones,
+batch, image_px, steps, rounds, cache_build_s, threads and load averages.
+Settings: GPU: ResNet50, batch 90, 224 px (the paper's); CPU: small_cnn and ResNet18 at 32 px,
+batch 32; --quick: small_cnn, batch 8, 32 px, for a smoke test.
+Why: the harness's own cost (data, loss bookkeeping, NIR) must be small next to the network, or
+every GPU hour buys less than it should.
+"""
+
+GPU_CHECK_DESCRIPTION = """\
+The GPU check, ready for a session that is lent a GPU: one command, one JSON (--out), every part
+timed and guarded (a failing part records its error and the check goes on), a total time budget
+(--budget-s, default 540 s; parts that would start after it are recorded as skipped):
+  doctor          nirbench doctor
+  bench_train     ResNet50, batch 90, 224 px: fp32 and bf16, NIR on/off, channels_last on/off
+  bench_eval_sop  our kNN metrics with the faiss GPU engine at SOP size (60,502 x 128) + NMI
+  bench_eval_1m   the same at 1,000,000 embeddings (200,000 classes; exact kNN, no NMI)
+  bench_data      cached pipeline on CUDA (uint8 and JPEG caches) vs the PIL reference
+  augment_match   CUDA augmentation pixels vs the CPU path for the same crop boxes (tolerance:
+                  at most one grey level per pixel, mean < 0.05 levels)
+  paper_run       a 50-step paper-profile run (cub200 NIR preset, ResNet50) on a generated
+                  CUB-layout folder, through MLflow
+  pytest_gpu      the gpu-marked tests (pytest -m gpu)
+--device cpu --quick runs the same parts at toy sizes on a CPU (what the tests do).
+Why: GPU time is scarce; a session that gets one should spend it measuring, not writing scripts.
+"""
+
+
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``bench`` with ``eval`` and ``step`` to the nirbench command line."""
     bench = subparsers.add_parser("bench", parents=[common], help="benchmarks: evaluation speed, "
@@ -152,6 +188,42 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_data)
 
+    p = which.add_parser("train", parents=[common], help="end-to-end training images/s against "
+                         "the bare model (ratio target >= 0.9)", description=TRAIN_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--quick", action="store_true",
+                   help="toy sizes (small_cnn, batch 8, 32 px): a smoke test in seconds")
+    p.add_argument("--backbones", default=None,
+                   help="comma-separated (default: resnet50 on a GPU, small_cnn,resnet18 on a CPU)")
+    p.add_argument("--batch", type=int, default=None, help="default: 90 on a GPU, 32 on a CPU")
+    p.add_argument("--image-px", type=int, default=None, help="default: 224 on a GPU, 32 on a CPU")
+    p.add_argument("--steps", type=int, default=None, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds (best is reported)")
+    p.add_argument("--nir", default="off,on", help="NIR arms to measure (default off,on)")
+    p.add_argument("--precisions", default="fp32,bf16", help="default fp32,bf16")
+    p.add_argument("--channels-last", default="off,on", help="default off,on")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
+    p.set_defaults(func=cmd_bench_train)
+
+    p = which.add_parser("gpu-check", parents=[common], help="the whole GPU check in one command "
+                         "and one JSON (doctor, bench train/eval/data, a 50-step paper run, "
+                         "gpu tests)", description=GPU_CHECK_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="results/gpu_check.json",
+                   help="the JSON file (default results/gpu_check.json), rewritten after "
+                        "every part so a killed check keeps what it measured")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--quick", action="store_true", help="toy sizes (CPU smoke test)")
+    p.add_argument("--budget-s", type=float, default=540.0,
+                   help="total time budget; later parts are skipped past it (default 540)")
+    p.add_argument("--only", default=None,
+                   help="comma-separated part names to run (default: all)")
+    p.add_argument("--json", action="store_true", help="also print the JSON")
+    p.set_defaults(func=cmd_bench_gpu_check)
+
     p = which.add_parser("cache", parents=[common], help="cache size per dataset at full scale, "
                          "uint8 and compact JPEG, from a generated sample",
                          description=CACHE_DESCRIPTION,
@@ -163,6 +235,54 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_cache)
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from harness.bench import train as bench_train
+
+    def flags(text: str, kind) -> tuple:
+        return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+
+    result = bench_train.run(
+        device=args.device, quick=args.quick, seed=args.seed, threads=args.threads,
+        backbones=flags(args.backbones, str) if args.backbones else None, batch=args.batch,
+        image_px=args.image_px, steps=args.steps, rounds=args.rounds,
+        nir=flags(args.nir, lambda v: v == "on"), precisions=flags(args.precisions, str),
+        channels_last=flags(args.channels_last, lambda v: v == "on"), progress=_progress(args))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{'backbone':10} {'nir':4} {'prec':5} {'layout':13} {'e2e img/s':>10} "
+          f"{'model img/s':>11} {'ratio':>6}")
+    for v in result["variants"]:
+        layout = "channels_last" if v["channels_last"] else "contiguous"
+        if "error" in v:
+            print(f"{v['backbone']:10} {'on' if v['nir'] else 'off':4} {v['precision']:5} "
+                  f"{layout:13} error: {v['error']}")
+            continue
+        print(f"{v['backbone']:10} {'on' if v['nir'] else 'off':4} {v['precision']:5} "
+              f"{layout:13} {v['e2e_ips']:>10.1f} {v['model_ips']:>11.1f} {v['ratio']:>6.2f}")
+    print(f"ratio_min {result['ratio_min']}, target {result['target_ratio']}: "
+          f"{'met' if result['meets_target'] else 'not met'} ({result['device']}, "
+          f"batch {result['batch']}, {result['image_px']} px, load "
+          f"{result['load_average_before']} -> {result['load_average_after']})")
+    return 0
+
+
+def cmd_bench_gpu_check(args: argparse.Namespace) -> int:
+    from harness.bench import gpu_check
+
+    result = gpu_check.run(out=args.out, device=args.device, quick=args.quick,
+                           budget_s=args.budget_s, only=args.only, results_dir=args.results_dir,
+                           progress=_progress(args))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for name, part in result["parts"].items():
+            print(f"{part['status']:8} {name:16} {part.get('seconds', 0):7.1f} s  "
+                  f"{part.get('summary', part.get('error', ''))}")
+        print(f"total {result['total_s']:.1f} s; JSON written to {result['out']}")
+    return 0 if all(p["status"] in ("ok", "skipped") for p in result["parts"].values()) else 1
 
 
 def cmd_bench_cache(args: argparse.Namespace) -> int:

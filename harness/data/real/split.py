@@ -21,10 +21,13 @@ from harness.data.real.transforms import (
 
 class CachedImageSplit(ImageSplit):
     def __init__(self, store: PixelStore | JpegStore, ids: np.ndarray | torch.Tensor,
-                 labels: torch.Tensor) -> None:
+                 labels: torch.Tensor, crop: int = CROP) -> None:
         # Not the dataclass __init__: the parent's fields are (images, labels), and this split
         # has no images tensor; __post_init__ still validates what it has.
+        # ``crop``: output size (224, the paper's); smaller for low-resolution CPU benchmarks
+        # (nirbench bench train), with a cache whose shorter side is scaled alike.
         self.store = store
+        self.crop = crop
         self.ids = torch.as_tensor(np.asarray(ids), dtype=torch.int64)
         self.labels = labels
         self.__post_init__()
@@ -71,19 +74,19 @@ class CachedImageSplit(ImageSplit):
         with one_thread():
             boxes, flips = self.train_boxes(idx, generator)
             views = self.store.images(self.ids[idx].tolist(), device)
-        return train_pixels(views, boxes, flips, device, CROP)
+        return train_pixels(views, boxes, flips, device, self.crop)
 
     def eval_batch(self, start: int, stop: int, device: torch.device) -> torch.Tensor:
         positions = torch.arange(max(0, start), min(stop, len(self)))
         if len(positions) == 0:
-            return torch.empty(0, 3, CROP, CROP, dtype=torch.float32, device=device)
+            return torch.empty(0, 3, self.crop, self.crop, dtype=torch.float32, device=device)
         heights, widths = self.sizes(positions)
         with one_thread():
             views = self.store.images(self.ids[positions].tolist(), device)
-        return eval_pixels(views, center_boxes(heights, widths, CROP), device)
+        return eval_pixels(views, center_boxes(heights, widths, self.crop), device)
 
     def subset(self, mask: torch.Tensor, labels: torch.Tensor) -> "CachedImageSplit":
-        return CachedImageSplit(self.store, self.ids[mask], labels)
+        return CachedImageSplit(self.store, self.ids[mask], labels, self.crop)
 
     def __repr__(self) -> str:
         return (f"CachedImageSplit({len(self)} images, {self.num_classes} classes, "
