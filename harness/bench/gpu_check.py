@@ -132,7 +132,11 @@ def _pil_reference(split, idx: torch.Tensor, generator: torch.Generator) -> torc
 def part_bench_train(ctx: Context) -> tuple[dict[str, Any], str]:
     from harness.bench import train
 
-    result = train.run(device=ctx.device.type, quick=ctx.quick)
+    if ctx.quick:  # a smoke test: both arms, one precision and layout
+        result = train.run(device=ctx.device.type, quick=True, precisions=("fp32",),
+                           channels_last=(False,))
+    else:
+        result = train.run(device=ctx.device.type)
     worst = result["ratio_min"]
     return result, (f"ratio_min {worst:.3f} (target {result['target_ratio']}), "
                     + ", ".join(f"{v['backbone']}/{'nir' if v['nir'] else 'base'}/"
