@@ -102,3 +102,41 @@ def test_gpu_check_every_part_quick_on_cpu(tmp_path, monkeypatch):
     assert {p["status"] for p in report["parts"].values()} == {"ok"}, {
         k: p.get("error") for k, p in report["parts"].items()}
     assert report["parts"]["paper_run"]["result"]["status"] == "finished"
+
+
+def test_lagged_loss_check_names_the_failing_step_and_keeps_the_numbers(monkeypatch):
+    """train_one_epoch's CUDA mode (loss checked and recorded one step late, so the CPU never
+    waits for the GPU) gives the same mean loss terms as the immediate check, and a non-finite
+    loss still fails naming its own step."""
+    import torch
+
+    import harness.engine as engine
+    from harness.config import load_config
+    from harness.data import load_dataset
+    from harness.data.sampler import ClassBalancedBatchSampler
+
+    cfg = load_config(overrides=["dataset.name=test-tiny", "train.batch_size=8",
+                                 "train.samples_per_class=2", "backbone.embed_dim=16",
+                                 "regularizer=nir", "train.device=cpu"])
+    bundle = load_dataset("test-tiny", None, "unused")
+    sampler = ClassBalancedBatchSampler(bundle.train.labels, 8, 2, 0)
+    records = []
+    for lagged in (False, True):
+        trainer = engine.build_trainer(cfg, bundle, torch.device("cpu"))
+        records.append(engine.train_one_epoch(trainer, bundle.train, sampler, 0, lagged=lagged))
+    assert records[0] == records[1]  # bit for bit
+
+    original = engine.Objective.forward
+    calls = []
+
+    def nan_at_step_3(self, embeddings, labels):
+        terms = original(self, embeddings, labels)
+        calls.append(1)
+        if len(calls) == 3:
+            terms["loss/total"] = terms["loss/total"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(engine.Objective, "forward", nan_at_step_3)
+    trainer = engine.build_trainer(cfg, bundle, torch.device("cpu"))
+    with pytest.raises(engine.TrainingDiverged, match="non-finite loss at epoch 1, step 3"):
+        engine.train_one_epoch(trainer, bundle.train, sampler, 0, lagged=True)
