@@ -9,7 +9,8 @@ import pytest
 
 from harness.bench import gpu_check
 
-VARIANT_KEYS = {"backbone", "nir", "precision", "channels_last", "e2e_ips", "model_ips", "ratio"}
+VARIANT_KEYS = {"backbone", "nir", "precision", "channels_last", "e2e_ips", "model_ips", "ratio",
+                "e2e_cpu_ips", "model_cpu_ips", "ratio_cpu"}
 
 
 def nirbench(argv: list[str]) -> int:

@@ -42,9 +42,12 @@ REPO = Path(__file__).resolve().parents[2]
 PARTS = ("doctor", "augment_match", "bench_train", "bench_data", "bench_eval_sop", "paper_run",
          "pytest_gpu", "bench_eval_1m")
 # Pixel tolerance of the CUDA augmentation against the CPU path, in grey levels: the CPU path
-# resizes on uint8 (rounding every output pixel to an integer), the CUDA path in float32.
+# resizes on uint8 (rounding every output pixel to an integer), the CUDA path in float32. The
+# JPEG cache adds the decoders' difference (nvjpeg on CUDA, libjpeg-turbo on the CPU may round
+# the IDCT and chroma upsampling differently), so there only the mean is bounded.
 MAX_LEVELS = 1.0
 MEAN_LEVELS = 0.5
+JPEG_MEAN_LEVELS = 1.0
 
 
 class Context:
@@ -79,8 +82,8 @@ def part_augment_match(ctx: Context) -> tuple[dict[str, Any], str]:
     size = (120, 90) if ctx.quick else (500, 375)
     files = generate_jpegs(ctx.scratch / "match", images=n, classes=4, size=size)
     rel = [f.relative_to(ctx.scratch / "match").as_posix() for f in files]
-    out: dict[str, Any] = {"images": n, "tolerance_levels": {"max": MAX_LEVELS,
-                                                             "mean": MEAN_LEVELS}}
+    out: dict[str, Any] = {"images": n, "tolerance_levels": {
+        "max": MAX_LEVELS, "mean": MEAN_LEVELS, "jpeg_cuda_mean": JPEG_MEAN_LEVELS}}
     ok = True
     cpu = torch.device("cpu")
     idx = torch.arange(n)
@@ -100,9 +103,14 @@ def part_augment_match(ctx: Context) -> tuple[dict[str, Any], str]:
         diff = (ours - other).abs() / level
         row = {"compared": against, "max_levels": diff.max().item(),
                "mean_levels": diff.mean().item(), "eval_max_abs": e_diff.abs().max().item()}
-        row["within_tolerance"] = (row["max_levels"] <= MAX_LEVELS + 1e-3
-                                   and row["mean_levels"] < MEAN_LEVELS
-                                   and row["eval_max_abs"] < 1e-4)
+        if kind == "uint8" or against == "cpu vs PIL":
+            row["within_tolerance"] = (row["max_levels"] <= MAX_LEVELS + 1e-3
+                                       and row["mean_levels"] < MEAN_LEVELS
+                                       and row["eval_max_abs"] < 1e-4)
+        else:  # two JPEG decoders: bound the mean only (their max is recorded)
+            row["eval_mean_levels"] = (e_diff.abs() / level).mean().item()
+            row["within_tolerance"] = (row["mean_levels"] < JPEG_MEAN_LEVELS
+                                       and row["eval_mean_levels"] < JPEG_MEAN_LEVELS)
         ok &= row["within_tolerance"]
         out[kind] = row
     out["within_tolerance"] = ok
