@@ -6,9 +6,11 @@
   splits by class id and measures a copy against them; ``check.py`` validates a copy
   (``nirbench data check``);
 - pixels: ``cache.py`` decodes every image once (shorter side 256) into a memory-mapped uint8
-  cache; ``split.py``'s ``CachedImageSplit`` serves batches from it with the batched transforms of
-  ``transforms.py``; ``reference.py`` is the classic per-sample PIL + torchvision pipeline they
-  are measured and tested against (``nirbench bench data``).
+  cache (or, with ``dataset.cache=jpeg``, ``jpeg_cache.py``'s compact JPEG cache, decoded per
+  batch); ``cache_size.py`` says how much disk either takes; ``split.py``'s
+  ``CachedImageSplit`` serves batches from it with the batched transforms of ``transforms.py``;
+  ``reference.py`` is the classic per-sample PIL + torchvision pipeline they are measured and
+  tested against (``nirbench bench data``).
 """
 from harness.data.real.datasets import list_dataset, load_real  # noqa: F401  (registers)
 from harness.data.real.layouts import DatasetLayoutError, Listing, UnreadableImagesError

@@ -10,8 +10,9 @@ per-image ``offsets``, ``heights`` and ``widths`` in ``index.npz``. Why flat and
 canvas: after the resize the long side varies a lot (CUB about 341 px, Cars up to 3x the short
 side, SOP anything), so a canvas wastes space or has to cut the long side, which would change the
 random crops; a flat file has no waste, one image is one contiguous block (a crop is a strided
-view, no copy), and the OS page cache shares it between processes. Sizes: about 3 GB for CUB,
-5 GB for Cars196, 25-30 GB for SOP.
+view, no copy), and the OS page cache shares it between processes. Sizes: 196,608 bytes x (long
+side / short side) per image, so about 3.3 GB for CUB, 5.2 GB for Cars196 and 23.6-31.5 GB for
+SOP (27.5 GB at a realistic aspect mix; ``nirbench bench cache``, ``cache_size.py``).
 
 Kinds (``open_or_build(kind=...)``): ``uint8`` (this module, the default) or ``jpeg``, the
 compact cache of ``jpeg_cache.py`` (the same resized pixels re-encoded as JPEG, decoded per batch;
