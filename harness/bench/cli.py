@@ -1,5 +1,5 @@
-"""``nirbench bench {eval,step,data}``: argument parsing and printing only; the work is in
-harness.bench.eval, harness.bench.step and harness.bench.data."""
+"""``nirbench bench {eval,step,data,train,cache,gpu-check}``: argument parsing and printing only;
+the work is in the harness.bench module of the same name (gpu-check: harness.bench.gpu_check)."""
 from __future__ import annotations
 
 import argparse
@@ -11,9 +11,11 @@ BENCH_DESCRIPTION = """\
 Measure instead of claim. Users' top complaint about DML tooling is evaluation that runs out of
 memory or takes forever on Stanford Online Products; 'bench eval' measures ours against
 pytorch-metric-learning and the bare faiss search on SOP-sized embeddings, 'bench step' measures
-what NIR adds to a training step, 'bench data' measures the cached image pipeline against the
-classic per-sample one. Each prints one JSON object with --json (the README's Performance section
-quotes them).
+what NIR adds to a training step, 'bench data' measures the cached image pipeline (uint8 and JPEG
+caches) against the classic per-sample one, 'bench train' measures end-to-end training against
+the bare model, 'bench cache' the cache size per dataset at full scale, and 'gpu-check' runs all
+the GPU measurements in one JSON. Each prints one JSON object with --json (the README's
+Performance section quotes them).
 """
 
 EVAL_DESCRIPTION = """\
@@ -116,9 +118,10 @@ Why: GPU time is scarce; a session that gets one should spend it measuring, not 
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add ``bench`` with ``eval`` and ``step`` to the nirbench command line."""
+    """Add ``bench`` and its subcommands to the nirbench command line."""
     bench = subparsers.add_parser("bench", parents=[common], help="benchmarks: evaluation speed, "
-                                  "NIR step cost, data pipeline speed",
+                                  "NIR step cost, data pipeline, end-to-end training, cache "
+                                  "size, the GPU check",
                                   description=BENCH_DESCRIPTION,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     which = bench.add_subparsers(dest="bench_command", required=True)
