@@ -9,8 +9,7 @@ import pytest
 
 from harness.bench import gpu_check
 
-VARIANT_KEYS = {"backbone", "nir", "precision", "channels_last", "e2e_ips", "model_ips", "ratio",
-                "e2e_cpu_ips", "model_cpu_ips", "ratio_cpu"}
+VARIANT_KEYS = {"backbone", "nir", "precision", "channels_last", "e2e_ips", "model_ips", "ratio"}
 
 
 def nirbench(argv: list[str]) -> int:

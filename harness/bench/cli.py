@@ -87,8 +87,6 @@ fp32/bf16 x channels_last on/off, per backbone):
   model_ips   the same model's forward + backward on a random tensor of the batch's shape, same
               precision and memory format
   ratio       e2e_ips / model_ips; target >= 0.9 (the harness adds at most 10%)
-  ratio_cpu   the same per CPU-second of this process (e2e_cpu_ips, model_cpu_ips): the one to
-              read on a CPU shared with other jobs, whose load moves wall-clock rates
 plus ratio_min and meets_target over all variants, the per-round rates, device, backbones,
 batch, image_px, steps, rounds, cache_build_s, threads and load averages.
 Settings: GPU: ResNet50, batch 90, 224 px (the paper's); CPU: small_cnn and ResNet18 at 32 px,
@@ -259,7 +257,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         print(json.dumps(result))
         return 0
     print(f"{'backbone':10} {'nir':4} {'prec':5} {'layout':13} {'e2e img/s':>10} "
-          f"{'model img/s':>11} {'ratio':>6} {'ratio_cpu':>9}")
+          f"{'model img/s':>11} {'ratio':>6}")
     for v in result["variants"]:
         layout = "channels_last" if v["channels_last"] else "contiguous"
         if "error" in v:
@@ -267,8 +265,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
                   f"{layout:13} error: {v['error']}")
             continue
         print(f"{v['backbone']:10} {'on' if v['nir'] else 'off':4} {v['precision']:5} "
-              f"{layout:13} {v['e2e_ips']:>10.1f} {v['model_ips']:>11.1f} {v['ratio']:>6.2f} "
-              f"{v['ratio_cpu']:>9.2f}")
+              f"{layout:13} {v['e2e_ips']:>10.1f} {v['model_ips']:>11.1f} {v['ratio']:>6.2f}")
     print(f"ratio_min {result['ratio_min']}, target {result['target_ratio']}: "
           f"{'met' if result['meets_target'] else 'not met'} ({result['device']}, "
           f"batch {result['batch']}, {result['image_px']} px, load "
