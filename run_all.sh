@@ -79,10 +79,16 @@ profile() {
     data_root="${NIRBENCH_DATA:-data}"
     echo "== no --data-root given: looking for the datasets under $data_root/ (\$NIRBENCH_DATA)"
   fi
-  local ds failed=0
+  # A partial copy (missing class ids, other image counts) stops the profile too, unless the
+  # runs themselves are told to accept it (--set dataset.allow_partial=true): then the check
+  # accepts it as well, and the runs are tagged dataset.partial=true.
+  local ds failed=0 partial=() arg
+  for arg in "${extra[@]}"; do
+    [ "$arg" = "dataset.allow_partial=true" ] && partial=(--allow-partial)
+  done
   for ds in ${datasets//,/ }; do
     echo "== checking $ds under $data_root"
-    "$VENV/bin/nirbench" data check --dataset "$ds" --root "$data_root" || failed=1
+    "$VENV/bin/nirbench" data check --dataset "$ds" --root "$data_root" "${partial[@]}" || failed=1
   done
   if [ "$failed" -ne 0 ]; then
     echo "run_all.sh: fix the datasets above (or restrict with --datasets) and start again" >&2

@@ -26,13 +26,15 @@ DEVICES = ("auto", "cpu", "cuda")
 POOLINGS = ("average", "double")
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
+CACHE_KINDS = ("uint8", "jpeg")  # harness.data.real.cache.KINDS
 
 
 # Keys added after runs were recorded: left out of the resolved dict (and so of the hash) while
 # they hold the value every earlier config implicitly had, so those configs keep their identity
 # and their finished runs are still found and skipped.
 NEUTRAL_DEFAULTS = {("eval", "every"): 1, ("backbone", "width"): 1.0,
-                    ("train", "lr_schedule"): "constant"}
+                    ("train", "lr_schedule"): "constant", ("dataset", "allow_partial"): False,
+                    ("dataset", "cache"): "uint8"}
 
 
 class ConfigError(ValueError):
@@ -48,6 +50,13 @@ class IncompatiblePairError(ConfigError):
 class DatasetConfig:
     name: str = "synth-cub"
     root: str | None = None  # real datasets: folder holding the official layout
+    # Train on a copy that is not the complete official dataset (tests, debugging): the split
+    # stays by official class id and the run is tagged dataset.partial. Left out of the hash
+    # when false, so every config written before the field existed keeps its identity.
+    allow_partial: bool = False
+    # Real datasets: "uint8" (decoded pixels, exact) or "jpeg" (the compact, lossy cache, 6-15x
+    # smaller; README "Cache size per dataset"). Left out of the hash when "uint8".
+    cache: str = "uint8"
 
 
 @dataclass(frozen=True)
@@ -146,8 +155,9 @@ class RunConfig:
 
         An inactive ``validation`` section is left out, so every config written before the
         section existed keeps its hash (and its finished runs are still found and skipped). For
-        the same reason a regularizer param registered as ``identity_neutral`` (NIR's
-        ``flow: true``) is left out while it has that value."""
+        the same reason the keys of ``NEUTRAL_DEFAULTS`` (``dataset.allow_partial: false``,
+        ``eval.every: 1``, ...) and a regularizer param registered as ``identity_neutral``
+        (NIR's ``flow: true``) are left out while they hold that value."""
         out = dataclasses.asdict(self)
         if not self.validation.active:
             del out["validation"]
@@ -459,6 +469,14 @@ def _check_compatibility(cfg: RunConfig) -> None:
     if data.needs_root and not cfg.dataset.root:
         raise ConfigError(f"dataset {cfg.dataset.name!r} needs dataset.root (the folder that holds "
                           f"its official layout)")
+    if cfg.dataset.allow_partial and "allow_partial" not in data.options:
+        raise ConfigError(f"dataset.allow_partial applies to the real datasets only; "
+                          f"{cfg.dataset.name!r} is always complete")
+    if cfg.dataset.cache not in CACHE_KINDS:
+        raise ConfigError(f"dataset.cache must be one of {CACHE_KINDS}, got {cfg.dataset.cache!r}")
+    if cfg.dataset.cache != "uint8" and "cache" not in data.options:
+        raise ConfigError(f"dataset.cache={cfg.dataset.cache} applies to the real datasets only; "
+                          f"{cfg.dataset.name!r} is held in memory")
     for k in cfg.eval.recall_at or ():
         if k < 1:
             raise ConfigError(f"eval.recall_at values must be >= 1, got {k}")

@@ -22,9 +22,14 @@ def module_name(path: Path) -> str:
 
 def imported_modules(path: Path) -> set[str]:
     """Every module a file imports, at top level or inside a function (``from a import b`` counts
-    as ``a`` and as ``a.b``, since b may be a submodule)."""
+    as ``a`` and as ``a.b``, since b may be a submodule). Imports under ``if TYPE_CHECKING:`` are
+    for annotations only and never run, so they do not count."""
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            node.body = []  # ast.walk has not descended into it yet
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

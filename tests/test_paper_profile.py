@@ -1,6 +1,8 @@
-"""`./run_all.sh --profile paper` end to end on a miniature CUB200-2011 copy: the real loader, the
-paper presets of both arms (ResNet18 from scratch and two short epochs instead of ImageNet
-ResNet50 for 100, via the profile's pass-through arguments), the parallel grid, MLflow, tables."""
+"""`./run_all.sh --profile paper` end to end on a miniature CUB200-2011 copy (real class ids with
+gaps, so a partial copy: `--set dataset.allow_partial=true` makes the data check and the runs
+accept it): the real loader, the paper presets of both arms (ResNet18 from scratch and two short
+epochs instead of ImageNet ResNet50 for 100, via the profile's pass-through arguments), the
+parallel grid, MLflow, tables."""
 from __future__ import annotations
 
 import os
@@ -27,7 +29,8 @@ def test_paper_profile_trains_both_arms_of_a_miniature_cub_through_mlflow(tmp_pa
                      "--only", "seed=0", "--only", "method=proxy_anchor",
                      "--set", "backbone.name=resnet18", "--set", "backbone.pretrained=false",
                      "--set", "train.epochs=2", "--set", "train.batch_size=4",
-                     "--set", "eval.batch_size=8", "--workers", "1"], results)
+                     "--set", "eval.batch_size=8", "--set", "dataset.allow_partial=true",
+                     "--workers", "1"], results)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "train_classes" in done.stdout  # the data check ran first
 
@@ -40,6 +43,7 @@ def test_paper_profile_trains_both_arms_of_a_miniature_cub_through_mlflow(tmp_pa
                                        (run_id,)).fetchall())
     assert {t["grid"] for t in tags.values()} == {"paper"}
     assert {t["dataset"] for t in tags.values()} == {"cub200"}
+    assert {t["dataset.partial"] for t in tags.values()} == {"true"}
     assert sorted(t["regularizer"] for t in tags.values()) == ["nir", "none"]
     for run_id, _ in runs:
         steps = [s for (s,) in db.execute(
@@ -50,6 +54,15 @@ def test_paper_profile_trains_both_arms_of_a_miniature_cub_through_mlflow(tmp_pa
                                  (run_id,)).fetchall())
         assert params["train.lr"] == "1e-05" and params["train.batch_size"] == "4"
     assert (results / "tables" / "table1.md").is_file()
+
+
+def test_paper_profile_refuses_a_partial_copy_before_training(tmp_path):
+    truth = make_cub_official(tmp_path / "data", per_class=(2, 2, 2, 2))
+    done = _profile(["paper", "--data-root", str(truth.root), "--datasets", "cub200"],
+                    tmp_path / "r")
+    assert done.returncode == 2
+    assert "partial copy" in done.stderr and "dataset.allow_partial=true" in done.stderr
+    assert not (tmp_path / "r" / "mlflow.db").exists()
 
 
 def test_paper_profile_without_data_stops_at_once_saying_what_to_download(tmp_path):

@@ -1,8 +1,9 @@
-"""Real-dataset layouts on miniature copies (tests/real_fixtures.py): every layout gives the
-official class-disjoint split with the right counts and classes, Cars196 splits by official class
-id (never folder order or the .mat's classification flag), SOP keeps its super-classes, labels are
-contiguous per split, wrong layouts name the missing file and the expected layout, unreadable
-images are listed and refused, and ``nirbench data check`` prints the public keys."""
+"""Real-dataset layouts on miniature copies (tests/real_fixtures.py, real class ids with gaps):
+every layout gives the official class-disjoint split by class id with the right counts and
+classes, Cars196 splits by official class id (never folder order or the .mat's classification
+flag), SOP keeps its super-classes, labels are contiguous per split, wrong layouts name the
+missing file and the expected layout, unreadable images are listed and refused, and ``nirbench
+data check`` prints the public keys. Partial copies: tests/test_official_ids.py."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,8 @@ import torch
 import real_fixtures as rf
 from harness.data import DATASETS
 from harness.data.real import (
-    CachedImageSplit, DatasetLayoutError, UnreadableImagesError, list_dataset, load_real)
+    CachedImageSplit, DatasetLayoutError, PartialDatasetError, UnreadableImagesError, list_dataset,
+    load_real)
 from harness.data.real.cars196 import read_annotations
 from harness.data.real.check import check_dataset
 
@@ -63,7 +65,8 @@ def test_layout_split_counts_and_classes(key, copies):
 def test_loaded_splits_have_contiguous_labels_mapped_to_official_ids(key, copies, tmp_path):
     dataset, _, _ = LAYOUTS[key]
     truth = copies[key]
-    bundle = DATASETS.get(dataset).load(str(truth.root), str(tmp_path / "cache"))
+    bundle = DATASETS.get(dataset).load(str(truth.root), str(tmp_path / "cache"),
+                                        allow_partial=True)
     listing = list_dataset(dataset, truth.root)
     for tag, split, classes in (("train", bundle.train, truth.train_classes),
                                 ("test", bundle.test, truth.test_classes)):
@@ -94,7 +97,7 @@ def test_cars_official_splits_by_class_id_not_file_order_or_test_flag(copies):
     flag = {str(a["relative_im_path"][0]): int(a["test"][0][0]) for a in raw}
     listing = list_dataset("cars196", truth.root)
     train = {p for p, t in zip(listing.paths, listing.train) if t}
-    assert train == {p for p, c in by_class.items() if c <= 2}
+    assert train == {p for p, c in by_class.items() if c <= 98}
     assert train != {p for p, t in flag.items() if t == 0}  # the classification split differs
     # and the fixture really interleaves classes over file numbers
     ordered = [by_class[p] for p in sorted(by_class)]
@@ -105,8 +108,9 @@ def test_cars_mat_reader_round_trip(copies):
     truth = copies["cars196-official"]
     paths, classes, names = read_annotations(truth.folder / "cars_annos.mat")
     assert paths == truth.paths
-    assert names == rf.CAR_NAMES and classes.dtype == np.int64
-    assert sorted(np.bincount(classes)[1:].tolist()) == sorted([3, 2, 2, 3])
+    assert names == rf.car_names_196() and classes.dtype == np.int64
+    assert {int(c): int(n) for c, n in zip(*np.unique(classes, return_counts=True))} == dict(
+        zip(rf.CAR_IDS, (3, 2, 2, 3)))
 
 
 @pytest.mark.parametrize("key", ["cars196-flat-names", "cars196-kaggle", "cars196-flat-ids"])
@@ -117,12 +121,13 @@ def test_cars_flat_split_follows_official_ids_not_alphabetical_folders(key, copi
     train_folders = {Path(p).parent.name for p, t in zip(listing.paths, listing.train) if t}
     folders = sorted({Path(p).parent.name for p in truth.paths})
     alphabetical_first_half = set(folders[:len(folders) // 2])
-    if key == "cars196-flat-ids":  # ids 2, 3 train; string order would put "10" first
+    if key == "cars196-flat-ids":  # ids 2, 3 train; string order would put "100" first
         assert train_folders == {"2.Zeta Roadster 2012", "3.Alpha C-V Van 2007"}
     else:  # names.csv order: Zeta is id 1, Alpha id 2 ('/' is '-' in the folder name)
         assert train_folders == {"Zeta Roadster 2012", "Alpha C-V Van 2007"}
     assert train_folders != alphabetical_first_half
-    bundle = load_real("cars196", truth.root, tmp_path / "cache", progress=False)
+    bundle = load_real("cars196", truth.root, tmp_path / "cache", allow_partial=True,
+                       progress=False)
     names = bundle.info["class_names"]
     assert {names[int(i)].replace("/", "-")
             for i in bundle.info["global_class_train"]} == train_folders
@@ -130,7 +135,7 @@ def test_cars_flat_split_follows_official_ids_not_alphabetical_folders(key, copi
 
 def test_sop_keeps_super_class_ids(copies, tmp_path):
     truth = copies["sop"]
-    bundle = load_real("sop", truth.root, tmp_path / "cache", progress=False)
+    bundle = load_real("sop", truth.root, tmp_path / "cache", allow_partial=True, progress=False)
     listing = list_dataset("sop", truth.root)
     for tag, mask in (("train", listing.train), ("test", ~listing.train)):
         official = bundle.info[f"global_class_{tag}"]
@@ -180,27 +185,31 @@ def test_flat_cars_without_ids_or_names_refuses_alphabetical_order(tmp_path):
 
 
 @pytest.fixture
-def broken_cub(tmp_path) -> tuple[rf.Truth, list[str]]:
-    """CUB official copy with one truncated JPEG, one text file named .jpg and one listed file
-    missing on disk."""
+def broken_cub(tmp_path) -> tuple[rf.Truth, list[str], str]:
+    """CUB official copy with one truncated JPEG and one text file named .jpg (unreadable), and
+    one listed file missing on disk (absent: a partial copy)."""
     truth = rf.make_cub_official(tmp_path / "copy", per_class=(3, 3, 2, 2))
-    bad = [truth.paths[1], truth.paths[4], truth.paths[7]]
+    bad = [truth.paths[1], truth.paths[4]]
     rf.corrupt(truth.folder / bad[0])
     (truth.folder / bad[1]).write_text("not an image")
-    os.remove(truth.folder / bad[2])
-    return truth, bad
+    os.remove(truth.folder / truth.paths[7])
+    return truth, bad, truth.paths[7]
 
 
 def test_unreadable_images_are_listed_and_refused(broken_cub, tmp_path):
-    truth, bad = broken_cub
+    truth, bad, absent = broken_cub
     report = check_dataset("cub200", truth.root, progress=False)
-    assert report["ok"] is False and report["unreadable_count"] == 3
+    assert report["ok"] is False and report["unreadable_count"] == 2
     assert sorted(line.split(":")[0] for line in report["unreadable"]) == sorted(bad)
-    assert report["train_images"] + report["test_images"] == 10  # counted, not dropped
+    assert report["absent_count"] == 1 and report["absent"] == [absent]
+    assert report["train_images"] + report["test_images"] == 9  # counted, not dropped
     cache = tmp_path / "cache"
-    with pytest.raises(UnreadableImagesError) as err:
+    # a partial copy is refused before anything is decoded; allowed, the broken files still are
+    with pytest.raises(PartialDatasetError, match="1 image files listed in the annotations"):
         load_real("cub200", truth.root, cache, progress=False)
-    assert len(err.value.failures) == 3 and "3 of 10 images of cub200" in str(err.value)
+    with pytest.raises(UnreadableImagesError) as err:
+        load_real("cub200", truth.root, cache, allow_partial=True, progress=False)
+    assert len(err.value.failures) == 2 and "2 of 9 images of cub200" in str(err.value)
     assert all(path in str(err.value) for path in bad)
     assert not any(cache.iterdir())  # no partial cache is left to be mistaken for a good one
 
@@ -212,7 +221,7 @@ def test_unreadable_listing_is_capped_but_counted(tmp_path):
     report = check_dataset("cub200", truth.root, progress=False)
     assert report["unreadable_count"] == 12 and len(report["unreadable"]) == 10
     with pytest.raises(UnreadableImagesError, match="and 2 more"):
-        load_real("cub200", truth.root, tmp_path / "cache", progress=False)
+        load_real("cub200", truth.root, tmp_path / "cache", allow_partial=True, progress=False)
 
 
 def nirbench(argv: list[str]) -> int:
@@ -229,25 +238,31 @@ def test_data_check_json(key, copies, capsys):
     dataset, layout, _ = LAYOUTS[key]
     truth = copies[key]
     assert nirbench(["data", "check", "--dataset", dataset, "--root", str(truth.root),
-                     "--json"]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
+                     "--json"]) == 3  # a miniature copy is partial
+    captured = capsys.readouterr()
+    out = captured.out.strip().splitlines()
     assert len(out) == 1
     report = json.loads(out[0])
     assert COUNT_KEYS <= set(report)
     assert {k: report[k] for k in COUNT_KEYS} == expected_counts(truth)
     assert report["layout"] == layout and report["ok"] and report["unreadable_count"] == 0
+    assert report["complete"] is False and "partial copy" in captured.err
+    assert "--set dataset.allow_partial=true" in captured.err
+    assert nirbench(["data", "check", "--dataset", dataset, "--root", str(truth.root),
+                     "--json", "--allow-partial", "--no-decode"]) == 0
 
 
 def test_data_check_human_output_and_exit_status(broken_cub, capsys):
-    truth, bad = broken_cub
+    truth, bad, absent = broken_cub
     assert nirbench(["data", "check", "--dataset", "cub200", "--root", str(truth.root)]) == 1
     captured = capsys.readouterr()
     assert "train_images" in captured.out and "unreadable_count" in captured.out
     assert all(f"unreadable: {path}" in captured.out for path in bad)
-    assert "3 unreadable images" in captured.err
-    # --no-decode checks the layout and counts only
+    assert f"absent: {absent}" in captured.out
+    assert "2 unreadable images" in captured.err
+    # --no-decode checks the layout, ids and counts only
     assert nirbench(["data", "check", "--dataset", "cub200", "--root", str(truth.root),
-                     "--no-decode", "--json"]) == 0
+                     "--no-decode", "--json", "--allow-partial"]) == 0
     assert json.loads(capsys.readouterr().out)["decoded"] is False
 
 

@@ -8,7 +8,10 @@ per-sample one, in the same process run, with the same number of workers W.
   side 256) with batched crop boxes, uint8 antialiased resizing, flip and normalisation, in this
   process with torch limited to W threads (its per-image CPU loop runs on one thread, so on a
   CPU ours never uses more cores than the reference's W workers).
-Both go through the same files with the same batch size. One round = ``batches`` batches, timed
+- jpeg (``--caches uint8,jpeg``, the default, measures both): the same batches from the compact
+  JPEG cache (``harness.data.real.jpeg_cache``), which decodes every batch again
+  (``torchvision.io.decode_jpeg``: libjpeg-turbo on the CPU, nvjpeg on CUDA).
+All go through the same files with the same batch size. One round = ``batches`` batches, timed
 from the start of the epoch to the last batch on the device (the reference's pipeline fill is part
 of its cost; its workers are already alive). Rounds alternate (reference, ours, reference, ...);
 the best round of each is reported, so a burst of other work on a shared machine does not decide
@@ -66,13 +69,20 @@ def image_folder_files(root: Path, limit: int | None = None) -> list[Path]:
     return files
 
 
+CACHES = ("uint8", "jpeg")
+
+
 def run(*, root: str | Path | None = None, workers: int = 2, batch: int = 64, batches: int = 8,
         rounds: int = 2, images: int | None = None, device: str = "auto", seed: int = 0,
+        caches: tuple[str, ...] = CACHES,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     from harness.bench.eval import _load_average, machine_description
     from harness.train.engine import resolve_device
 
     say = progress or (lambda message: None)
+    if not caches or any(c not in CACHES for c in caches) or "uint8" not in caches:
+        raise ValueError(f"caches must include uint8 (the ratio's subject) and come from "
+                         f"{CACHES}, got {caches}")
     if workers < 0 or batch < 1 or batches < 1 or rounds < 1:
         raise ValueError(f"workers must be >= 0 and batch, batches, rounds >= 1; got workers="
                          f"{workers}, batch={batch}, batches={batches}, rounds={rounds}")
@@ -93,7 +103,7 @@ def run(*, root: str | Path | None = None, workers: int = 2, batch: int = 64, ba
                                "generated": root is None, "images": len(files),
                                "load_average_before": _load_average()}
         out.update(_measure(files, source, scratch, workers, batch, batches, rounds, dev, seed,
-                            say))
+                            tuple(caches), say))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     out["load_average_after"] = _load_average()  # other work on the machine skews every timing
@@ -102,41 +112,66 @@ def run(*, root: str | Path | None = None, workers: int = 2, batch: int = 64, ba
 
 
 def _measure(files: list[Path], source: Path, scratch: Path, workers: int, batch: int,
-             batches: int, rounds: int, dev: torch.device, seed: int,
+             batches: int, rounds: int, dev: torch.device, seed: int, caches: tuple[str, ...],
              say: Callable[[str], None]) -> dict[str, Any]:
     from harness.data.real.cache import open_or_build
     from harness.data.real.split import CachedImageSplit
 
-    say(f"building the uint8 cache of {len(files)} images with {max(1, workers)} processes")
     rel = [f.relative_to(source).as_posix() for f in files]
-    started = time.perf_counter()
-    store, _ = open_or_build("bench", "folder", source, rel, scratch / "cache",
-                             workers=max(1, workers), progress=False)
-    cache_build_s = time.perf_counter() - started
-    split = CachedImageSplit(store, np.arange(len(files)), torch.zeros(len(files),
-                                                                        dtype=torch.int64))
+    stores, build_s = {}, {}
+    for kind in caches:
+        say(f"building the {kind} cache of {len(files)} images with {max(1, workers)} processes")
+        started = time.perf_counter()
+        stores[kind], _ = open_or_build("bench", "folder", source, rel, scratch / "cache",
+                                        workers=max(1, workers), progress=False, kind=kind)
+        build_s[kind] = time.perf_counter() - started
+    labels = torch.zeros(len(files), dtype=torch.int64)
     reference = _reference_rounds(files, workers, batch, batches, dev, seed)
-    ours = _our_rounds(split, workers, batch, batches, dev, seed)
+    ours = {kind: _our_rounds(CachedImageSplit(store, np.arange(len(files)), labels), workers,
+                              batch, batches, dev, seed) for kind, store in stores.items()}
     ref_ips: list[float] = []
-    our_ips: list[float] = []
+    our_ips: dict[str, list[float]] = {kind: [] for kind in caches}
     for r in range(rounds):
         say(f"round {r + 1}/{rounds}: reference (per-sample PIL, {workers} workers)")
         ref_ips.append(batch * batches / next(reference))
-        say(f"round {r + 1}/{rounds}: ours (cached uint8 + batched transforms, {workers} threads)")
-        our_ips.append(batch * batches / next(ours))
+        for kind, rounds_of in ours.items():
+            say(f"round {r + 1}/{rounds}: ours ({kind} cache + batched transforms, "
+                f"{workers} threads)")
+            our_ips[kind].append(batch * batches / next(rounds_of))
     reference.close()
-    ours.close()
-    ours_best, reference_best = max(our_ips), max(ref_ips)
+    for rounds_of in ours.values():
+        rounds_of.close()
+    reference_best = max(ref_ips)
+    store = stores["uint8"]
     sizes = [store.image(0).shape[:2]] if len(store) else []
-    return {
-        "ours_ips": ours_best, "reference_ips": reference_best, "ratio": ours_best /
-        reference_best, "workers": workers, "batch": batch, "batches": batches, "rounds": rounds,
-        "timed_images_per_round": batch * batches, "device": dev.type,
-        "ours_round_ips": our_ips, "reference_round_ips": ref_ips,
-        "cache_build_s": cache_build_s, "cache_mb": store.meta["bytes"] / 2**20,
+    out = {
+        "ours_ips": max(our_ips["uint8"]), "reference_ips": reference_best,
+        "ratio": max(our_ips["uint8"]) / reference_best, "workers": workers, "batch": batch,
+        "batches": batches, "rounds": rounds, "timed_images_per_round": batch * batches,
+        "device": dev.type, "ours_round_ips": our_ips["uint8"], "reference_round_ips": ref_ips,
+        "cache_build_s": build_s["uint8"], "cache_mb": store.meta["bytes"] / 2**20,
         "cached_image_hw": list(sizes[0]) if sizes else None,
         "source_image_wh": list(_source_size(files[0])),
     }
+    if "jpeg" in stores:
+        from harness.data.real.jpeg_cache import QUALITY
+
+        jpeg = stores["jpeg"]
+        out.update({
+            "jpeg_ips": max(our_ips["jpeg"]), "jpeg_ratio": max(our_ips["jpeg"]) / reference_best,
+            "jpeg_round_ips": our_ips["jpeg"], "jpeg_cache_build_s": build_s["jpeg"],
+            "jpeg_cache_mb": jpeg.meta["bytes"] / 2**20, "jpeg_quality": QUALITY,
+            "jpeg_size_ratio": store.meta["bytes"] / max(1, jpeg.meta["bytes"]),
+            "jpeg_mean_abs_diff": _mean_abs_diff(store, jpeg),
+        })
+    return out
+
+
+def _mean_abs_diff(uint8, jpeg, sample: int = 16) -> float:
+    """Mean absolute pixel difference (grey levels) between the two caches' images."""
+    ids = np.linspace(0, len(uint8) - 1, min(sample, len(uint8))).round().astype(int).tolist()
+    return float(np.mean([np.abs(uint8.image(i).astype(np.int16)
+                                 - jpeg.image(i).astype(np.int16)).mean() for i in ids]))
 
 
 def _source_size(path: Path) -> tuple[int, int]:

@@ -1,5 +1,5 @@
-"""``nirbench bench {eval,step,data}``: argument parsing and printing only; the work is in
-harness.bench.eval, harness.bench.step and harness.bench.data."""
+"""``nirbench bench {eval,step,data,protocol,convergence,train,cache,gpu-check}``: argument parsing and printing only;
+the work is in the harness.bench module of the same name (gpu-check: harness.bench.gpu_check)."""
 from __future__ import annotations
 
 import argparse
@@ -11,9 +11,11 @@ BENCH_DESCRIPTION = """\
 Measure instead of claim. Users' top complaint about DML tooling is evaluation that runs out of
 memory or takes forever on Stanford Online Products; 'bench eval' measures ours against
 pytorch-metric-learning and the bare faiss search on SOP-sized embeddings, 'bench step' measures
-what NIR adds to a training step, 'bench data' measures the cached image pipeline against the
-classic per-sample one. Each prints one JSON object with --json (the README's Performance section
-quotes them).
+what NIR adds to a training step, 'bench data' measures the cached image pipeline (uint8 and JPEG
+caches) against the classic per-sample one, 'bench train' measures end-to-end training against
+the bare model, 'bench cache' the cache size per dataset at full scale, and 'gpu-check' runs all
+the GPU measurements in one JSON. Each prints one JSON object with --json (the README's
+Performance section quotes them).
 """
 
 EVAL_DESCRIPTION = """\
@@ -51,12 +53,65 @@ workers W and batch size:
                   device (CachedImageSplit.train_batch) in this process, torch limited to W
                   threads (its per-image CPU loop runs on one)
   ratio           ours_ips / reference_ips
-plus cache_build_s (decoding every image once, W processes; not part of either rate), images,
-workers, batch, device and the per-round rates. --root: any folder of images (searched
-recursively, e.g. CUB_200_2011/images); without it a temporary folder of 400 CUB-like JPEGs
-(500x375, quality 90) is generated.
+  jpeg_ips, jpeg_ratio   the same with the compact JPEG cache (decoded per batch; --caches)
+plus jpeg_cache_mb, jpeg_size_ratio (uint8 bytes / JPEG bytes), jpeg_mean_abs_diff (grey levels
+against the uint8 cache), cache_build_s (decoding every image once, W processes; not part of
+either rate), images, workers, batch, device and the per-round rates. --root: any folder of
+images (searched recursively, e.g. CUB_200_2011/images); without it a temporary folder of 400
+CUB-like JPEGs (500x375, quality 90) is generated.
 Why: data loading, not the GPU, is what limits DML training on small machines; this says how much
 the cache buys on yours.
+"""
+
+
+CACHE_DESCRIPTION = """\
+Measure the disk the image caches take at the real datasets' scale: generate a sample of each
+dataset's kind of photograph (CUB and Cars196 scenes, SOP product shots on white; realistic sizes
+and aspect ratios), build the uint8 cache (the default: decoded pixels, shorter side 256) and the
+compact JPEG cache (dataset.cache=jpeg) of it, and extrapolate bytes per image to the official
+image count. Per dataset: uint8_bytes_per_image (checked against the exact formula 3 x h x w after
+the resize: uint8_formula_bytes), jpeg_bytes_per_image, jpeg_size_ratio, mean_aspect, uint8_gb,
+jpeg_gb, source_gb (the JPEG files themselves), build seconds per image.
+Why: the uint8 cache of SOP needs tens of GB; know it before the first hour on a GPU server is
+spent filling a disk. The uint8 number follows from the aspect ratios alone; the JPEG number
+depends on content and is an estimate.
+"""
+
+
+TRAIN_DESCRIPTION = """\
+End-to-end training throughput against the bare model, in the same run, per variant (NIR on/off x
+fp32/bf16 x channels_last on/off, per backbone):
+  e2e_ips     images/s of harness.train.engine.train_one_epoch itself: cached data (memory-mapped uint8
+              cache of generated photographs), batched augmentation, forward, loss, NIR,
+              finite-loss check, backward, optimizer step, per-step loss logging
+  model_ips   the same model's forward + backward on a random tensor of the batch's shape, same
+              precision and memory format
+  ratio       e2e_ips / model_ips; target >= 0.9 (the harness adds at most 10%)
+plus ratio_min and meets_target over all variants, the per-round rates, device, backbones,
+batch, image_px, steps, rounds, cache_build_s, threads and load averages.
+Settings: GPU: ResNet50, batch 90, 224 px (the paper's); CPU: small_cnn and ResNet18 at 32 px,
+batch 32; --quick: small_cnn, batch 8, 32 px, for a smoke test.
+Why: the harness's own cost (data, loss bookkeeping, NIR) must be small next to the network, or
+every GPU hour buys less than it should.
+"""
+
+GPU_CHECK_DESCRIPTION = """\
+The GPU check, ready for a session that is lent a GPU: one command, one JSON (--out), every part
+timed and guarded (a failing part records its error and the check goes on), a total time budget
+(--budget-s, default 540 s; parts that would start after it are recorded as skipped):
+  doctor          nirbench doctor
+  bench_train     ResNet50, batch 90, 224 px: fp32 and bf16, NIR on/off, channels_last on/off
+  bench_eval_sop  our kNN metrics with the faiss GPU engine at SOP size (60,502 x 128) + NMI
+  bench_eval_1m   the same at 1,000,000 embeddings (200,000 classes; exact kNN, no NMI)
+  bench_data      cached pipeline on CUDA (uint8 and JPEG caches) vs the PIL reference
+  augment_match   CUDA augmentation pixels vs the CPU path for the same crop boxes (tolerance:
+                  uint8 cache at most one grey level per pixel, mean < 0.5 levels; JPEG cache,
+                  nvjpeg vs libjpeg-turbo, mean < 1 level)
+  paper_run       a 50-step paper-profile run (cub200 NIR preset, ResNet50) on a generated
+                  CUB-layout folder, through MLflow
+  pytest_gpu      the gpu-marked tests (pytest -m gpu)
+--device cpu --quick runs the same parts at toy sizes on a CPU (what the tests do).
+Why: GPU time is scarce; a session that gets one should spend it measuring, not writing scripts.
 """
 
 
@@ -83,9 +138,10 @@ the protocol; this shows where the time went and what the cuts bought.
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add ``bench`` with ``eval`` and ``step`` to the nirbench command line."""
+    """Add ``bench`` and its subcommands to the nirbench command line."""
     bench = subparsers.add_parser("bench", parents=[common], help="benchmarks: evaluation speed, "
-                                  "NIR step cost, data pipeline speed",
+                                  "NIR step cost, data pipeline, end-to-end training, cache "
+                                  "size, the GPU check",
                                   description=BENCH_DESCRIPTION,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     which = bench.add_subparsers(dest="bench_command", required=True)
@@ -152,6 +208,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="alternating rounds per pipeline, the best is reported (default 2)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--caches", default="uint8,jpeg",
+                   help="caches to measure: uint8 (always) and jpeg, the compact one "
+                        "(default both, so their rates come from the same run)")
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_data)
 
@@ -177,6 +236,120 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="also draw the curves (B solid, 2B dashed) into this PNG")
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_convergence)
+
+    p = which.add_parser("train", parents=[common], help="end-to-end training images/s against "
+                         "the bare model (ratio target >= 0.9)", description=TRAIN_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--quick", action="store_true",
+                   help="toy sizes (small_cnn, batch 8, 32 px): a smoke test in seconds")
+    p.add_argument("--backbones", default=None,
+                   help="comma-separated (default: resnet50 on a GPU, small_cnn,resnet18 on a CPU)")
+    p.add_argument("--batch", type=int, default=None, help="default: 90 on a GPU, 32 on a CPU")
+    p.add_argument("--image-px", type=int, default=None, help="default: 224 on a GPU, 32 on a CPU")
+    p.add_argument("--steps", type=int, default=None, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds (best is reported)")
+    p.add_argument("--nir", default="off,on", help="NIR arms to measure (default off,on)")
+    p.add_argument("--precisions", default="fp32,bf16", help="default fp32,bf16")
+    p.add_argument("--channels-last", default="off,on", help="default off,on")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
+    p.set_defaults(func=cmd_bench_train)
+
+    p = which.add_parser("gpu-check", parents=[common], help="the whole GPU check in one command "
+                         "and one JSON (doctor, bench train/eval/data, a 50-step paper run, "
+                         "gpu tests)", description=GPU_CHECK_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="results/gpu_check.json",
+                   help="the JSON file (default results/gpu_check.json), rewritten after "
+                        "every part so a killed check keeps what it measured")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--quick", action="store_true", help="toy sizes (CPU smoke test)")
+    p.add_argument("--budget-s", type=float, default=540.0,
+                   help="total time budget; later parts are skipped past it (default 540)")
+    p.add_argument("--only", default=None,
+                   help="comma-separated part names to run (default: all)")
+    p.add_argument("--json", action="store_true", help="also print the JSON")
+    p.set_defaults(func=cmd_bench_gpu_check)
+
+    p = which.add_parser("cache", parents=[common], help="cache size per dataset at full scale, "
+                         "uint8 and compact JPEG, from a generated sample",
+                         description=CACHE_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="cub200,cars196,sop",
+                   help="comma-separated, default all three")
+    p.add_argument("--images", type=int, default=200, help="sample size per dataset (default 200)")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
+    p.set_defaults(func=cmd_bench_cache)
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from harness.bench import train as bench_train
+
+    def flags(text: str, kind) -> tuple:
+        return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+
+    result = bench_train.run(
+        device=args.device, quick=args.quick, seed=args.seed, threads=args.threads,
+        backbones=flags(args.backbones, str) if args.backbones else None, batch=args.batch,
+        image_px=args.image_px, steps=args.steps, rounds=args.rounds,
+        nir=flags(args.nir, lambda v: v == "on"), precisions=flags(args.precisions, str),
+        channels_last=flags(args.channels_last, lambda v: v == "on"), progress=_progress(args))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{'backbone':10} {'nir':4} {'prec':5} {'layout':13} {'e2e img/s':>10} "
+          f"{'model img/s':>11} {'ratio':>6}")
+    for v in result["variants"]:
+        layout = "channels_last" if v["channels_last"] else "contiguous"
+        if "error" in v:
+            print(f"{v['backbone']:10} {'on' if v['nir'] else 'off':4} {v['precision']:5} "
+                  f"{layout:13} error: {v['error']}")
+            continue
+        print(f"{v['backbone']:10} {'on' if v['nir'] else 'off':4} {v['precision']:5} "
+              f"{layout:13} {v['e2e_ips']:>10.1f} {v['model_ips']:>11.1f} {v['ratio']:>6.2f}")
+    print(f"ratio_min {result['ratio_min']}, target {result['target_ratio']}: "
+          f"{'met' if result['meets_target'] else 'not met'} ({result['device']}, "
+          f"batch {result['batch']}, {result['image_px']} px, load "
+          f"{result['load_average_before']} -> {result['load_average_after']})")
+    return 0
+
+
+def cmd_bench_gpu_check(args: argparse.Namespace) -> int:
+    from harness.bench import gpu_check
+
+    result = gpu_check.run(out=args.out, device=args.device, quick=args.quick,
+                           budget_s=args.budget_s, only=args.only, results_dir=args.results_dir,
+                           progress=_progress(args))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for name, part in result["parts"].items():
+            print(f"{part['status']:8} {name:16} {part.get('seconds', 0):7.1f} s  "
+                  f"{part.get('summary', part.get('error', ''))}")
+        print(f"total {result['total_s']:.1f} s; JSON written to {result['out']}")
+    return 0 if all(p["status"] in ("ok", "skipped") for p in result["parts"].values()) else 1
+
+
+def cmd_bench_cache(args: argparse.Namespace) -> int:
+    from harness.bench import cache_size
+
+    datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
+    result = cache_size.run(datasets=datasets, images=args.images, workers=args.workers,
+                            seed=args.seed, progress=_progress(args))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{'dataset':8}  {'images':>7}  {'aspect':>6}  {'uint8 GB':>8}  {'JPEG GB':>7}  "
+          f"{'x smaller':>9}  {'source GB':>9}")
+    for name, row in result["datasets"].items():
+        print(f"{name:8}  {row['official_images']:>7,}  {row['mean_aspect']:>6.2f}  "
+              f"{row['uint8_gb']:>8.1f}  {row['jpeg_gb']:>7.2f}  {row['jpeg_size_ratio']:>9.1f}  "
+              f"{row['source_gb']:>9.2f}")
+    return 0
 
 
 def cmd_bench_convergence(args: argparse.Namespace) -> int:
@@ -248,7 +421,9 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
 
     result = bench_data.run(root=args.root, workers=args.workers, batch=args.batch,
                             batches=args.batches, rounds=args.rounds, images=args.images,
-                            device=args.device, seed=args.seed, progress=_progress(args))
+                            device=args.device, seed=args.seed,
+                            caches=tuple(c.strip() for c in args.caches.split(",") if c.strip()),
+                            progress=_progress(args))
     _print(result, args.json)
     return 0
 

@@ -15,15 +15,23 @@ The real benchmarks (CUB200-2011, Cars196, Stanford Online Products) live outsid
 CHECK_DESCRIPTION = """\
 Validate a copy of a real dataset: find its layout under --root (CUB: the official CUB_200_2011/
 archive or the flat cub200/images/<class>/; Cars196: cars_annos.mat + car_ims/ or class folders;
-SOP: Stanford_Online_Products/Ebay_train.txt + Ebay_test.txt), apply the standard class-disjoint
-split and decode every image. Prints train_classes, train_images, test_classes, test_images (the
-JSON keys with --json), the layout found, and the unreadable images (the first 10 paths and the
-count). Exit status 0 when every image decodes, 1 when some do not, 2 when the layout is wrong
-(the message names the missing file, the expected layout and where to download the dataset).
-Why: a missing or truncated file should fail here in seconds, not in epoch 37, and must never be
-silently dropped (the benchmark's numbers depend on every image).
+SOP: Stanford_Online_Products/Ebay_train.txt + Ebay_test.txt), split it by official class id
+(CUB 1-100 / 101-200, Cars196 1-98 / 99-196, SOP by Ebay_train.txt / Ebay_test.txt), compare it
+with the official dataset and decode every image. Prints (JSON keys with --json):
+  train_classes, train_images, test_classes, test_images   what this copy holds, per split
+  complete, missing_class_count, missing_class_ids, unexpected_class_count,
+  unexpected_class_ids, absent_count, absent                against the official dataset
+  official_classes, official_images, official_train_images, official_test_images
+  unreadable_count, unreadable (first 10), ok               images that do not decode
+  cache_uint8_bytes/_gb, cache_jpeg_bytes/_gb, cache_size_source   disk the cache will take
+plus layout, root, images, decoded. Exit status 0 when the copy is complete and every image
+decodes, 1 when some images do not decode, 2 when the layout is wrong (the message names the
+missing file, the expected layout and where to download the dataset), 3 when the copy is partial
+(missing or unexpected class ids, other image counts) unless --allow-partial.
+Why: a missing class silently moves the split of a loader that takes "the first half of the
+classes present"; a missing or truncated file should fail here in seconds, not in epoch 37; and
+neither must ever be silently dropped (the benchmark's numbers depend on every image).
 """
-
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``data`` with ``check`` to the nirbench command line."""
@@ -42,6 +50,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="decoding processes (default: $NIRBENCH_DECODE_WORKERS or min(8, CPUs))")
     p.add_argument("--no-decode", action="store_true",
                    help="check layout and split sizes only, do not decode the images")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="exit 0 on a partial copy (a miniature or filtered one you mean to train "
+                        "on with dataset.allow_partial=true); the report still lists what is "
+                        "missing")
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_data_check)
 
@@ -58,18 +70,36 @@ def cmd_data_check(args: argparse.Namespace) -> int:
               f"{args.dataset} under {report['root']}; re-download or replace them",
               file=sys.stderr)
         return 1
+    if not report["complete"]:
+        verdict = ("accepted (--allow-partial): train with --set dataset.allow_partial=true"
+                   if args.allow_partial else
+                   "training refuses it; complete the copy, or pass --allow-partial here and "
+                   "--set dataset.allow_partial=true to the run")
+        print(f"nirbench data check: {args.dataset} under {report['root']} is a partial copy "
+              f"({report['missing_class_count']} missing and {report['unexpected_class_count']} "
+              f"unexpected class ids, {report['images']:,} of {report['official_images']:,} "
+              f"images); {verdict}", file=sys.stderr)
+        return 0 if args.allow_partial else 3
     return 0
 
 
 def _print(report: dict[str, Any], as_json: bool) -> None:
+    from harness.data.real.official_ids import format_ids
+
     if as_json:
         print(json.dumps(report))
         return
     width = max(len(key) for key in report)
     for key, value in report.items():
-        if key == "unreadable":
+        if key in ("unreadable", "absent"):
             continue
+        if key in ("missing_class_ids", "unexpected_class_ids"):
+            value = format_ids(value)
         print(f"{key.ljust(width)}  {value}")
+    for line in report["absent"]:
+        print(f"  absent: {line}")
+    if report["absent_count"] > len(report["absent"]):
+        print(f"  ... and {report['absent_count'] - len(report['absent'])} more absent")
     for line in report["unreadable"]:
         print(f"  unreadable: {line}")
     if report["unreadable_count"] > len(report["unreadable"]):

@@ -76,6 +76,9 @@ class DatasetInfo:
     recall_at: tuple[int, ...]  # the benchmark's customary Recall@k list
     description: str
     needs_root: bool  # real datasets need dataset.root; embedded ones do not
+    # Keyword options ``load`` accepts beyond (root, cache_dir), e.g. ("allow_partial",): the
+    # config refuses a dataset.* option the dataset does not have instead of ignoring it.
+    options: tuple[str, ...] = ()
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")

@@ -173,8 +173,10 @@ def param_groups(model: EmbeddingModel, objective: Objective, lr: float,
 
 
 def train_one_epoch(trainer: Trainer, split: ImageSplit, sampler: ClassBalancedBatchSampler,
-                    epoch: int, progress: bool = False) -> dict[str, float]:
-    """One pass of ``sampler.iterations_per_epoch`` batches; returns mean loss terms."""
+                    epoch: int, progress: bool = False,
+                    lagged: bool | None = None) -> dict[str, float]:
+    """One pass of ``sampler.iterations_per_epoch`` batches; returns mean loss terms.
+    ``lagged``: check and record each step's loss one step late (default: on CUDA only)."""
     cfg, model, objective = trainer.cfg, trainer.model, trainer.objective
     warmup = epoch < cfg.train.warmup_epochs
     model.set_body_trainable(not warmup)
@@ -187,6 +189,14 @@ def train_one_epoch(trainer: Trainer, split: ImageSplit, sampler: ClassBalancedB
     autocast = torch.autocast(trainer.device.type, dtype=torch.bfloat16,
                               enabled=cfg.train.precision == "bf16")
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    # On CUDA the finite check and the loss bookkeeping read each step's values one step late,
+    # so the CPU never waits for the GPU inside an epoch and prepares the next batch while the GPU
+    # computes (nirbench bench train measures the difference). The error still names the step
+    # whose loss was not finite; its optimizer update has been applied by then, but the run fails
+    # before this epoch's checkpoint is written. On the CPU nothing runs ahead: checked at once.
+    if lagged is None:
+        lagged = trainer.device.type == "cuda"
+    pending: tuple[int, dict[str, torch.Tensor]] | None = None
     for step, idx in enumerate(bar):
         images = split.train_batch(idx, trainer.device, aug_gen)
         images = images.contiguous(memory_format=memory_format)
@@ -196,21 +206,37 @@ def train_one_epoch(trainer: Trainer, split: ImageSplit, sampler: ClassBalancedB
                 embeddings = model(images)
             terms = objective(embeddings.float(), labels)
         except FloatingPointError as err:
+            if pending is not None:  # a non-finite previous step is the cause: name it first
+                _account(*pending, epoch, sums)
             raise TrainingDiverged(f"epoch {epoch + 1}, step {step + 1}: {err}") from err
         total = terms["loss/total"]
-        if not torch.isfinite(total):
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            raise TrainingDiverged(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: "
-                                   f"{values}; lower train.lr or the loss-owned lr multipliers")
+        detached = {k: v.detach() for k, v in terms.items()}
+        if lagged:
+            if pending is not None:
+                _account(*pending, epoch, sums)
+            pending = (step, detached)
+        else:
+            _account(step, detached, epoch, sums)
         trainer.optimizer.zero_grad(set_to_none=True)
         total.backward()
         trainer.optimizer.step()
-        for key, value in terms.items():
-            sums[key] = sums.get(key, 0.0) + float(value.detach())
         if progress and hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{float(total.detach()):.4f}")
+    if pending is not None:
+        _account(*pending, epoch, sums)
     model.set_body_trainable(True)
     return {key: value / len(batches) for key, value in sums.items()}
+
+
+def _account(step: int, terms: dict[str, torch.Tensor], epoch: int,
+             sums: dict[str, float]) -> None:
+    """Fail on a non-finite total loss of ``step``, else add its loss terms to ``sums``."""
+    if not torch.isfinite(terms["loss/total"]):
+        values = {k: float(v) for k, v in terms.items()}
+        raise TrainingDiverged(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: "
+                               f"{values}; lower train.lr or the loss-owned lr multipliers")
+    for key, value in terms.items():
+        sums[key] = sums.get(key, 0.0) + float(value)
 
 
 @torch.no_grad()

@@ -145,7 +145,12 @@ def _train(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str, pr
             torch.set_num_threads(cfg.train.threads)
         torch.use_deterministic_algorithms(cfg.train.deterministic)
         device = resolve_device(cfg.train.device)
-        bundle = load_dataset(cfg.dataset.name, cfg.dataset.root, results_dir / "cache" / "data")
+        bundle = load_dataset(cfg.dataset.name, cfg.dataset.root, results_dir / "cache" / "data",
+                              allow_partial=cfg.dataset.allow_partial, cache=cfg.dataset.cache)
+        if "partial" in bundle.info:  # real datasets: say in the tags whether the copy was whole
+            tracker.set_tags(run_id, {"dataset.partial": str(bundle.info["partial"]).lower(),
+                                      "dataset.missing_classes":
+                                          str(bundle.info.get("missing_class_count", 0))})
         eval_prefix = "test"
         if cfg.validation.active:
             v = cfg.validation

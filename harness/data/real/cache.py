@@ -10,8 +10,13 @@ per-image ``offsets``, ``heights`` and ``widths`` in ``index.npz``. Why flat and
 canvas: after the resize the long side varies a lot (CUB about 341 px, Cars up to 3x the short
 side, SOP anything), so a canvas wastes space or has to cut the long side, which would change the
 random crops; a flat file has no waste, one image is one contiguous block (a crop is a strided
-view, no copy), and the OS page cache shares it between processes. Sizes: about 3 GB for CUB,
-5 GB for Cars196, 25-30 GB for SOP.
+view, no copy), and the OS page cache shares it between processes. Sizes: 196,608 bytes x (long
+side / short side) per image, so about 3.3 GB for CUB, 5.2 GB for Cars196 and 23.6-31.5 GB for
+SOP (27.5 GB at a realistic aspect mix; ``nirbench bench cache``, ``cache_size.py``).
+
+Kinds (``open_or_build(kind=...)``): ``uint8`` (this module, the default) or ``jpeg``, the
+compact cache of ``jpeg_cache.py`` (the same resized pixels re-encoded as JPEG, decoded per batch;
+about 6-15x smaller, lossy). Both have the same image sizes, so crop boxes are identical.
 
 Cache key: dataset, layout, preprocessing parameters, ``CACHE_VERSION`` and a hash of the file
 list (relative path and byte size of every image, in listing order). Adding, removing or
@@ -23,102 +28,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from harness.data.real.layouts import UnreadableImagesError
-
-CACHE_VERSION = 1
-SHORT_SIDE = 256
-PREPROCESSING = {"resize_shorter_side": SHORT_SIDE, "interpolation": "PIL bilinear (antialiased)",
-                 "mode": "RGB", "size_rule": "torchvision Resize(int)", "version": CACHE_VERSION}
-IN_PROCESS_BELOW = 64  # images; a process pool is not worth starting for fewer
-ENV_WORKERS = "NIRBENCH_DECODE_WORKERS"
-
-
-def resized_size(width: int, height: int, short_side: int = SHORT_SIDE) -> tuple[int, int]:
-    """(width, height) after torchvision's ``Resize(short_side)`` on a PIL image."""
-    short, long = (width, height) if width <= height else (height, width)
-    if short == short_side:
-        return width, height
-    new_short, new_long = short_side, int(short_side * long / short)
-    return (new_short, new_long) if width <= height else (new_long, new_short)
-
-
-def decode_resized(path: str | Path, short_side: int = SHORT_SIDE) -> np.ndarray:
-    """One image as uint8 (h, w, 3), its shorter side resized to ``short_side``."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        rgb = image.convert("RGB")
-    size = resized_size(*rgb.size, short_side)
-    if size != rgb.size:
-        rgb = rgb.resize(size, Image.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-def _decode_task(task: tuple[int, str, int]) -> tuple[int, np.ndarray | None, str | None]:
-    index, path, short_side = task
-    try:
-        return index, np.ascontiguousarray(decode_resized(path, short_side)), None
-    except Exception as err:  # noqa: BLE001 - reported per file by the caller, never dropped
-        return index, None, f"{type(err).__name__}: {err}"
-
-
-def decode_workers(requested: int | None = None) -> int:
-    if requested is not None:
-        return max(1, requested)
-    env = os.environ.get(ENV_WORKERS)
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"{ENV_WORKERS} must be an integer, got {env!r}") from None
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def decode_all(paths: list[str], *, short_side: int = SHORT_SIDE, workers: int | None = None,
-               desc: str = "decoding", progress: bool = True,
-               ) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
-    """(index, pixels or None, error or None) for every path, in order; a process pool when
-    there are enough images, a tqdm progress bar on a terminal."""
-    tasks = [(i, p, short_side) for i, p in enumerate(paths)]
-    yield from imap_with_progress(_decode_task, tasks, workers=workers, desc=desc,
-                                  progress=progress, chunksize=8)
-
-
-def imap_with_progress(func, items: list, *, workers: int | None, desc: str, progress: bool,
-                       chunksize: int) -> Iterator[Any]:
-    """``func(item)`` for every item, in order: in this process for few items (or one worker),
-    else a process pool; a tqdm bar on a terminal. ``func`` must be a module-level function."""
-    from tqdm.auto import tqdm
-
-    n_workers = decode_workers(workers)
-    bar = tqdm(total=len(items), desc=desc, unit="img", dynamic_ncols=True,
-               disable=None if progress else True)
-    try:
-        if n_workers == 1 or len(items) < IN_PROCESS_BELOW:
-            for item in items:
-                yield func(item)
-                bar.update()
-            return
-        # fork: workers need no imports beyond PIL and numpy and start at once; decoding never
-        # touches torch, so no OpenMP state is shared.
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with context.Pool(n_workers) as pool:
-            for result in pool.imap(func, items, chunksize=chunksize):
-                yield result
-                bar.update()
-    finally:
-        bar.close()
+# Decoding lives below both caches (this one and jpeg_cache.py); re-exported here for callers.
+from harness.data.real.decode import (  # noqa: F401
+    CACHE_VERSION, ENV_WORKERS, IN_PROCESS_BELOW, PREPROCESSING, SHORT_SIDE, decode_all,
+    decode_resized, decode_workers, imap_with_progress, resized_size)
 
 
 def cache_key(dataset: str, layout: str, base: Path, paths: list[str],
@@ -169,6 +92,11 @@ class PixelStore:
         start, h, w = int(self.offsets[i]), int(self.heights[i]), int(self.widths[i])
         return self.pixels[start:start + 3 * h * w].reshape(h, w, 3)
 
+    def images(self, ids: list[int], device=None) -> list[np.ndarray]:
+        """Images ``ids`` as (h, w, 3) uint8 views (nothing to decode; ``device`` is for the
+        stores that decode, see ``jpeg_cache.JpegStore``)."""
+        return [self.image(i) for i in ids]
+
     def __reduce__(self):
         return (PixelStore, (str(self.directory),))
 
@@ -176,19 +104,33 @@ class PixelStore:
         return f"PixelStore({str(self.directory)!r}, images={len(self)})"
 
 
+KINDS = ("uint8", "jpeg")
+
+
 def open_or_build(dataset: str, layout: str, base: str | Path, paths: list[str],
                   cache_dir: str | Path, *, short_side: int = SHORT_SIDE,
-                  workers: int | None = None, progress: bool = True) -> tuple[PixelStore, bool]:
+                  workers: int | None = None, progress: bool = True, kind: str = "uint8",
+                  ) -> tuple[Any, bool]:
     """(store, reused): the cache of the images ``base/paths`` (store index k = paths[k]),
-    built first if there is none. Raises ``UnreadableImagesError`` naming every image that
-    cannot be decoded (no cache is kept)."""
+    built first if there is none: a ``PixelStore`` (kind ``uint8``) or a ``JpegStore`` (kind
+    ``jpeg``). Raises ``UnreadableImagesError`` naming every image that cannot be decoded (no
+    cache is kept)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown cache kind {kind!r}; valid: {', '.join(KINDS)}")
     base = Path(base)
     key = cache_key(dataset, layout, base, paths, short_side)
+    opener, builder, suffix = PixelStore, _build, ""
+    if kind == "jpeg":
+        from harness.data.real import jpeg_cache
+
+        opener, builder = jpeg_cache.JpegStore, jpeg_cache.build
+        key = jpeg_cache.kind_key(key)
+        suffix = jpeg_cache.FOLDER_SUFFIX
     cache_dir = Path(cache_dir)
-    final = cache_dir / f"{dataset}-{layout}-{short_side}px-{key}"
+    final = cache_dir / f"{dataset}-{layout}-{short_side}px{suffix}-{key}"
     if final.is_dir():
         try:
-            store = PixelStore(final)
+            store = opener(final)
             if store.meta.get("key") == key:
                 return store, True
             problem = f"its key is {store.meta.get('key')!r}, expected {key!r}"
@@ -203,7 +145,7 @@ def open_or_build(dataset: str, layout: str, base: str | Path, paths: list[str],
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        _build(dataset, layout, base, paths, tmp, key, short_side, workers, progress)
+        builder(dataset, layout, base, paths, tmp, key, short_side, workers, progress)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -213,7 +155,7 @@ def open_or_build(dataset: str, layout: str, base: str | Path, paths: list[str],
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PixelStore(final), False
+    return opener(final), False
 
 
 def _build(dataset: str, layout: str, base: Path, paths: list[str], folder: Path, key: str,

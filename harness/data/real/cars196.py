@@ -1,7 +1,8 @@
 """Cars196 (Stanford Cars): the official ``cars_annos.mat`` + ``car_ims/`` layout and the flat
 class-folder layout (including the Kaggle mirror's ``car_data/car_data/{train,test}/<class>/``).
 
-Split (PAPER.md section 5): class ids 1-98 train (8,054 images), 99-196 test (8,131 images). The
+Split (PAPER.md section 5): class ids 1-98 train (8,054 images), 99-196 test (8,131 images), by
+id whatever the copy holds (``official_ids.py``). The
 class id comes from the annotations: ``class`` (1-based) in ``cars_annos.mat``, or for the flat
 layout a leading id in the folder name or a class-names file in official order. The ``test`` flag
 in ``cars_annos.mat`` is the classification split and is deliberately ignored; so are the Kaggle
@@ -16,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.real.layouts import (
-    DatasetLayoutError, Listing, candidate_dirs, class_folder_listing, first_half_is_train,
+    DatasetLayoutError, Listing, candidate_dirs, class_folder_listing, drop_absent,
     read_names_file, require_root)
+from harness.data.real.official_ids import official_train_mask
 
 NAME = "cars196"
 URL = "http://ai.stanford.edu/~jkrause/cars/car_dataset.html"
@@ -87,10 +89,11 @@ def read_annotations(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
 def _official(folder: Path) -> Listing:
     if not (folder / "car_ims").is_dir():
         raise DatasetLayoutError(f"{folder / 'car_ims'} is missing; {OFFICIAL_HINT}.\n{HELP}")
-    paths, class_ids, names = read_annotations(folder / "cars_annos.mat")
+    listed, listed_ids, names = read_annotations(folder / "cars_annos.mat")
+    paths, (class_ids,), absent = drop_absent(NAME, folder, listed, listed_ids)
     class_names = {i: n for i, n in enumerate(names, 1)}
-    return Listing(NAME, "official", folder, paths, class_ids, first_half_is_train(class_ids),
-                   class_names)
+    return Listing(NAME, "official", folder, paths, class_ids,
+                   official_train_mask(NAME, class_ids), class_names, absent=absent)
 
 
 def _flat_containers(folder: Path) -> list[Path]:

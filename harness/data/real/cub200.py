@@ -1,7 +1,8 @@
 """CUB200-2011: the official archive layout and the flat ``cub200/images/<class>/`` layout.
 
-Split (PAPER.md section 5): classes 1-100 train (5,864 images), 101-200 test (5,924 images). The
-archive's ``train_test_split.txt`` is the classification split and is deliberately ignored.
+Split (PAPER.md section 5): class ids 1-100 train (5,864 images), 101-200 test (5,924 images),
+by id whatever the copy holds (``official_ids.py``). The archive's ``train_test_split.txt`` is the
+classification split and is deliberately ignored.
 """
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.real.layouts import (
-    DatasetLayoutError, Listing, candidate_dirs, class_folder_listing, first_half_is_train,
-    parse_int, read_names_file, read_table, require_root)
+    DatasetLayoutError, Listing, candidate_dirs, class_folder_listing, drop_absent, parse_int,
+    read_names_file, read_table, require_root)
+from harness.data.real.official_ids import official_train_mask
 
 NAME = "cub200"
 URL = "https://data.caltech.edu/records/65de6-vp158"
@@ -68,9 +70,11 @@ def _official(folder: Path) -> Listing:
     if unknown:
         raise DatasetLayoutError(f"{classes_file} does not define class ids {unknown[:5]}")
     order = sorted(images)
-    class_ids = np.asarray([labels[i] for i in order], dtype=np.int64)
-    return Listing(NAME, "official", folder, [f"images/{images[i]}" for i in order], class_ids,
-                   first_half_is_train(class_ids), names)
+    paths, (class_ids,), absent = drop_absent(
+        NAME, folder, [f"images/{images[i]}" for i in order],
+        np.asarray([labels[i] for i in order], dtype=np.int64))
+    return Listing(NAME, "official", folder, paths, class_ids,
+                   official_train_mask(NAME, class_ids), names, absent=absent)
 
 
 def _flat(folder: Path) -> Listing:

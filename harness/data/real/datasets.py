@@ -5,6 +5,11 @@ Labels are contiguous 0..C-1 within each split, in ascending order of the datase
 ``bundle.info`` maps them back (``global_class_train/test``: the official id of each label) and,
 for SOP, keeps the super-classes (``super_class_train/test``: super-class id of each label,
 ``super_label_train/test``: of each image, ``super_class_names``).
+
+A copy that is not the complete official dataset (missing or unexpected class ids, other image
+counts, files the annotations list but the copy lacks) is refused before anything is decoded,
+unless ``allow_partial``; ``info["partial"]`` and ``info["missing_class_count"]`` say which it was
+(the runner turns them into the run's ``dataset.partial`` tag).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from harness.data.base import DATASETS, DatasetBundle, DatasetInfo
 from harness.data.real import cars196, cub200, sop
 from harness.data.real.cache import PREPROCESSING, open_or_build
 from harness.data.real.layouts import Listing
+from harness.data.real.official_ids import require_complete
 from harness.data.real.split import CachedImageSplit
 
 READERS: dict[str, Callable[[str | Path | None], Listing]] = {
@@ -54,13 +60,20 @@ def _split(store, listing: Listing, mask: np.ndarray, info: dict[str, Any], tag:
 
 
 def load_real(name: str, root: str | Path | None, cache_dir: str | Path, *,
-              workers: int | None = None, progress: bool = True) -> DatasetBundle:
+              allow_partial: bool = False, cache: str = "uint8", workers: int | None = None,
+              progress: bool = True) -> DatasetBundle:
+    """``cache``: ``uint8`` (decoded pixels, the default) or ``jpeg`` (the compact cache of
+    jpeg_cache.py, lossy, 6-15x smaller)."""
     listing = list_dataset(name, root)
+    report = require_complete(listing, allow_partial)  # before any decoding: fail in seconds
     store, reused = open_or_build(listing.dataset, listing.layout, listing.base, listing.paths,
-                                  cache_dir, workers=workers, progress=progress)
+                                  cache_dir, workers=workers, progress=progress, kind=cache)
     info: dict[str, Any] = {"layout": listing.layout, "root": str(listing.base),
                             "cache_dir": str(store.directory), "from_cache": reused,
-                            "preprocessing": dict(PREPROCESSING), **listing.split_counts()}
+                            "cache_kind": cache,
+                            "preprocessing": dict(PREPROCESSING), **listing.split_counts(),
+                            "partial": not report.complete,
+                            "missing_class_count": len(report.missing_ids)}
     train = _split(store, listing, listing.train, info, "train")
     test = _split(store, listing, ~listing.train, info, "test")
     if listing.class_names:
@@ -70,9 +83,10 @@ def load_real(name: str, root: str | Path | None, cache_dir: str | Path, *,
     return DatasetBundle(name=name, train=train, test=test, info=info)
 
 
-def _make_loader(name: str) -> Callable[[str | None, str], DatasetBundle]:
-    def load(root: str | None, cache_dir: str) -> DatasetBundle:
-        return load_real(name, root, cache_dir)
+def _make_loader(name: str) -> Callable[..., DatasetBundle]:
+    def load(root: str | None, cache_dir: str, *, allow_partial: bool = False,
+             cache: str = "uint8") -> DatasetBundle:
+        return load_real(name, root, cache_dir, allow_partial=allow_partial, cache=cache)
 
     load.__name__ = load.__qualname__ = f"load_{name}"
     return load
@@ -81,4 +95,4 @@ def _make_loader(name: str) -> Callable[[str | None, str], DatasetBundle]:
 for _name in READERS:
     DATASETS.add(_name, DatasetInfo(name=_name, load=_make_loader(_name),
                                     recall_at=RECALL_AT[_name], description=DESCRIPTIONS[_name],
-                                    needs_root=True))
+                                    needs_root=True, options=("allow_partial", "cache")))

@@ -5,7 +5,8 @@ nothing. Decoding happens once, in ``cache.py``; checking in ``check.py``. Keepi
 separate lets ``nirbench data check`` validate a copy without building a cache.
 
 Class ids are the datasets' own (1-based) ids, so the class-disjoint split follows the official
-annotations, never the alphabetical order of folders.
+annotations, never the alphabetical order of folders, and never the classes a copy happens to hold
+(``official_ids.py``: the split is a property of the id).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from harness.data.real.official_ids import official_train_mask
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
@@ -55,6 +58,9 @@ class Listing:
     class_names: dict[int, str] = field(default_factory=dict)  # class id -> name (if known)
     super_class_ids: np.ndarray | None = None  # int64 (N,), SOP only: its super-class id
     super_class_names: dict[int, str] = field(default_factory=dict)
+    # Files the annotations list that are not on disk: left out of ``paths``, reported by
+    # ``official_ids.completeness`` (a partial copy), never decoded.
+    absent: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.paths)
@@ -80,11 +86,20 @@ class Listing:
                 "test_images": int((~self.train).sum())}
 
 
-def first_half_is_train(class_ids: np.ndarray) -> np.ndarray:
-    """The CUB/Cars protocol: the first half of the class ids train (CUB 1-100 of 200, Cars 1-98
-    of 196), the rest test. On a miniature copy with C classes: the C // 2 smallest ids."""
-    ids = np.unique(class_ids)
-    return class_ids <= ids[len(ids) // 2 - 1] if len(ids) >= 2 else np.zeros(len(class_ids), bool)
+def drop_absent(dataset: str, base: Path, paths: list[str], *columns: np.ndarray,
+                ) -> tuple[list[str], list[np.ndarray], list[str]]:
+    """Split the files an annotation file lists into those on disk and those absent (a failed or
+    partial extract): (present paths, the columns restricted to them, absent paths). One stat per
+    file, so a missing half of car_ims/ is reported in a second instead of as thousands of
+    decoding errors. Nothing on disk at all is a layout error: the images folder is elsewhere."""
+    on_disk = np.fromiter(((base / p).is_file() for p in paths), dtype=bool, count=len(paths))
+    if len(paths) and not on_disk.any():
+        raise DatasetLayoutError(f"{dataset}: none of the {len(paths)} images listed by the "
+                                 f"annotations is under {base} (first: {base / paths[0]}); "
+                                 f"extract the images next to the annotation files")
+    absent = [p for p, ok in zip(paths, on_disk) if not ok]
+    kept = [p for p, ok in zip(paths, on_disk) if ok]
+    return kept, [np.asarray(c)[on_disk] for c in columns], absent
 
 
 def candidate_dirs(root: Path, subfolders: tuple[str, ...]) -> list[Path]:
@@ -200,7 +215,8 @@ def check_unique_ids(ids: dict[str, int], container: Path) -> None:
 def class_folder_listing(dataset: str, layout: str, base: Path, containers: list[Path],
                          names: list[str] | None, layout_hint: str) -> Listing:
     """Images in ``<container>/<class folder>/<file>`` (several containers are merged, e.g. the
-    Kaggle Cars mirror's train/ and test/), ids from ``class_ids_of_folders``, first half train."""
+    Kaggle Cars mirror's train/ and test/), ids from ``class_ids_of_folders``, split by official
+    id."""
     paths, ids, class_names = [], [], {}
     folder_ids: dict[str, int] = {}
     for container in containers:
@@ -217,8 +233,8 @@ def class_folder_listing(dataset: str, layout: str, base: Path, containers: list
                 ids.append(class_id)
     check_unique_ids(folder_ids, base)
     class_ids = np.asarray(ids, dtype=np.int64)
-    return Listing(dataset, layout, base, paths, class_ids, first_half_is_train(class_ids),
-                   class_names)
+    return Listing(dataset, layout, base, paths, class_ids,
+                   official_train_mask(dataset, class_ids), class_names)
 
 
 def read_names_file(path: Path) -> list[str]:

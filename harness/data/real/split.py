@@ -1,8 +1,9 @@
 """``CachedImageSplit``: an ``ImageSplit`` whose pixels live in the memory-mapped cache.
 
 The engine only calls ``train_batch``, ``eval_batch``, ``subset``, ``labels``, ``num_classes`` and
-``len``; this class answers them from a ``PixelStore`` plus the positions (``ids``) of its images
-in that store, so a validation split (``subset``) shares the same cache file and costs nothing.
+``len``; this class answers them from a store (``cache.PixelStore``, or the compact
+``jpeg_cache.JpegStore``, which decodes each batch) plus the positions (``ids``) of its images in
+that store, so a validation split (``subset``) shares the same cache file and costs nothing.
 There is no ``images`` tensor: real photographs differ in size, and materialising the split
 would defeat the cache.
 """
@@ -13,16 +14,20 @@ import torch
 
 from harness.data.base import ImageSplit
 from harness.data.real.cache import PixelStore
+from harness.data.real.jpeg_cache import JpegStore
 from harness.data.real.transforms import (
     CROP, RATIO, SCALE, center_boxes, eval_pixels, one_thread, sample_crop_boxes, train_pixels)
 
 
 class CachedImageSplit(ImageSplit):
-    def __init__(self, store: PixelStore, ids: np.ndarray | torch.Tensor,
-                 labels: torch.Tensor) -> None:
+    def __init__(self, store: PixelStore | JpegStore, ids: np.ndarray | torch.Tensor,
+                 labels: torch.Tensor, crop: int = CROP) -> None:
         # Not the dataclass __init__: the parent's fields are (images, labels), and this split
         # has no images tensor; __post_init__ still validates what it has.
+        # ``crop``: output size (224, the paper's); smaller for low-resolution CPU benchmarks
+        # (nirbench bench train), with a cache whose shorter side is scaled alike.
         self.store = store
+        self.crop = crop
         self.ids = torch.as_tensor(np.asarray(ids), dtype=torch.int64)
         self.labels = labels
         self.__post_init__()
@@ -68,19 +73,20 @@ class CachedImageSplit(ImageSplit):
         # thread on a busy machine made them ten times slower); the model keeps its threads.
         with one_thread():
             boxes, flips = self.train_boxes(idx, generator)
-            views = [self.image(k) for k in idx.tolist()]
-        return train_pixels(views, boxes, flips, device, CROP)
+            views = self.store.images(self.ids[idx].tolist(), device)
+        return train_pixels(views, boxes, flips, device, self.crop)
 
     def eval_batch(self, start: int, stop: int, device: torch.device) -> torch.Tensor:
         positions = torch.arange(max(0, start), min(stop, len(self)))
         if len(positions) == 0:
-            return torch.empty(0, 3, CROP, CROP, dtype=torch.float32, device=device)
+            return torch.empty(0, 3, self.crop, self.crop, dtype=torch.float32, device=device)
         heights, widths = self.sizes(positions)
-        views = [self.image(k) for k in positions.tolist()]
-        return eval_pixels(views, center_boxes(heights, widths, CROP), device)
+        with one_thread():
+            views = self.store.images(self.ids[positions].tolist(), device)
+        return eval_pixels(views, center_boxes(heights, widths, self.crop), device)
 
     def subset(self, mask: torch.Tensor, labels: torch.Tensor) -> "CachedImageSplit":
-        return CachedImageSplit(self.store, self.ids[mask], labels)
+        return CachedImageSplit(self.store, self.ids[mask], labels, self.crop)
 
     def __repr__(self) -> str:
         return (f"CachedImageSplit({len(self)} images, {self.num_classes} classes, "

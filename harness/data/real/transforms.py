@@ -142,12 +142,17 @@ def train_pixels(images: Sequence[np.ndarray], boxes: torch.Tensor, flips: torch
     if device.type == "cpu":
         return _cpu_pixels(images, boxes, flips, size, resize=True)
     box_list = boxes.tolist()
-    canvas = _upload_crops(images, box_list, device)
+    if _on_device(images):  # decoded on the device (JPEG cache, nvjpeg): crop in place
+        crops = [img[:, i:i + h, j:j + w].unsqueeze(0) for img, (i, j, h, w)
+                 in zip(images, box_list)]
+    else:
+        canvas = _upload_crops(images, box_list, device)
+        crops = [canvas[k:k + 1, :h, :w].permute(0, 3, 1, 2)
+                 for k, (_, _, h, w) in enumerate(box_list)]
     out = torch.empty(len(images), 3, size, size, dtype=torch.float32, device=device)
-    for k, (_, _, h, w) in enumerate(box_list):
-        crop = canvas[k:k + 1, :h, :w].permute(0, 3, 1, 2).to(torch.float32)
-        out[k] = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True,
-                               align_corners=False)[0]
+    for k, crop in enumerate(crops):
+        out[k] = F.interpolate(crop.to(torch.float32), size=(size, size), mode="bilinear",
+                               antialias=True, align_corners=False)[0]
     chosen = flips.to(device)
     out[chosen] = out[chosen].flip(-1)
     shift, scale = _normalisation(device)
@@ -164,9 +169,19 @@ def eval_pixels(images: Sequence[np.ndarray], boxes: torch.Tensor, device: torch
     if device.type == "cpu":
         return _cpu_pixels(images, boxes, torch.zeros(len(images), dtype=torch.bool),
                            int(box_list[0][2]) if box_list else CROP, resize=False)
-    canvas = _upload_crops(images, box_list, device)
     shift, scale = _normalisation(device)
+    if _on_device(images):
+        crops = torch.stack([img[:, i:i + h, j:j + w] for img, (i, j, h, w)
+                             in zip(images, box_list)])
+        return crops.to(torch.float32).sub_(shift).mul_(scale)
+    canvas = _upload_crops(images, box_list, device)
     return canvas.permute(0, 3, 1, 2).to(torch.float32).sub_(shift).mul_(scale)
+
+
+def _on_device(images: Sequence) -> bool:
+    """True when the images are (3, h, w) tensors already on the device (decoded there), False
+    for (h, w, 3) host arrays."""
+    return len(images) > 0 and isinstance(images[0], torch.Tensor)
 
 
 class OutputPool:
