@@ -6,9 +6,12 @@
 #   ./run_all.sh            set up (once) + default grid + tables
 #   ./run_all.sh --tests    set up (once) + the test suite (extra args go to pytest)
 #   ./run_all.sh --setup    set up only
-#   ./run_all.sh --profile paper|fair [--data-root DIR] [--datasets cub200,cars196,sop] [ARGS]
+#   ./run_all.sh --profile paper|fair [--data-root DIR] [--datasets cub200,cars196,sop]
+#                [--controls] [ARGS]
 #                           the paper grid on the real datasets under DIR (ResNet50, presets in
-#                           harness/configs/presets/); ARGS go to every `nirbench grid`
+#                           harness/configs/presets/); --controls adds the NIR arm without its flow
+#                           (regularizer.flow=false: where NIR's effect comes from, issue 14);
+#                           ARGS go to every `nirbench grid`
 #   ./run_all.sh --help
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -18,7 +21,7 @@ PY="$VENV/bin/python"
 STAMP="$VENV/.nirbench-install-stamp"
 GRID=harness/configs/grids/default.yaml
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; }
 
 setup() {
   if ! command -v python3 >/dev/null; then
@@ -62,10 +65,11 @@ ensure_chromium() {
 # dataset with their presets, then the tables and the report of that grid.
 profile() {
   local variant="$1"; shift
-  local data_root="" grid_name datasets="cub200,cars196,sop" extra=()
+  local data_root="" grid_name datasets="cub200,cars196,sop" extra=() controls=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --data-root) data_root="${2:?--data-root needs a folder}"; shift 2 ;;
+      --controls) controls=1; shift ;;
       --datasets) datasets="${2:?--datasets needs a comma-separated list}"; shift 2 ;;
       *) extra+=("$1"); shift ;;
     esac
@@ -100,6 +104,10 @@ profile() {
       "$VENV/bin/nirbench" grid "harness/configs/grids/$variant/$ds-$arm.yaml" \
         --set "dataset.root=$data_root" "${extra[@]}" || status=$?
     done
+    if [ "$controls" -eq 1 ]; then  # the NIR arm exactly, minus the flow: the attribution ladder
+      "$VENV/bin/nirbench" grid "harness/configs/grids/$variant/$ds-nir.yaml" \
+        --set "dataset.root=$data_root" --set regularizer.flow=false "${extra[@]}" || status=$?
+    fi
   done
   "$VENV/bin/nirbench" aggregate --grid "$grid_name" --quiet
   "$VENV/bin/nirbench" report --quiet

@@ -34,7 +34,7 @@ CACHE_KINDS = ("uint8", "jpeg")  # harness.data.real.cache.KINDS
 # and their finished runs are still found and skipped.
 NEUTRAL_DEFAULTS = {("eval", "every"): 1, ("backbone", "width"): 1.0,
                     ("train", "lr_schedule"): "constant", ("dataset", "allow_partial"): False,
-                    ("dataset", "cache"): "uint8"}
+                    ("dataset", "cache"): "uint8", ("backbone", "weights"): None}
 
 
 class ConfigError(ValueError):
@@ -69,6 +69,10 @@ class BackboneConfig:
     # small_cnn: channel width multiplier (0.5 = 16-32-64-128 channels, about 4x fewer
     # multiply-adds): the embedded protocol's cheaper step. ResNets keep their width (1.0).
     width: float = 1.0
+    # Which pretrained weights (resolved, never set by hand): small_cnn with pretrained=true gets
+    # the embedded pretraining recipe's id (harness/train/pretrain.py), so a new recipe is a new
+    # run identity; None otherwise (ResNets: torchvision's ImageNet weights, IMAGENET1K_V1).
+    weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -282,10 +286,26 @@ def build_config(raw: Mapping[str, Any]) -> RunConfig:
         validation = ValidationConfig()
     method = _method_config(raw.get("method", {"name": "proxy_anchor"}))
     regularizer = _resolve_proxy_source(method, _regularizer_config(raw.get("regularizer")))
+    backbone = _resolve_weights(backbone)
     cfg = RunConfig(seed=seed, dataset=dataset, backbone=backbone, method=method,
                     regularizer=regularizer, train=train, eval=eval_cfg, validation=validation)
     _check_compatibility(cfg)
     return cfg
+
+
+def _resolve_weights(backbone: BackboneConfig) -> BackboneConfig:
+    """``backbone.weights`` names the embedded pretraining recipe for a pretrained small_cnn; it
+    is derived, so a value given by hand must be the current recipe's (else: a stale config)."""
+    wanted = None
+    if backbone.name == "small_cnn" and backbone.pretrained:
+        from harness.train.pretrain import recipe_id
+
+        wanted = recipe_id(backbone.width)
+    if backbone.weights not in (None, wanted):
+        raise ConfigError(f"backbone.weights={backbone.weights!r} is not what this code builds "
+                          f"({wanted!r}); leave backbone.weights out, it is derived from "
+                          f"backbone.name, backbone.pretrained and backbone.width")
+    return dataclasses.replace(backbone, weights=wanted)
 
 
 def _section(raw: Mapping[str, Any], key: str, cls: type) -> Any:

@@ -22,7 +22,7 @@ def _profile(args: list[str], results: Path) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_paper_profile_trains_both_arms_of_a_miniature_cub_through_mlflow(tmp_path):
+def test_paper_profile_trains_both_arms_and_the_control_of_a_miniature_cub(tmp_path):
     truth = make_cub_official(tmp_path / "data", per_class=(4, 4, 3, 3))
     results = tmp_path / "results"
     done = _profile(["paper", "--data-root", str(truth.root), "--datasets", "cub200",
@@ -30,13 +30,13 @@ def test_paper_profile_trains_both_arms_of_a_miniature_cub_through_mlflow(tmp_pa
                      "--set", "backbone.name=resnet18", "--set", "backbone.pretrained=false",
                      "--set", "train.epochs=2", "--set", "train.batch_size=4",
                      "--set", "eval.batch_size=8", "--set", "dataset.allow_partial=true",
-                     "--workers", "1"], results)
+                     "--controls", "--workers", "1"], results)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "train_classes" in done.stdout  # the data check ran first
 
     db = sqlite3.connect(results / "mlflow.db")
     runs = db.execute("SELECT run_uuid, status FROM runs").fetchall()
-    assert len(runs) == 2 and {status for _, status in runs} == {"FINISHED"}
+    assert len(runs) == 3 and {status for _, status in runs} == {"FINISHED"}
     tags = {}
     for run_id, _ in runs:
         tags[run_id] = dict(db.execute("SELECT key, value FROM tags WHERE run_uuid = ?",
@@ -44,7 +44,9 @@ def test_paper_profile_trains_both_arms_of_a_miniature_cub_through_mlflow(tmp_pa
     assert {t["grid"] for t in tags.values()} == {"paper"}
     assert {t["dataset"] for t in tags.values()} == {"cub200"}
     assert {t["dataset.partial"] for t in tags.values()} == {"true"}
-    assert sorted(t["regularizer"] for t in tags.values()) == ["nir", "none"]
+    assert sorted(t["regularizer"] for t in tags.values()) == ["nir", "nir", "none"]
+    # --controls: the NIR arm exactly, without its flow (the attribution ladder's middle step)
+    assert sorted(t.get("nir.flow", "-") for t in tags.values()) == ["-", "false", "true"]
     for run_id, _ in runs:
         steps = [s for (s,) in db.execute(
             "SELECT step FROM metrics WHERE run_uuid = ? AND key = 'test/recall_at_1' "
@@ -54,6 +56,8 @@ def test_paper_profile_trains_both_arms_of_a_miniature_cub_through_mlflow(tmp_pa
                                  (run_id,)).fetchall())
         assert params["train.lr"] == "1e-05" and params["train.batch_size"] == "4"
     assert (results / "tables" / "table1.md").is_file()
+    ladder = (results / "tables" / "ladder.md").read_text()
+    assert "+ NIR (no flow) vs baseline" in ladder and "+ NIR vs + NIR (no flow)" in ladder
 
 
 def test_paper_profile_refuses_a_partial_copy_before_training(tmp_path):

@@ -24,8 +24,9 @@ on the others::
 ``compare: [[none, "nir[flow=false]"], ...]`` declares pairs of arms (A, B) to compare (B minus
 A, paired by seed) besides the default ones (every arm against the baseline, a control arm against
 the arm it controls for); arms are named as in the tables (harness/results/arms.py). The grid
-records them in RESULTS/grids/<name>.json when it runs, where ``nirbench aggregate --grid NAME``
-finds them.
+records them in RESULTS/grids/<name>.json when it runs, with its configurations' hashes, where
+``nirbench aggregate --grid NAME`` finds both (so a grid's tables include the runs another grid
+trained first: a finished configuration is never trained twice).
 
 Method x regularizer pairs that cannot work (NIR on a method without proxies) are skipped and
 listed; any other bad entry fails the whole grid before the first run starts.
@@ -120,14 +121,34 @@ def write_plan_record(results_dir: Path, plan: GridPlan, grid_file: str) -> Path
     """What the grid ran, for the tables: its arms and the comparisons it declared."""
     import json
 
+    from harness.results.arms import arm_order
+
     path = plan_record_path(results_dir, plan.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"name": plan.name, "grid_file": str(grid_file), "arms": plan.arms(),
-              "compare": [list(p) for p in plan.compare], "configurations": len(plan.configs)}
+    # Several grid files may share one name (the paper profile runs one per dataset and arm under
+    # "paper"): their configurations add up; the last file's comparisons stand.
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    hashes = set(earlier.get("config_hashes", [])) | {c.config_hash for c in plan.configs}
+    arms = sorted(set(earlier.get("arms", [])) | set(plan.arms()), key=arm_order)
+    record = {"name": plan.name, "grid_file": str(grid_file), "arms": arms,
+              "compare": [list(p) for p in plan.compare], "configurations": len(hashes),
+              "config_hashes": sorted(hashes)}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
     return path
+
+
+def recorded_config_hashes(results_dir: Path, name: str) -> set[str]:
+    """The configurations grid ``name`` ran here: its tables include their runs even when another
+    grid trained them first (a finished configuration is never trained twice)."""
+    import json
+
+    path = plan_record_path(results_dir, name)
+    if not path.is_file():
+        return set()
+    record = json.loads(path.read_text())
+    return set(record.get("config_hashes", []))
 
 
 def declared_pairs(results_dir: Path, name: str) -> list[tuple[str, str]]:

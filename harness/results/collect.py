@@ -21,10 +21,20 @@ from harness.tracking.store import Tracker, metric_name
 # Per-epoch series kept in the epochs frame: evaluation, loss terms, regularizer activity.
 EPOCH_PREFIXES = ("test", "val", "loss", "nir")
 def runs_frame(tracker: Tracker, grid: str | None = None) -> pd.DataFrame:
-    """One row per FINISHED run: ids, tags, final (last-epoch) test metrics (``recall@1``...)."""
-    filter_string = f"tags.grid = '{grid}'" if grid else ""
+    """One row per FINISHED run: ids, tags, final (last-epoch) test metrics (``recall@1``...).
+    With ``grid``: the runs tagged with it, and the runs of every configuration the grid recorded
+    (RESULTS/grids/<grid>.json) that another grid trained first."""
+    from harness.grid.plan import recorded_config_hashes
+
+    hashes = recorded_config_hashes(tracker.results_dir, grid) if grid else set()
+    filter_string = f"tags.grid = '{grid}'" if grid and not hashes else ""
     rows = []
     for run in tracker.runs(filter_string, statuses=("FINISHED",)):
+        if grid and hashes and not (run.tags.get("grid") == grid
+                                    or run.tags.get("config_hash") in hashes):
+            continue
+        if "superseded_by" in run.tags:
+            continue
         row = {key: run.tags.get(key, "") for key in IDENTITY if key != "run_id"}
         row["run_id"] = run.run_id
         row.update(git_dirty=run.tags.get("git_dirty", ""), command=run.tags.get("command", ""),

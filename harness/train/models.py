@@ -117,12 +117,18 @@ class EmbeddingModel(nn.Module):
 
 
 def build_model(name: str, embed_dim: int, pretrained: bool, freeze_bn: bool,
-                pooling: str = "average", width: float = 1.0) -> EmbeddingModel:
+                pooling: str = "average", width: float = 1.0,
+                weights_file: Path | None = None) -> EmbeddingModel:
+    """``weights_file``: a pretrained small_cnn's body weights (harness/train/pretrain.py); the
+    ResNets find their ImageNet weights in the torch hub cache themselves."""
     if name == "small_cnn":
+        body: nn.Module = SmallCNN(width)  # initialised either way: same RNG draws in both cases
         if pretrained:
-            raise ValueError("backbone small_cnn has no pretrained weights; set "
-                             "backbone.pretrained=false")
-        body: nn.Module = SmallCNN(width)
+            if weights_file is None:
+                raise ValueError("backbone small_cnn with pretrained=true needs its embedded "
+                                 "pretraining weights (harness/train/pretrain.py); build them "
+                                 "through the runner, or set backbone.pretrained=false")
+            body.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
     elif name in ("resnet18", "resnet50"):
         body = TorchvisionResNet(name, pretrained, pooling)
     else:

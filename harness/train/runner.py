@@ -34,6 +34,17 @@ class RunOutcome:
     seconds: float = 0.0
 
 
+def pretrained_weights(cfg: RunConfig, results_dir: Path) -> Path | None:
+    """The embedded pretraining weights a small_cnn run starts from (built once, cached under
+    RESULTS/cache/pretrained/); None when the backbone brings its own or starts from scratch."""
+    if cfg.backbone.weights is None:
+        return None
+    from harness.train.pretrain import ensure_weights
+
+    cache = Path(results_dir) / "cache"
+    return ensure_weights(cache / "pretrained", cfg.backbone.width, cache / "data")
+
+
 def run_dir(results_dir: Path, cfg: RunConfig) -> Path:
     return results_dir / "runs" / cfg.config_hash
 
@@ -157,7 +168,7 @@ def _train(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str, pr
             bundle = split_validation(bundle, fraction=v.fraction, folds=v.folds, fold=v.fold,
                                       seed=v.seed)
             eval_prefix = "val"
-        trainer = build_trainer(cfg, bundle, device)
+        trainer = build_trainer(cfg, bundle, device, pretrained_weights(cfg, results_dir))
         if resume_from is not None:
             trainer.load_state_dict(torch.load(resume_from, map_location=device,
                                                weights_only=False))

@@ -1,0 +1,121 @@
+"""The embedded protocol: the pretrained small CNN (built once, cached, reproducible, RNG-neutral,
+part of the run identity), the evaluation cadence, the grids that use it, and the two benchmarks
+that measure it (bench protocol, bench convergence)."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from harness.bench import convergence
+from harness.config import ConfigError, load_config
+from harness.grid.plan import load_grid
+from harness.train import pretrain
+from harness.train.engine import cosine_factor, is_eval_epoch
+
+GRIDS = "harness/configs/grids"
+
+
+@pytest.fixture
+def tiny_recipe(monkeypatch):
+    """One epoch over 96 random images of 6 classes: seconds, same code path."""
+    gen = torch.Generator().manual_seed(5)
+    images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.arange(96) % 6
+    monkeypatch.setattr(pretrain, "pretraining_data", lambda cache: (images, labels))
+    monkeypatch.setitem(pretrain.RECIPE, "epochs", 1)
+    monkeypatch.setitem(pretrain.RECIPE, "batch_size", 32)
+    calls = []
+    real = pretrain.pretrain
+
+    def counting(width, cache):
+        calls.append(width)
+        return real(width, cache)
+
+    monkeypatch.setattr(pretrain, "pretrain", counting)
+    return calls
+
+
+def test_pretrained_weights_are_built_once_reproducibly_and_leave_the_rng_alone(tmp_path,
+                                                                                tiny_recipe):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    path = pretrain.ensure_weights(tmp_path / "a", 0.25, tmp_path)
+    assert torch.equal(torch.get_rng_state(), before)  # the calling run's stream is untouched
+    assert pretrain.ensure_weights(tmp_path / "a", 0.25, tmp_path) == path
+    assert tiny_recipe == [0.25]  # the second call read the cache
+    again = pretrain.ensure_weights(tmp_path / "b", 0.25, tmp_path)
+    first, second = torch.load(path), torch.load(again)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)  # bitwise, a fresh build
+    assert path.name == f"small_cnn-{pretrain.recipe_id(0.25)}.pt"
+
+
+def test_the_recipe_is_part_of_the_run_identity(monkeypatch):
+    scratch = load_config(overrides=["backbone.pretrained=false"])
+    pre = load_config(overrides=["backbone.pretrained=true"])
+    assert scratch.backbone.weights is None and "weights" not in scratch.to_dict()["backbone"]
+    assert pre.backbone.weights == pretrain.recipe_id(1.0)
+    assert pre.config_hash != scratch.config_hash
+    monkeypatch.setitem(pretrain.RECIPE, "epochs", 9)
+    assert load_config(overrides=["backbone.pretrained=true"]).config_hash != pre.config_hash
+    with pytest.raises(ConfigError, match="backbone.weights.*derived"):
+        load_config(overrides=["backbone.pretrained=true", "backbone.weights=other"])
+
+
+def test_a_pretrained_run_starts_from_the_cached_weights(tmp_path, tiny_recipe):
+    from harness.data import load_dataset
+    from harness.train.engine import build_trainer
+    from harness.train.runner import pretrained_weights
+
+    cfg = load_config(overrides=["backbone.pretrained=true", "backbone.width=0.25",
+                                 "dataset.name=test-tiny"])
+    path = pretrained_weights(cfg, tmp_path)
+    bundle = load_dataset("test-tiny", None, tmp_path / "cache" / "data")
+    trainer = build_trainer(cfg, bundle, torch.device("cpu"), path)
+    stored = torch.load(path)
+    assert all(torch.equal(trainer.model.body.state_dict()[k], v) for k, v in stored.items())
+    with pytest.raises(ValueError, match="needs its embedded pretraining weights"):
+        build_trainer(cfg, bundle, torch.device("cpu"))
+
+
+def test_cosine_schedule_and_evaluation_cadence():
+    assert cosine_factor(0, 1, 12) == 1.0 and cosine_factor(1, 1, 12) == 1.0
+    assert cosine_factor(11, 1, 12) == pytest.approx(0.5 * (1 + torch.cos(
+        torch.tensor(torch.pi * 10 / 11)).item()))
+    assert all(cosine_factor(e, 1, 12) > cosine_factor(e + 1, 1, 12) for e in range(1, 11))
+    cfg = load_config(overrides=["eval.every=3", "train.epochs=16"])
+    assert [e for e in range(1, 17) if is_eval_epoch(e, cfg)] == [3, 6, 9, 12, 15, 16]
+
+
+@pytest.mark.parametrize("grid", ["default", "attribution", "zoo", "convergence"])
+def test_the_embedded_grids_run_the_protocol(grid):
+    plan = load_grid(f"{GRIDS}/{grid}.yaml")
+    budgets = {"synth-cub": 12, "synth-cars": 16, "synth-sop": 12}
+    for cfg in plan.configs:
+        assert cfg.backbone.weights == pretrain.recipe_id(1.0)
+        assert cfg.train.lr_schedule == "cosine" and cfg.eval.every == 3
+        assert cfg.train.epochs in (budgets[cfg.dataset.name], 2 * budgets[cfg.dataset.name])
+    if grid == "default":  # the paper's headline rows, three seeds, all three datasets
+        rows = {(c.dataset.name, c.method.name, c.regularizer_name) for c in plan.configs}
+        assert {(d, m, r) for d in budgets for m, r in (("multi_similarity", "none"),
+                                                         ("proxy_anchor", "none"),
+                                                         ("proxy_anchor", "nir"))} <= rows
+        assert {c.seed for c in plan.configs} == {0, 1, 2}
+
+
+def test_the_attribution_grid_runs_the_ladder():
+    plan = load_grid(f"{GRIDS}/attribution.yaml")
+    assert plan.arms() == ["none", "nir[flow=false]", "nir"]
+    assert ("nir[flow=false]", "nir") in plan.compare
+    default = {c.config_hash for c in load_grid(f"{GRIDS}/default.yaml").configs}
+    shared = [c for c in plan.configs if c.config_hash in default]
+    assert len(shared) == 27  # PA, PA + NIR, MS: the same runs as the default grid's
+
+
+def test_convergence_rule_pairs_budget_and_double():
+    runs = pd.DataFrame({"dataset": ["d"] * 4, "method": ["a", "a", "b", "b"],
+                         "epochs": [12, 24, 12, 24], "recall@1": [0.70, 0.715, 0.60, 0.65]})
+    table = convergence.budgets(runs).set_index("method")
+    assert table.loc["a", "converged"] and table.loc["a", "gap_pp"] == pytest.approx(1.5)
+    assert not table.loc["b", "converged"] and table.loc["b", "budget"] == 12
