@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 import time
+from pathlib import Path
 
 from harness.cli.common import results_dir_arg
 
@@ -156,6 +157,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
     jobs = [Job(st.cfg.to_yaml(), st.cfg.config_hash, st.label) for st in todo]
     settings = JobSettings(results_dir=str(results), tracking_uri=tracker.uri, grid=plan.name,
                            command=command_line(), imports=default_imports())
+    if jobs and args.executor in ("local", "inline"):
+        prepare_pretrained(todo, results)  # once, here, not in every worker at once
     started = time.perf_counter()
     results_list = []
     if jobs:
@@ -193,6 +196,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
                     f"(sum of time/train_total_s), grid wall time / that = "
                     f"{wall / train_total:.2f}")
     print(summary)
+    if trained and wall > 0 and jobs:
+        print(overhead_line(results_list, wall, executor.parallel))
     labels = {st.cfg.config_hash: st.label for st in states}
     for r in failed_now:
         print(f"  failed: {labels[r.config_hash]}: {r.error}", file=sys.stderr)
@@ -200,6 +205,38 @@ def cmd_grid(args: argparse.Namespace) -> int:
         print(f"  {len(failed_before)} configuration(s) FAILED earlier and were not rerun: "
               f"nirbench grid {args.grid_file} --retry-failed", file=sys.stderr)
     return 1 if failed_now or failed_before else 0
+
+
+def prepare_pretrained(todo: list, results: Path) -> None:
+    """Build the embedded pretraining weights the grid's runs start from before any worker
+    starts (cached: a no-op after the first time), so that no run waits on another for them."""
+    from harness.train.runner import pretrained_weights
+
+    for cfg in {st.cfg.backbone.width: st.cfg for st in todo
+                if st.cfg.backbone.weights is not None}.values():
+        started = time.perf_counter()
+        path = pretrained_weights(cfg, results)
+        spent = time.perf_counter() - started
+        if spent > 1:
+            print(f"pretrained small_cnn (width {cfg.backbone.width:g}) in {spent:.0f}s: {path}",
+                  flush=True)
+
+
+def overhead_line(results: list, wall: float, workers: int) -> str:
+    """Where the workers' time went: inside the runs' epochs, in each run's set-up and
+    book-keeping (data, model, MLflow, checkpoint artifact), or idle (waiting for the last
+    runs at the end of the grid)."""
+    from harness.grid.progress import format_duration
+
+    trained = [r for r in results if r.status == "finished"]
+    epochs = sum(r.train_s for r in trained)
+    per_run = sum(max(0.0, r.seconds - r.train_s) for r in trained)
+    capacity = workers * wall
+    idle = max(0.0, capacity - sum(r.seconds for r in results))
+    return (f"worker time {format_duration(capacity)} ({workers} x wall): epochs "
+            f"{100 * epochs / capacity:.1f}%, per-run set-up and tracking "
+            f"{100 * per_run / capacity:.1f}% ({per_run / max(1, len(trained)):.1f}s a run), idle "
+            f"{100 * idle / capacity:.1f}% (the grid's tail)")
 
 
 def _terminate(signum: int, frame: object) -> None:
