@@ -119,3 +119,14 @@ def test_convergence_rule_pairs_budget_and_double():
     table = convergence.budgets(runs).set_index("method")
     assert table.loc["a", "converged"] and table.loc["a", "gap_pp"] == pytest.approx(1.5)
     assert not table.loc["b", "converged"] and table.loc["b", "budget"] == 12
+
+
+def test_the_grid_says_where_the_workers_time_went():
+    from harness.cli.grid import overhead_line
+    from harness.grid.executors.job import JobResult
+
+    results = [JobResult("a", "finished", seconds=50.0, train_s=45.0),
+               JobResult("b", "finished", seconds=40.0, train_s=38.0)]
+    line = overhead_line(results, wall=50.0, workers=2)  # 100 s of worker time
+    assert "epochs 83.0%" in line and "per-run set-up and tracking 7.0% (3.5s a run)" in line
+    assert "idle 10.0%" in line
