@@ -28,9 +28,9 @@ def tiny_recipe(monkeypatch):
     calls = []
     real = pretrain.pretrain
 
-    def counting(width, cache):
+    def counting(width, cache, input_px=None):
         calls.append(width)
-        return real(width, cache)
+        return real(width, cache, input_px)
 
     monkeypatch.setattr(pretrain, "pretrain", counting)
     return calls
@@ -91,9 +91,9 @@ def test_cosine_schedule_and_evaluation_cadence():
 @pytest.mark.parametrize("grid", ["default", "attribution", "zoo", "convergence"])
 def test_the_embedded_grids_run_the_protocol(grid):
     plan = load_grid(f"{GRIDS}/{grid}.yaml")
-    budgets = {"synth-cub": 12, "synth-cars": 16, "synth-sop": 12}
+    budgets = {"synth-cub": 12, "synth-cars": 32, "synth-sop": 24}
     for cfg in plan.configs:
-        assert cfg.backbone.weights == pretrain.recipe_id(1.0)
+        assert cfg.backbone.weights == pretrain.recipe_id(1.0, 24) and cfg.train.channels_last
         assert cfg.train.lr_schedule == "cosine" and cfg.eval.every == 3
         assert cfg.train.epochs in (budgets[cfg.dataset.name], 2 * budgets[cfg.dataset.name])
     if grid == "default":  # the paper's headline rows, three seeds, all three datasets

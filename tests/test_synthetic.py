@@ -18,7 +18,7 @@ NAMES = ("synth-cub", "synth-cars", "synth-sop")
 SIZES = {  # classes in total, images per class (inclusive)
     "synth-cub": (160, 24, 36),
     "synth-cars": (140, 28, 40),
-    "synth-sop": (2000, 2, 12),
+    "synth-sop": (1000, 2, 12),
 }
 
 

@@ -212,7 +212,7 @@ def prepare_pretrained(todo: list, results: Path) -> None:
     starts (cached: a no-op after the first time), so that no run waits on another for them."""
     from harness.train.runner import pretrained_weights
 
-    for cfg in {st.cfg.backbone.width: st.cfg for st in todo
+    for cfg in {st.cfg.backbone.weights: st.cfg for st in todo
                 if st.cfg.backbone.weights is not None}.values():
         started = time.perf_counter()
         path = pretrained_weights(cfg, results)

@@ -79,6 +79,10 @@ class DatasetInfo:
     # Keyword options ``load`` accepts beyond (root, cache_dir), e.g. ("allow_partial",): the
     # config refuses a dataset.* option the dataset does not have instead of ignoring it.
     options: tuple[str, ...] = ()
+    # The data's own version: bumped when a dataset keeps its name but its images or split change
+    # (the embedded generators' parameters), so that its runs get a new identity
+    # (``dataset.version`` in the resolved config). 1: as first published.
+    version: int = 1
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")

@@ -119,7 +119,7 @@ def build_trainer(cfg: RunConfig, bundle: DatasetBundle, device: torch.device,
     torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
     model = build_model(cfg.backbone.name, cfg.backbone.embed_dim, cfg.backbone.pretrained,
                         cfg.backbone.freeze_bn, cfg.backbone.pooling, cfg.backbone.width,
-                        weights_file).to(device)
+                        weights_file, cfg.backbone.input_px).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     objective = build_objective(
@@ -127,12 +127,13 @@ def build_trainer(cfg: RunConfig, bundle: DatasetBundle, device: torch.device,
         cfg.regularizer.name if cfg.regularizer else None,
         cfg.regularizer.params if cfg.regularizer else {},
         num_classes=bundle.train.num_classes, embed_dim=cfg.backbone.embed_dim).to(device)
-    # foreach: one fused update over all tensors instead of a Python loop per tensor (what CUDA
-    # does by default); on the CPU it halves the optimizer step of NIR's 80 flow tensors and
-    # gives bitwise the same parameters (tests/test_training_options.py).
+    # foreach: one multi-tensor update instead of a Python loop per tensor (CUDA's default),
+    # bitwise the same parameters (tests/test_training_options.py). fused (train.fused_optimizer):
+    # one vectorised kernel per tensor, several times faster on a CPU, not bitwise the same.
+    fused = cfg.train.fused_optimizer
     optimizer = torch.optim.Adam(param_groups(model, objective, cfg.train.lr,
                                               cfg.train.weight_decay, cfg.train.proxy_lr_mult),
-                                 foreach=True)
+                                 foreach=None if fused else True, fused=fused or None)
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     if cfg.train.lr_milestones:
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
@@ -247,13 +248,17 @@ def _account(step: int, terms: dict[str, torch.Tensor], epoch: int,
 
 @torch.no_grad()
 def embed(model: EmbeddingModel, split: ImageSplit, device: torch.device,
-          batch_size: int = 512, precision: str = "fp32") -> np.ndarray:
+          batch_size: int = 512, precision: str = "fp32",
+          channels_last: bool = False) -> np.ndarray:
     """Embeddings of the whole split, float32, in order. With ``precision="bf16"`` the backbone
-    runs under bf16 autocast as in training."""
+    runs under bf16 autocast as in training; ``channels_last`` feeds NHWC batches, as training
+    does."""
     model.eval()
     out = []
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for start in range(0, len(split), batch_size):
         images = split.eval_batch(start, min(start + batch_size, len(split)), device)
+        images = images.contiguous(memory_format=memory_format)
         if precision == "bf16":
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 out.append(model(images).float().cpu())
@@ -265,7 +270,7 @@ def embed(model: EmbeddingModel, split: ImageSplit, device: torch.device,
 def evaluate(trainer: Trainer, split: ImageSplit) -> dict[str, float]:
     cfg = trainer.cfg
     embeddings = embed(trainer.model, split, trainer.device, cfg.eval.batch_size,
-                       cfg.train.precision)
+                       cfg.train.precision, cfg.train.channels_last)
     recall_at = tuple(k for k in cfg.recall_at if k <= len(split) - 1)
     labels = split.labels.numpy()
     metrics = compute_metrics(embeddings, labels, recall_at, nmi=cfg.eval.nmi, nmi_seed=cfg.seed)

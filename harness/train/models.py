@@ -18,8 +18,9 @@ class SmallCNN(nn.Module):
     about 15 M multiply-adds per image at width 1 (32-64-128-256 channels); ``width`` scales every
     stage (0.5: about 3.8 M multiply-adds)."""
 
-    def __init__(self, width: float = 1.0) -> None:
+    def __init__(self, width: float = 1.0, input_px: int | None = None) -> None:
         super().__init__()
+        self.input_px = input_px
 
         def block(cin: int, cout: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
@@ -35,6 +36,9 @@ class SmallCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_px is not None and x.shape[-1] != self.input_px:
+            x = F.interpolate(x, size=(self.input_px, self.input_px), mode="bilinear",
+                              antialias=True, align_corners=False)
         return F.adaptive_avg_pool2d(self.layers(x), 1).flatten(1)
 
 
@@ -118,11 +122,12 @@ class EmbeddingModel(nn.Module):
 
 def build_model(name: str, embed_dim: int, pretrained: bool, freeze_bn: bool,
                 pooling: str = "average", width: float = 1.0,
-                weights_file: Path | None = None) -> EmbeddingModel:
+                weights_file: Path | None = None,
+                input_px: int | None = None) -> EmbeddingModel:
     """``weights_file``: a pretrained small_cnn's body weights (harness/train/pretrain.py); the
     ResNets find their ImageNet weights in the torch hub cache themselves."""
     if name == "small_cnn":
-        body: nn.Module = SmallCNN(width)  # initialised either way: same RNG draws in both cases
+        body: nn.Module = SmallCNN(width, input_px)  # initialised either way: same RNG draws
         if pretrained:
             if weights_file is None:
                 raise ValueError("backbone small_cnn with pretrained=true needs its embedded "

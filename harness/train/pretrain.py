@@ -33,6 +33,19 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+def pretraining_params() -> dict:
+    """The generator parameters of the pretraining data, frozen at the recipe's version: a later
+    change to a benchmark dataset (synth-sop version 2 has 1000 classes) must not change the
+    pretraining data, or every pretrained run's starting point would move with it."""
+    import dataclasses
+
+    from harness.data.synthetic import SYNTH_PARAMS
+
+    frozen = {"synth-sop": {"num_classes": 2000}}  # as at recipe version 1
+    return {name: dataclasses.replace(SYNTH_PARAMS[name], **frozen.get(name, {}))
+            for name in RECIPE["data"]}
+
+
 RECIPE = {
     "version": 1,
     "data": ("synth-cub", "synth-cars", "synth-sop"),
@@ -43,27 +56,34 @@ RECIPE = {
     "warmup_share": 0.15,
     "weight_decay": 4e-4,
     "threads": 2,
+    "channels_last": True,  # NHWC: 1.5x faster convolutions on this CPU, same network
     "seed": 0,
 }
 
 
-def recipe_id(width: float) -> str:
-    """The identity of the weights a small_cnn of ``width`` gets: recipe, width and the synthetic
-    generator's version (new images, new weights)."""
+def recipe_id(width: float, input_px: int | None = None) -> str:
+    """The identity of the weights a small_cnn of ``width`` (and ``input_px``) gets: recipe,
+    architecture and the synthetic generator's version (new images, new weights)."""
     from harness.data.synthetic import GENERATOR_VERSION
 
+    import dataclasses
+
+    params = {name: dataclasses.asdict(p) for name, p in pretraining_params().items()}
     blob = json.dumps({**RECIPE, "data": list(RECIPE["data"]), "width": width,
-                       "generator_version": GENERATOR_VERSION}, sort_keys=True)
+                       "generator_version": GENERATOR_VERSION, "params": params}
+                      | ({"input_px": input_px} if input_px is not None else {}), sort_keys=True)
     return f"synth-pretrain-v{RECIPE['version']}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def weights_path(cache_dir: Path, width: float) -> Path:
-    return Path(cache_dir) / f"small_cnn-{recipe_id(width)}.pt"
+def weights_path(cache_dir: Path, width: float, input_px: int | None = None) -> Path:
+    return Path(cache_dir) / f"small_cnn-{recipe_id(width, input_px)}.pt"
 
 
-def ensure_weights(cache_dir: Path, width: float, data_cache_dir: Path) -> Path:
-    """The cached weights for ``width``, pretrained now (once, under a lock) if missing."""
-    path = weights_path(cache_dir, width)
+def ensure_weights(cache_dir: Path, width: float, data_cache_dir: Path,
+                   input_px: int | None = None) -> Path:
+    """The cached weights for this architecture, pretrained now (once, under a lock) if
+    missing."""
+    path = weights_path(cache_dir, width, input_px)
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +94,7 @@ def ensure_weights(cache_dir: Path, width: float, data_cache_dir: Path) -> Path:
         log.warning("pretraining small_cnn (width %g) once on the embedded pretraining data: "
                     "about 2-3 minutes on 2 cores; cached as %s", width, path)
         started = time.perf_counter()
-        state = pretrain(width, data_cache_dir)
+        state = pretrain(width, data_cache_dir, input_px)
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, path)  # atomic: a kill mid-write leaves no half file behind
@@ -88,9 +108,9 @@ def pretraining_data(data_cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     from harness.data.synthetic.cache import load_synthetic
 
     images, labels, offset = [], [], 0
-    for name in RECIPE["data"]:
+    for name, params in pretraining_params().items():
         bundle = load_synthetic(name, None, str(data_cache_dir),
-                                seed=DATA_SEED + RECIPE["data_seed_offset"])
+                                seed=DATA_SEED + RECIPE["data_seed_offset"], params=params)
         for split in (bundle.train, bundle.test):
             images.append(split.images)
             labels.append(split.labels + offset)
@@ -98,9 +118,11 @@ def pretraining_data(data_cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(images), torch.cat(labels)
 
 
-def pretrain(width: float, data_cache_dir: Path) -> dict[str, torch.Tensor]:
-    """Train a small_cnn body of ``width`` as a softmax classifier over the pretraining classes
-    (same augmentation as the benchmark's training); return the body's state dict."""
+def pretrain(width: float, data_cache_dir: Path,
+             input_px: int | None = None) -> dict[str, torch.Tensor]:
+    """Train a small_cnn body of ``width`` (and ``input_px``) as a softmax classifier over the
+    pretraining classes (same augmentation as the benchmark's training); return the body's state
+    dict."""
     from harness.data.augment import train_augment
     from harness.train.models import SmallCNN
 
@@ -111,10 +133,13 @@ def pretrain(width: float, data_cache_dir: Path) -> dict[str, torch.Tensor]:
         torch.set_num_threads(RECIPE["threads"])
         try:
             torch.manual_seed(RECIPE["seed"])
-            body = SmallCNN(width)
+            body = SmallCNN(width, input_px)
             head = nn.Linear(body.feature_dim, classes)
+            memory_format = (torch.channels_last if RECIPE["channels_last"]
+                             else torch.contiguous_format)
+            body = body.to(memory_format=memory_format)
             params = list(body.parameters()) + list(head.parameters())
-            optimizer = torch.optim.Adam(params, lr=RECIPE["lr"],
+            optimizer = torch.optim.Adam(params, lr=RECIPE["lr"], foreach=True,
                                          weight_decay=RECIPE["weight_decay"])
             batch = RECIPE["batch_size"]
             per_epoch = len(images) // batch
@@ -128,7 +153,8 @@ def pretrain(width: float, data_cache_dir: Path) -> dict[str, torch.Tensor]:
                 correct = 0
                 for step in range(per_epoch):
                     idx = order[step * batch:(step + 1) * batch]
-                    logits = head(body(train_augment(images[idx], generator)))
+                    batch_images = train_augment(images[idx], generator)
+                    logits = head(body(batch_images.contiguous(memory_format=memory_format)))
                     loss = F.cross_entropy(logits, labels[idx])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -139,4 +165,5 @@ def pretrain(width: float, data_cache_dir: Path) -> dict[str, torch.Tensor]:
                          RECIPE["epochs"], float(loss.detach()), correct / (per_epoch * batch))
         finally:
             torch.set_num_threads(threads)
-    return body.state_dict()
+    # Stored contiguous: loads into either memory format.
+    return {k: v.contiguous() for k, v in body.state_dict().items()}

@@ -42,7 +42,8 @@ def pretrained_weights(cfg: RunConfig, results_dir: Path) -> Path | None:
     from harness.train.pretrain import ensure_weights
 
     cache = Path(results_dir) / "cache"
-    return ensure_weights(cache / "pretrained", cfg.backbone.width, cache / "data")
+    return ensure_weights(cache / "pretrained", cfg.backbone.width, cache / "data",
+                          cfg.backbone.input_px)
 
 
 def run_dir(results_dir: Path, cfg: RunConfig) -> Path:

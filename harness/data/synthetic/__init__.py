@@ -15,7 +15,7 @@ Hierarchy of one dataset: family (super-class) -> class -> sub-mode -> image.
   plus wheels. A class is defined by *geometry* and trim details; paint colour is NOT a class cue
   (as in Cars196, a model comes in many colours): each sub-mode has its own paint and viewpoint
   (squash).
-- ``synth-sop``  "products": 12 families (super-classes) of random part templates, ~2000 classes
+- ``synth-sop``  "products": 12 families (super-classes) of random part templates, 1000 classes
   with 2-12 images each; sub-modes are viewpoints that rotate, squash and hide parts.
 
 Split: class-disjoint, the first half of the (family-interleaved) class ids train, the second half
@@ -39,6 +39,7 @@ from harness.data.base import DATASETS, DatasetBundle, DatasetInfo
 from harness.data.synthetic.cache import cache_key, load_synthetic
 from harness.data.synthetic.generate import generate
 from harness.data.synthetic.params import (
+    DATA_VERSIONS,
     DESCRIPTIONS,
     RECALL_AT,
     DATA_SEED,
@@ -70,5 +71,6 @@ for _name in SYNTH_PARAMS:
             recall_at=RECALL_AT[_name],
             description=DESCRIPTIONS[_name],
             needs_root=False,
+            version=DATA_VERSIONS[_name],
         ),
     )

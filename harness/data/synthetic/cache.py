@@ -76,15 +76,17 @@ def read_cache(path: str, key: str) -> tuple[dict[str, np.ndarray], dict[str, An
     return arrays, meta
 
 
-def load_synthetic(name: str, root: str | None, cache_dir: str, seed: int = 0) -> DatasetBundle:
-    """Load (or generate and cache) one embedded dataset; ``root``, if given, is the cache dir."""
+def load_synthetic(name: str, root: str | None, cache_dir: str, seed: int = 0,
+                   params: SynthParams | None = None) -> DatasetBundle:
+    """Load (or generate and cache) one embedded dataset; ``root``, if given, is the cache dir;
+    ``params`` replace the registered generator parameters (the pretraining's frozen copy)."""
     if name not in SYNTH_PARAMS:
         raise ValueError(
             f"unknown synthetic dataset {name!r}; valid: {', '.join(sorted(SYNTH_PARAMS))}"
         )
     directory = root if root is not None else cache_dir
     os.makedirs(directory, exist_ok=True)
-    key = cache_key(name, seed)
+    key = cache_key(name, seed, params)
     path = os.path.join(directory, f"{name}-{key}.npz")
     arrays = meta = None
     from_cache = False
@@ -100,7 +102,7 @@ def load_synthetic(name: str, root: str | None, cache_dir: str, seed: int = 0) -
             )
     if arrays is None:
         t0 = time.perf_counter()
-        arrays, meta = generate(name, seed)
+        arrays, meta = generate(name, seed, params)
         meta["cache_key"] = key
         meta["generation_seconds"] = round(time.perf_counter() - t0, 3)
         write_atomic(path, arrays, meta)
