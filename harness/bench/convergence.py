@@ -41,8 +41,13 @@ def check(results_dir: Path, grid: str = GRID, figure: Path | None = None) -> di
 
     from harness.tracking.store import Tracker
 
+    from harness.grid.plan import recorded_config_hashes
+
     collected = collect(Tracker(results_dir), grid)
     runs = collected.runs[collected.runs["arm"] == "none"]
+    planned = recorded_config_hashes(results_dir, grid)
+    if planned:  # the grid as it last ran here: older budgets or recipes of the same name are out
+        runs = runs[runs["config_hash"].isin(planned)]
     table = budgets(runs)
     if figure is not None and not table.empty:
         draw(runs, collected.epochs, table, figure)

@@ -126,13 +126,17 @@ def write_plan_record(results_dir: Path, plan: GridPlan, grid_file: str) -> Path
     path = plan_record_path(results_dir, plan.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Several grid files may share one name (the paper profile runs one per dataset and arm under
-    # "paper"): their configurations add up; the last file's comparisons stand.
+    # "paper"): their configurations add up, file by file; running a file again replaces its own
+    # entry (a grid whose budgets changed no longer counts its old configurations).
     earlier = json.loads(path.read_text()) if path.is_file() else {}
-    hashes = set(earlier.get("config_hashes", [])) | {c.config_hash for c in plan.configs}
-    arms = sorted(set(earlier.get("arms", [])) | set(plan.arms()), key=arm_order)
+    files = dict(earlier.get("files", {}))
+    files[str(Path(grid_file).resolve())] = {
+        "config_hashes": sorted(c.config_hash for c in plan.configs), "arms": plan.arms()}
+    hashes = {h for f in files.values() for h in f["config_hashes"]}
+    arms = sorted({a for f in files.values() for a in f["arms"]}, key=arm_order)
     record = {"name": plan.name, "grid_file": str(grid_file), "arms": arms,
               "compare": [list(p) for p in plan.compare], "configurations": len(hashes),
-              "config_hashes": sorted(hashes)}
+              "config_hashes": sorted(hashes), "files": files}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
