@@ -15,7 +15,7 @@ from PIL import Image
 
 import real_fixtures as rf
 from harness.data.real import CachedImageSplit, list_dataset, load_real
-from harness.data.real import cache as cache_module
+from harness.data.real import decode as decode_module
 from harness.data.real.cache import PixelStore, decode_resized, resized_size
 from harness.data.real.reference import eval_transform, pil_loader
 from harness.data.real.transforms import (
@@ -39,13 +39,13 @@ def cub(tmp_path_factory):
 @pytest.fixture
 def count_decodes(monkeypatch) -> list[str]:
     calls: list[str] = []
-    original = cache_module.decode_resized
+    original = decode_module.decode_resized
 
-    def counting(path, short_side=cache_module.SHORT_SIDE):
+    def counting(path, short_side=decode_module.SHORT_SIDE):
         calls.append(str(path))
         return original(path, short_side)
 
-    monkeypatch.setattr(cache_module, "decode_resized", counting)
+    monkeypatch.setattr(decode_module, "decode_resized", counting)
     return calls
 
 
@@ -94,7 +94,7 @@ def test_process_pool_decode_equals_in_process(tmp_path, monkeypatch):
     listing = list_dataset("cub200", truth.root)
     args = ("cub200", listing.layout, listing.base, listing.paths)
     serial, _ = open_or_build(*args, tmp_path / "serial", workers=1, progress=False)
-    monkeypatch.setattr(cache_module, "IN_PROCESS_BELOW", 0)  # decode and check share it
+    monkeypatch.setattr(decode_module, "IN_PROCESS_BELOW", 0)  # decode and check share it
     pooled, _ = open_or_build(*args, tmp_path / "pooled", workers=2, progress=False)
     assert len(pooled) == len(serial) == len(listing.paths)
     assert all(np.array_equal(pooled.image(k), serial.image(k)) for k in range(len(serial)))

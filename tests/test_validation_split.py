@@ -92,9 +92,9 @@ def test_a_validation_run_trains_on_remaining_classes_and_never_sees_test(tiny_o
         seen.extend(bytes(img.numpy().tobytes()) for img in split.images)
         return real_evaluate(trainer, split)
 
-    def spy_build(cfg, data, device):
+    def spy_build(cfg, data, device, *weights):
         trained_classes.append(data.train.num_classes)
-        return real_build(cfg, data, device)
+        return real_build(cfg, data, device, *weights)
 
     monkeypatch.setattr(engine, "evaluate", spy_evaluate)
     monkeypatch.setattr("harness.train.runner.build_trainer", spy_build)
