@@ -12,7 +12,7 @@ import pytest
 from harness.cli.main import main
 from harness.grid.executors.job import FINISHED, Job, JobResult
 from harness.grid.executors.local import plan_slots
-from harness.grid.plan import load_grid
+from harness.grid.plan import NEW, ConfigState, load_grid, longest_first
 from harness.grid.progress import GridProgress
 from harness.tracking.run_lock import RunLock, RunLockedElsewhere
 from harness.train.runner import execute, run_dir
@@ -134,3 +134,15 @@ def test_progress_counts_and_eta():
     last = out.getvalue().splitlines()[-1]
     assert last.startswith("[3/7] job 1: done in 20.0s")
     assert "done 3, running 1, failed 0, remaining 3 | ETA 26s" in last
+
+
+def test_the_longest_runs_start_first():
+    """Longest processing time first: the default grid's 64-epoch runs start before its 15-epoch
+    ones, and equal budgets keep the grid's order."""
+    plan = load_grid("harness/configs/grids/default.yaml")
+    states = [ConfigState(cfg, NEW) for cfg in plan.configs]
+    ordered = longest_first(states)
+    epochs = [st.cfg.train.epochs for st in ordered]
+    assert epochs == sorted(epochs, reverse=True) and epochs[0] == 64 and epochs[-1] == 15
+    same = [st.cfg.config_hash for st in ordered if st.cfg.train.epochs == 24]
+    assert same == [st.cfg.config_hash for st in states if st.cfg.train.epochs == 24]

@@ -92,10 +92,19 @@ def test_cosine_schedule_and_evaluation_cadence():
 def test_the_embedded_grids_run_the_protocol(grid):
     plan = load_grid(f"{GRIDS}/{grid}.yaml")
     budgets = {"synth-cub": 15, "synth-cars": 32, "synth-sop": 24}
+    # measured: Multi-Similarity still gains 4.7 points from 32 to 64 epochs on synth-cars
+    own_budgets = {("synth-cars", "multi_similarity"): 64}
+    arm_epochs: dict = {}
     for cfg in plan.configs:
         assert cfg.backbone.weights == pretrain.recipe_id(1.0, 24) and cfg.train.channels_last
         assert cfg.train.lr_schedule == "cosine" and cfg.eval.every == 3
-        assert cfg.train.epochs in (budgets[cfg.dataset.name], 2 * budgets[cfg.dataset.name])
+        budget = own_budgets.get((cfg.dataset.name, cfg.method.name), budgets[cfg.dataset.name])
+        assert cfg.train.epochs in (budget, 2 * budget)
+        arm_epochs.setdefault((cfg.dataset.name, cfg.method.name, cfg.seed), set()).add(
+            (cfg.regularizer_name, cfg.train.epochs))
+    if grid != "convergence":  # the arms of one method and dataset share its budget
+        for arms in arm_epochs.values():
+            assert len({epochs for _, epochs in arms}) == 1, arms
     if grid == "default":  # the paper's headline rows, three seeds, all three datasets
         rows = {(c.dataset.name, c.method.name, c.regularizer_name) for c in plan.configs}
         assert {(d, m, r) for d in budgets for m, r in (("multi_similarity", "none"),

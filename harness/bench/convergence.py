@@ -78,7 +78,8 @@ def draw(runs: pd.DataFrame, epochs: pd.DataFrame, table: pd.DataFrame, path: Pa
                 ax.plot(curve.index, curve.values, style, marker="o", ms=2.5,
                         color=colors[k % len(colors)], label=label)
             ax.axvline(row["budget"], color="#999", lw=0.6, ls=":")
-        ax.set_title(f"{dataset}: budget {int(part['budget'].iloc[0])} epochs", fontsize=10)
+        budgets = sorted({int(b) for b in part["budget"]})
+        ax.set_title(f"{dataset}: budget {' / '.join(map(str, budgets))} epochs", fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel("test R@1 (%)")
         ax.grid(alpha=0.3)

@@ -107,7 +107,8 @@ def make_executor(args: argparse.Namespace):
 def cmd_grid(args: argparse.Namespace) -> int:
     from harness.grid.executors import Job, JobSettings, default_imports
     from harness.grid.plan import (ELSEWHERE, FAILED, FINISHED, NEW, RESUMABLE, config_states,
-                                   load_grid, select_configs, write_plan_record)
+                                   load_grid, longest_first, select_configs,
+                                   write_plan_record)
     from harness.grid.progress import GridProgress, format_duration
     from harness.train.runner import command_line
     from harness.tracking.store import Tracker
@@ -153,7 +154,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         elif st.state == FAILED and not args.retry_failed:
             print(f"[{i}/{len(states)}] {st.label}: FAILED earlier, not rerun (--retry-failed "
                   f"reruns it): {st.detail}")
-    todo = [st for st in states if st.state in runnable]
+    todo = longest_first([st for st in states if st.state in runnable])
     jobs = [Job(st.cfg.to_yaml(), st.cfg.config_hash, st.label) for st in todo]
     settings = JobSettings(results_dir=str(results), tracking_uri=tracker.uri, grid=plan.name,
                            command=command_line(), imports=default_imports())

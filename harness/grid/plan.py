@@ -289,6 +289,15 @@ def config_states(plan: GridPlan, tracker: Any, results_dir: Path) -> list[Confi
     return states
 
 
+def longest_first(states: list[ConfigState]) -> list[ConfigState]:
+    """The runs to start, most epochs first. With a few workers and runs of very different lengths
+    (the embedded protocol: 15 to 64 epochs), a long run started last keeps one worker busy while
+    the others idle; started first, the short runs fill in around it (longest processing time
+    first). Epochs are the estimate of a run's cost; the stable sort keeps the grid's order among
+    equals."""
+    return sorted(states, key=lambda st: -st.cfg.train.epochs)
+
+
 def _checkpoint_epoch(path: Path) -> int | None:
     if not path.is_file():
         return None
