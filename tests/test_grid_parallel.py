@@ -136,6 +136,18 @@ def test_progress_counts_and_eta():
     assert "done 3, running 1, failed 0, remaining 3 | ETA 26s" in last
 
 
+def test_the_eta_counts_epochs_not_runs():
+    """Longest runs first: a 60-epoch run that took 60 s says a 10-epoch one takes 10 s."""
+    jobs = [Job("", "long", "long", 60), Job("", "short1", "short 1", 10),
+            Job("", "short2", "short 2", 10)]
+    progress = GridProgress(jobs, parallel=1, stream=io.StringIO())
+    progress.started(jobs[0])
+    progress.finished(jobs[0], JobResult("long", FINISHED, seconds=60.0))
+    assert progress.eta_s() == pytest.approx(20.0)
+    progress.started(jobs[1])
+    assert progress.eta_s() == pytest.approx(15.0)  # 10 to go + half of the running 10
+
+
 def test_the_longest_runs_start_first():
     """Longest processing time first: the default grid's 64-epoch runs start before its 15-epoch
     ones, and equal budgets keep the grid's order."""

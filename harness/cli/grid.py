@@ -155,7 +155,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
             print(f"[{i}/{len(states)}] {st.label}: FAILED earlier, not rerun (--retry-failed "
                   f"reruns it): {st.detail}")
     todo = longest_first([st for st in states if st.state in runnable])
-    jobs = [Job(st.cfg.to_yaml(), st.cfg.config_hash, st.label) for st in todo]
+    jobs = [Job(st.cfg.to_yaml(), st.cfg.config_hash, st.label, st.cfg.train.epochs)
+            for st in todo]
     settings = JobSettings(results_dir=str(results), tracking_uri=tracker.uri, grid=plan.name,
                            command=command_line(), imports=default_imports())
     if jobs and args.executor in ("local", "inline"):

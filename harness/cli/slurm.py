@@ -130,7 +130,8 @@ def cmd_grid_slurm(args: argparse.Namespace) -> int:
               f"{len(failed_before)} failed)")
         return 1 if failed_before else 0
 
-    jobs = [Job(st.cfg.to_yaml(), st.cfg.config_hash, st.label) for st in todo]
+    jobs = [Job(st.cfg.to_yaml(), st.cfg.config_hash, st.label, st.cfg.train.epochs)
+            for st in todo]
     settings = JobSettings(results_dir=str(results), tracking_uri=tracker.uri, grid=plan.name,
                            command=command_line(), imports=default_imports())
     print(f"grid {plan.name!r}: submitting {len(jobs)} configuration(s) "

@@ -4,8 +4,10 @@ counts and an ETA, e.g.
     [3/18] synth-cub proxy_anchor+nir seed=0: done in 21.3s, test R@1 35.2
            | done 5, running 2, failed 0, remaining 11 | ETA 2m10s
 
-The ETA is the mean wall time of the runs that finished in this session times the runs still
-to go, divided by how many run at once; no ETA before the first run ends. Lines, not a redrawn
+The ETA is the wall time per epoch of the runs that finished in this session times the epochs
+still to go (a running run counts half), divided by how many run at once; no ETA before the first
+run ends. Per epoch, not per run: the grid starts its longest runs first, so the first runs to
+finish are the slowest. Lines, not a redrawn
 bar: they read the same in a terminal, a log file and CI.
 """
 from __future__ import annotations
@@ -37,7 +39,10 @@ class GridProgress:
         self.elsewhere = 0
         self.running: set[str] = set()
         self.remaining = len(jobs)  # not yet started
+        self.epochs = {job.config_hash: max(1, job.epochs) for job in jobs}
+        self.remaining_epochs = sum(self.epochs.values())
         self.durations: list[float] = []
+        self.finished_epochs = 0
         self.stream = stream or sys.stdout
         self.clock = clock
         self.started_at = clock()
@@ -48,6 +53,7 @@ class GridProgress:
             return
         self.running.add(job.config_hash)
         self.remaining -= 1
+        self.remaining_epochs -= self.epochs.get(job.config_hash, 1)
         self._line(job, f"running{' on ' + where if where else ''} (config {job.config_hash})")
 
     def finished(self, job: Job, result: JobResult) -> None:
@@ -55,9 +61,11 @@ class GridProgress:
             self.running.discard(job.config_hash)
         else:  # never reported as started (it failed before its worker said so)
             self.remaining -= 1
+            self.remaining_epochs -= self.epochs.get(job.config_hash, 1)
         if result.status == FINISHED:
             self.done += 1
             self.durations.append(result.seconds)
+            self.finished_epochs += self.epochs.get(job.config_hash, 1)
             r1 = result.metrics.get("test/recall@1", result.metrics.get("test/recall_at_1"))
             score = f", test R@1 {100 * r1:.1f}" if r1 is not None else ""
             self._line(job, f"done in {result.seconds:.1f}s{score}")
@@ -76,9 +84,10 @@ class GridProgress:
     def eta_s(self) -> float | None:
         if not self.durations:
             return None
-        mean = sum(self.durations) / len(self.durations)
-        to_go = self.remaining + 0.5 * len(self.running)  # a running run is half done on average
-        return mean * to_go / self.parallel
+        per_epoch = sum(self.durations) / self.finished_epochs
+        running = sum(self.epochs.get(h, 1) for h in self.running)
+        to_go = self.remaining_epochs + 0.5 * running  # a running run is half done on average
+        return per_epoch * to_go / self.parallel
 
     def counts(self) -> str:
         eta = self.eta_s()

@@ -27,6 +27,7 @@ class Job:
     config_yaml: str
     config_hash: str
     label: str  # "synth-cub proxy_anchor+nir seed=0", for people
+    epochs: int = 1  # its length, the progress ETA's unit of cost (runs of 15 to 64 epochs)
 
 
 @dataclass(frozen=True)
