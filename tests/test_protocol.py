@@ -139,3 +139,23 @@ def test_the_grid_says_where_the_workers_time_went():
     line = overhead_line(results, wall=50.0, workers=2)  # 100 s of worker time
     assert "epochs 83.0%" in line and "per-run set-up and tracking 7.0% (3.5s a run)" in line
     assert "idle 10.0%" in line
+
+
+def test_bench_protocol_times_the_old_default_against_the_protocol():
+    from harness.bench.protocol import BEFORE_OVERRIDES, old_default_config, protocol_config
+
+    after = protocol_config("synth-sop")
+    before = old_default_config(after)
+    assert after.train.epochs == 24 and after.eval.every == 3 and after.backbone.input_px == 24
+    assert before.backbone.input_px is None and not before.train.channels_last
+    assert not before.train.fused_optimizer and before.eval.every == 1
+    assert before.eval.batch_size == 512
+    # nothing else differs: the same dataset, method, budget and seed
+    changed = {k for k in BEFORE_OVERRIDES
+               if before.to_dict().get(k.split(".")[0], {}).get(k.split(".")[1])
+               != after.to_dict().get(k.split(".")[0], {}).get(k.split(".")[1])}
+    assert changed == {"backbone.input_px", "backbone.pretrained", "backbone.weights",
+                       "train.channels_last", "train.fused_optimizer", "eval.every",
+                       "eval.batch_size"}
+    assert (before.dataset, before.method, before.train.epochs, before.seed) == (
+        after.dataset, after.method, after.train.epochs, after.seed)

@@ -4,8 +4,10 @@ protocol, measured in one process.
 For each embedded dataset it builds the ProxyAnchor baseline twice, as a grid worker would on a
 2-core machine (one torch thread):
 
-* ``before``: the old default's evaluation (every metric, NMI and the structure metrics after
-  every epoch);
+* ``before``: the old default's step and evaluation: the 32 px images at full size, NCHW, Adam
+  tensor by tensor, every metric, NMI and the structure metrics after every epoch in batches of
+  512 (what ``BEFORE_OVERRIDES`` sets back). Not in it: the old synth-sop had twice the classes
+  (2000, dataset version 1), so its epochs were twice as long again;
 * ``after``: the configuration the default grid (``harness/configs/grids/default.yaml``) runs now
   for that dataset (evaluation every ``eval.every`` epochs and after the last).
 
@@ -27,7 +29,11 @@ from typing import Any
 
 import torch
 
-BEFORE_OVERRIDES = ("backbone.width=1.0", "eval.every=1", "eval.nmi=true", "eval.structure=true")
+BEFORE_OVERRIDES = {"backbone.width": 1.0, "backbone.input_px": None,
+                    "backbone.pretrained": False, "backbone.weights": None,
+                    "train.channels_last": False, "train.fused_optimizer": False,
+                    "eval.every": 1, "eval.batch_size": 512, "eval.nmi": True,
+                    "eval.structure": True}
 DEFAULT_GRID = Path(__file__).resolve().parents[1] / "configs" / "grids" / "default.yaml"
 DATASETS = ("synth-cub", "synth-cars", "synth-sop")
 
@@ -42,6 +48,16 @@ def protocol_config(dataset: str, method: str = "proxy_anchor") -> Any:
                                                                              None, 0):
             return cfg
     raise ValueError(f"the default grid has no {method} baseline on {dataset} with seed 0")
+
+
+def old_default_config(cfg: Any) -> Any:
+    """``cfg`` with the old default's step and evaluation settings (``BEFORE_OVERRIDES``)."""
+    from harness.config import build_config, set_dotted
+
+    raw = cfg.to_dict()
+    for key, value in BEFORE_OVERRIDES.items():
+        set_dotted(raw, key, value)
+    return build_config(raw)
 
 
 def time_epoch(cfg: Any, cache_dir: Path) -> dict[str, float]:
@@ -75,21 +91,13 @@ def time_epoch(cfg: Any, cache_dir: Path) -> dict[str, float]:
 
 def run(datasets: tuple[str, ...] = DATASETS, *, threads: int = 1,
         cache_dir: Path = Path("results/cache/data")) -> dict[str, Any]:
-    from harness.config import build_config, set_dotted
-
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         out: dict[str, Any] = {"threads": threads, "load_average_before": os.getloadavg()[0]}
         for dataset in datasets:
             after_cfg = protocol_config(dataset)
-            raw = after_cfg.to_dict()
-            for item in BEFORE_OVERRIDES:
-                key, _, value = item.partition("=")
-                set_dotted(raw, key, {"true": True, "false": False}.get(value, value))
-            raw["backbone"]["width"] = 1.0
-            raw["eval"]["every"] = 1
-            before_cfg = build_config(raw)
+            before_cfg = old_default_config(after_cfg)
             before = time_epoch(before_cfg, cache_dir)
             after = time_epoch(after_cfg, cache_dir)
             out[dataset] = {"before": before, "after": after,

@@ -126,9 +126,11 @@ re-runnable whenever a dataset, a method or the recipe changes.
 
 PROTOCOL_DESCRIPTION = """\
 Time one training epoch and one evaluation of the ProxyAnchor baseline on each embedded dataset,
-with one torch thread as each of the 2 grid workers gets here: before = the old default (small_cnn
-at width 1, every metric, NMI and structure after every epoch), after = what the default grid runs
-now (narrower small_cnn, evaluation every eval.every epochs). Prints train_epoch_s, eval_s,
+with one torch thread as each of the 2 grid workers gets here: before = the old default's step and
+evaluation (32 px input, NCHW, Adam tensor by tensor, every metric, NMI and structure after every
+epoch in batches of 512), after = what the default grid runs now (24 px input, channels_last,
+fused Adam, evaluation every eval.every epochs in batches of 128). Same data in both (the old
+synth-sop also had twice the classes). Prints train_epoch_s, eval_s,
 eval_every, epoch_s (training + evaluation amortised over its cadence) for both, ratio_epoch =
 before / after, and run_s = after epoch_s x the grid's epochs (an estimate without start-up,
 tracking or checkpoints), per dataset.
