@@ -128,6 +128,7 @@ table.results td.num { text-align: right; font-variant-numeric: tabular-nums; wh
 table.results td.best { background: #eef6ee; }
 table.results th[scope=row] { text-align: left; font-weight: normal; white-space: nowrap; }
 table.results a { color: inherit; text-decoration: none; border-bottom: 1px dotted #888; }
+table.results td.num[class*="verdict-"] { white-space: normal; text-align: left; min-width: 7em; }
 td.verdict-helps { color: #1d7a32; font-weight: 600; }
 td.verdict-hurts { color: #b2262b; font-weight: 600; }
 td.verdict-higher, td.verdict-lower { color: #1f4e9c; font-weight: 600; }
