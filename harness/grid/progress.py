@@ -53,7 +53,7 @@ class GridProgress:
             return
         self.running.add(job.config_hash)
         self.remaining -= 1
-        self.remaining_epochs -= self.epochs.get(job.config_hash, 1)
+        self.remaining_epochs -= self._epochs_of(job)
         self._line(job, f"running{' on ' + where if where else ''} (config {job.config_hash})")
 
     def finished(self, job: Job, result: JobResult) -> None:
@@ -61,11 +61,11 @@ class GridProgress:
             self.running.discard(job.config_hash)
         else:  # never reported as started (it failed before its worker said so)
             self.remaining -= 1
-            self.remaining_epochs -= self.epochs.get(job.config_hash, 1)
+            self.remaining_epochs -= self._epochs_of(job)
         if result.status == FINISHED:
             self.done += 1
             self.durations.append(result.seconds)
-            self.finished_epochs += self.epochs.get(job.config_hash, 1)
+            self.finished_epochs += self._epochs_of(job)
             r1 = result.metrics.get("test/recall@1", result.metrics.get("test/recall_at_1"))
             score = f", test R@1 {100 * r1:.1f}" if r1 is not None else ""
             self._line(job, f"done in {result.seconds:.1f}s{score}")
@@ -80,12 +80,15 @@ class GridProgress:
             self.failed += 1
             self._line(job, f"FAILED: {result.error}")
 
+    def _epochs_of(self, job: Job) -> int:
+        return self.epochs.get(job.config_hash, 1)
+
     # ------------------------------------------------------------------ summary
     def eta_s(self) -> float | None:
         if not self.durations:
             return None
         per_epoch = sum(self.durations) / self.finished_epochs
-        running = sum(self.epochs.get(h, 1) for h in self.running)
+        running = sum(self.epochs.get(h, 1) for h in self.running)  # hashes, not jobs
         to_go = self.remaining_epochs + 0.5 * running  # a running run is half done on average
         return per_epoch * to_go / self.parallel
 
