@@ -32,7 +32,8 @@ CACHE_KINDS = ("uint8", "jpeg")  # harness.data.real.cache.KINDS
 # Keys added after runs were recorded: left out of the resolved dict (and so of the hash) while
 # they hold the value every earlier config implicitly had, so those configs keep their identity
 # and their finished runs are still found and skipped.
-NEUTRAL_DEFAULTS = {("eval", "every"): 1, ("backbone", "width"): 1.0,
+NEUTRAL_DEFAULTS = {("eval", "every"): 1, ("eval", "full_every"): 1,
+                    ("eval", "dense_tail"): False, ("backbone", "width"): 1.0,
                     ("train", "lr_schedule"): "constant", ("dataset", "allow_partial"): False,
                     ("dataset", "cache"): "uint8", ("backbone", "weights"): None,
                     ("train", "fused_optimizer"): False,
@@ -133,6 +134,15 @@ class EvalConfig:
     # Evaluate on the test split every N epochs, and always after the last one: a cheaper run
     # with the same final numbers (the convergence curve gets every N-th point).
     every: int = 1
+    # Also every epoch of the last 20% (the "still rising" rule's window), so its slope rests on
+    # every epoch there (harness/evaluation/cadence.py).
+    dense_tail: bool = False
+    # Of the evaluated epochs, which get the expensive metrics (mAP@1000: a kNN pass 1000 deep,
+    # NMI, the structure metrics): every N-th epoch and always the last; 0 = the last only. The
+    # other evaluated epochs get the curve metrics (Recall@k, MAP@R, R-Precision: a pass only as
+    # deep as the largest class), which the convergence curves and the "still rising" rule read.
+    # The final numbers never depend on it. 1 (default) = every metric at every evaluated epoch.
+    full_every: int = 1
 
 
 @dataclass(frozen=True)
@@ -465,6 +475,7 @@ def _check_compatibility(cfg: RunConfig) -> None:
                             ("train.warmup_epochs", t.warmup_epochs, 0),
                             ("train.threads", t.threads, 0), ("eval.batch_size", cfg.eval.batch_size, 1),
                             ("eval.every", cfg.eval.every, 1),
+                            ("eval.full_every", cfg.eval.full_every, 0),
                             ("backbone.embed_dim", cfg.backbone.embed_dim, 2)):
         if value < low:
             raise ConfigError(f"{key} must be >= {low}, got {value}")

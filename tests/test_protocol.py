@@ -11,7 +11,8 @@ from harness.bench import convergence
 from harness.config import ConfigError, load_config
 from harness.grid.plan import load_grid
 from harness.train import pretrain
-from harness.train.engine import cosine_factor, is_eval_epoch
+from harness.evaluation.cadence import is_eval_epoch, rise_window_start
+from harness.train.engine import cosine_factor
 
 GRIDS = "harness/configs/grids"
 
@@ -86,6 +87,12 @@ def test_cosine_schedule_and_evaluation_cadence():
     assert all(cosine_factor(e, 1, 12) > cosine_factor(e + 1, 1, 12) for e in range(1, 11))
     cfg = load_config(overrides=["eval.every=3", "train.epochs=16"])
     assert [e for e in range(1, 17) if is_eval_epoch(e, cfg)] == [3, 6, 9, 12, 15, 16]
+    # dense_tail: also every epoch of the still-rising rule's window (the last ceil(0.2 E) epochs
+    # and the one before, where the slope starts)
+    dense = load_config(overrides=["eval.every=3", "train.epochs=24", "eval.dense_tail=true"])
+    assert [e for e in range(1, 25) if is_eval_epoch(e, dense)] == [
+        3, 6, 9, 12, 15, 18, 19, 20, 21, 22, 23, 24]
+    assert rise_window_start(24) == 24 - 5 and rise_window_start(3) == 2
 
 
 @pytest.mark.parametrize("grid", ["default", "attribution", "zoo", "convergence"])
@@ -156,6 +163,7 @@ def test_bench_protocol_times_the_old_default_against_the_protocol():
                != after.to_dict().get(k.split(".")[0], {}).get(k.split(".")[1])}
     assert changed == {"backbone.input_px", "backbone.pretrained", "backbone.weights",
                        "train.channels_last", "train.fused_optimizer", "eval.every",
+                       "eval.full_every",
                        "eval.batch_size"}
     assert (before.dataset, before.method, before.train.epochs, before.seed) == (
         after.dataset, after.method, after.train.epochs, after.seed)

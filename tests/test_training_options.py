@@ -115,6 +115,29 @@ def test_structure_metrics_are_logged_every_epoch_unless_switched_off(tmp_path, 
     assert not keys & set(off.history[-1])
 
 
+def test_full_every_keeps_the_expensive_metrics_for_the_last_epoch(tmp_path, tiny_overrides):
+    """eval.full_every=0: the intermediate evaluations measure the curve metrics only, with the
+    same values a full evaluation gives; the last epoch gets everything; training is untouched."""
+    from harness.evaluation.cadence import is_full_eval_epoch
+
+    over = tiny_overrides + ["train.epochs=4", "eval.every=1"]
+    full = _fit(tmp_path, over)
+    cheap = _fit(tmp_path, over + ["eval.full_every=0"])
+    expensive = {"test/map@1000", "test/nmi", "test/rho", "test/pi_density", "test/g2"}
+    curve = {"test/recall@1", "test/recall@2", "test/map@r", "test/r_precision"}
+    for epoch, (a, b) in enumerate(zip(full.history, cheap.history), start=1):
+        assert a["loss/total"] == b["loss/total"]  # the cadence never changes training
+        assert curve <= set(b) and all(a[k] == b[k] for k in curve)
+        assert (expensive <= set(b)) == (epoch == 4) and expensive <= set(a)
+    assert all(full.history[-1][k] == cheap.history[-1][k] for k in expensive)
+    cfg = load_config(None, over + ["eval.every=3", "train.epochs=13", "eval.full_every=6"])
+    assert [e for e in range(1, 14) if is_full_eval_epoch(e, cfg)] == [6, 12, 13]
+    with pytest.raises(ConfigError, match="eval.full_every must be >= 0"):
+        load_config(None, over + ["eval.full_every=-1"])
+    assert load_config(None, over).config_hash == load_config(
+        None, over + ["eval.full_every=1"]).config_hash  # the default keeps every identity
+
+
 def test_foreach_adam_updates_bitwise_like_the_per_tensor_loop():
     """The engine's Adam runs with foreach=True (one fused update, much faster for NIR's many flow
     tensors on the CPU); it must train exactly what the per-tensor loop trains."""

@@ -9,13 +9,15 @@ For each embedded dataset it builds the ProxyAnchor baseline twice, as a grid wo
   512 (what ``BEFORE_OVERRIDES`` sets back). Not in it: the old synth-sop had twice the classes
   (2000, dataset version 1), so its epochs were twice as long again;
 * ``after``: the configuration the default grid (``harness/configs/grids/default.yaml``) runs now
-  for that dataset (evaluation every ``eval.every`` epochs and after the last).
+  for that dataset (evaluation every ``eval.every`` epochs and after the last; every metric on
+  the last only, the curve metrics on the others: ``eval.full_every``).
 
 The larger saving is not per epoch: pretrained, a run reaches its plateau in 12-16 epochs instead
 of the hundreds a from-scratch small CNN needs (README, "The embedded protocol").
 
-and times one training epoch (after the warmup, so the backbone trains) and one evaluation of
-each. ``epoch_s`` is the training epoch plus the evaluation amortised over its cadence, the cost
+and times one training epoch (after the warmup, so the backbone trains), one full evaluation
+(``eval_s``) and one of the curve metrics only (``curve_eval_s``) of each. ``epoch_s`` is the
+training epoch plus the evaluations of a run at that budget amortised over its epochs, the cost
 of one epoch of a run; ``ratio_epoch`` = before / after. ``run_s`` multiplies it by the epochs of
 the default grid (an estimate: no start-up, tracking or checkpoints). One epoch is one sample, so
 the numbers wobble by a few percent; the load average says how busy the machine was.
@@ -32,7 +34,7 @@ import torch
 BEFORE_OVERRIDES = {"backbone.width": 1.0, "backbone.input_px": None,
                     "backbone.pretrained": False, "backbone.weights": None,
                     "train.channels_last": False, "train.fused_optimizer": False,
-                    "eval.every": 1, "eval.batch_size": 512, "eval.nmi": True,
+                    "eval.every": 1, "eval.full_every": 1, "eval.batch_size": 512, "eval.nmi": True,
                     "eval.structure": True}
 DEFAULT_GRID = Path(__file__).resolve().parents[1] / "configs" / "grids" / "default.yaml"
 DATASETS = ("synth-cub", "synth-cars", "synth-sop")
@@ -68,6 +70,7 @@ def time_epoch(cfg: Any, cache_dir: Path) -> dict[str, float]:
 
     from harness.data import load_dataset
     from harness.data.sampler import ClassBalancedBatchSampler
+    from harness.evaluation.cadence import is_eval_epoch, is_full_eval_epoch
     from harness.train.engine import build_trainer, evaluate, train_one_epoch
 
     cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, pretrained=False,
@@ -83,9 +86,16 @@ def time_epoch(cfg: Any, cache_dir: Path) -> dict[str, float]:
     started = time.perf_counter()
     evaluate(trainer, bundle.test)
     eval_s = time.perf_counter() - started
-    every = cfg.eval.every
-    return {"train_epoch_s": train_s, "eval_s": eval_s, "eval_every": every,
-            "epoch_s": train_s + eval_s / every, "steps": sampler.iterations_per_epoch,
+    started = time.perf_counter()
+    evaluate(trainer, bundle.test, full=False)
+    curve_eval_s = time.perf_counter() - started
+    epochs = range(1, cfg.train.epochs + 1)
+    evaluated = [e for e in epochs if is_eval_epoch(e, cfg)]
+    full = sum(is_full_eval_epoch(e, cfg) for e in evaluated)
+    eval_per_epoch = (full * eval_s + (len(evaluated) - full) * curve_eval_s) / len(epochs)
+    return {"train_epoch_s": train_s, "eval_s": eval_s, "curve_eval_s": curve_eval_s,
+            "eval_every": cfg.eval.every, "eval_full_every": cfg.eval.full_every,
+            "epoch_s": train_s + eval_per_epoch, "steps": sampler.iterations_per_epoch,
             "width": cfg.backbone.width}
 
 

@@ -18,9 +18,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from harness.evaluation.cadence import RISE_WINDOW, rise_window_start
 from harness.results.frames import CELL
 
-RISE_WINDOW = 0.2  # the last 20% of a run's epochs
 RISE_MARGIN_PP = 1.0  # percentage points of test R@1
 RISE_METRIC = "test/recall@1"
 STILL_RISING_MARK = "†"
@@ -41,7 +41,7 @@ def run_rise(epochs: pd.DataFrame, last_epoch: int | None = None,
     if curve is None or len(curve) < 2:
         return math.nan
     last = int(last_epoch if last_epoch is not None else curve["epoch"].max())
-    span = max(1, math.ceil(RISE_WINDOW * last))
+    span = last - rise_window_start(last)
     window = curve[curve["epoch"] >= last - span]
     if len(window) < 2:  # evaluated too rarely: the slope of the last two evaluations
         window = curve.tail(2)

@@ -25,7 +25,10 @@ LAST = Policy("last", "last epoch", None,
 
 BEST_TEST = Policy("best-test", "best test epoch", "test/recall@1",
                    "test metrics of the epoch with the highest test R@1, as the paper did: "
-                   "optimistic, because the test set chose the model")
+                   "optimistic, because the test set chose the model. Metrics that epoch did "
+                   "not measure (eval.full_every: mAP@1000, NMI and the structure metrics only "
+                   "at some epochs) are missing, and a cell's n counts only the runs that have "
+                   "them")
 
 BEST_VAL = Policy("best-val", "best validation epoch", "val/recall@1",
                   "test metrics of the epoch with the highest validation R@1 (metrics logged as "

@@ -27,7 +27,8 @@ import torch
 from harness.config import RunConfig
 from harness.data.base import DatasetBundle, ImageSplit
 from harness.data.sampler import ClassBalancedBatchSampler
-from harness.evaluation.metrics import compute_metrics
+from harness.evaluation.cadence import is_eval_epoch, is_full_eval_epoch
+from harness.evaluation.metrics import SHALLOW_RANKING_METRICS, compute_metrics, retrieval_metrics
 from harness.evaluation.structure import structure_metrics
 from harness.train.diagnostics import PROBE_AUGMENT_STREAM, PROBE_EPOCH, probe_batch, run_probe
 from harness.train.models import EmbeddingModel, build_model
@@ -267,24 +268,22 @@ def embed(model: EmbeddingModel, split: ImageSplit, device: torch.device,
     return torch.cat(out).numpy()
 
 
-def evaluate(trainer: Trainer, split: ImageSplit) -> dict[str, float]:
+def evaluate(trainer: Trainer, split: ImageSplit, full: bool = True) -> dict[str, float]:
+    """The test metrics of the model on ``split``: all of them when ``full``, else the curve
+    metrics only (Recall@k, MAP@R, R-Precision; ``eval.full_every``)."""
     cfg = trainer.cfg
     embeddings = embed(trainer.model, split, trainer.device, cfg.eval.batch_size,
                        cfg.train.precision, cfg.train.channels_last)
     recall_at = tuple(k for k in cfg.recall_at if k <= len(split) - 1)
     labels = split.labels.numpy()
+    if not full:
+        return retrieval_metrics(embeddings, labels, recall_at, include=SHALLOW_RANKING_METRICS)
     metrics = compute_metrics(embeddings, labels, recall_at, nmi=cfg.eval.nmi, nmi_seed=cfg.seed)
     if cfg.eval.structure:
         # The paper's structure analysis, per epoch. seed stays 0 so the (SOP-size) g2 subsample
         # is the same every epoch and in every run: the curves stay comparable.
         metrics.update(structure_metrics(embeddings, labels, seed=0))
     return metrics
-
-
-def is_eval_epoch(epoch: int, cfg: RunConfig) -> bool:
-    """Whether finished epoch ``epoch`` (1-based) is evaluated: every ``eval.every``-th and the
-    last, so the final numbers never depend on the cadence."""
-    return epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs
 
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -336,7 +335,8 @@ def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None
             terms.update(run_probe(trainer.model, trainer.objective, *probe,
                                    device=trainer.device, precision=cfg.train.precision,
                                    memory_format=memory_format))
-        metrics = (evaluate(trainer, bundle.test) if is_eval_epoch(epoch + 1, cfg) else {})
+        metrics = (evaluate(trainer, bundle.test, full=is_full_eval_epoch(epoch + 1, cfg))
+                   if is_eval_epoch(epoch + 1, cfg) else {})
         record = {**{f"{eval_prefix}/{k}": v for k, v in metrics.items()}, **terms,
                   "lr/body": lr_used,  # the backbone lr this epoch trained with (the schedule)
                   "time/train_epoch_s": train_s,
