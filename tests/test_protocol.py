@@ -9,9 +9,9 @@ import torch
 
 from harness.bench import convergence
 from harness.config import ConfigError, load_config
+from harness.evaluation.cadence import is_eval_epoch, rise_window_start
 from harness.grid.plan import load_grid
 from harness.train import pretrain
-from harness.evaluation.cadence import is_eval_epoch, rise_window_start
 from harness.train.engine import cosine_factor
 
 GRIDS = "harness/configs/grids"
@@ -167,3 +167,24 @@ def test_bench_protocol_times_the_old_default_against_the_protocol():
                        "eval.batch_size"}
     assert (before.dataset, before.method, before.train.epochs, before.seed) == (
         after.dataset, after.method, after.train.epochs, after.seed)
+
+
+def test_bench_convergence_reports_the_rise_of_every_arm_and_budget(tmp_path):
+    """The calibration of the still-rising mark: bench convergence gives every arm's mean rise per
+    budget, next to the 2B gaps of the baselines."""
+    from test_aggregate import arms, make_store
+
+    from harness.bench.convergence import check
+    from harness.results.convergence import RISE_MARGIN_PP
+
+    make_store(tmp_path, arms(), grid="convergence")
+    out = check(tmp_path)
+    assert out["rise_margin_pp"] == RISE_MARGIN_PP == 2.0
+    rises = {(r["method"], r["arm"]): r for r in out["rises"]}
+    assert set(rises) == {("proxy_anchor", "none"), ("proxy_anchor", "nir"),
+                          ("multi_similarity", "none")}
+    # TEST_CURVE ends 0.01 -> 0.0 over the window (epochs 3-4 of 4): -1 point
+    none = rises[("proxy_anchor", "none")]
+    assert none["rise_pp"] == pytest.approx(-1.0) and not none["still_rising"]
+    assert (none["epochs"], none["n"]) == (4, 3)
+    assert out["cells"] == []  # one budget only: no 2B pair to judge

@@ -43,17 +43,29 @@ def check(results_dir: Path, grid: str = GRID, figure: Path | None = None) -> di
 
     from harness.grid.plan import recorded_config_hashes
 
+    from harness.results.convergence import RISE_MARGIN_PP, convergence_table
+    from harness.results.frames import CELL
+
     collected = collect(Tracker(results_dir), grid)
-    runs = collected.runs[collected.runs["arm"] == "none"]
+    every_arm = collected.runs
     planned = recorded_config_hashes(results_dir, grid)
     if planned:  # the grid as it last ran here: older budgets or recipes of the same name are out
-        runs = runs[runs["config_hash"].isin(planned)]
+        every_arm = every_arm[every_arm["config_hash"].isin(planned)]
+    runs = every_arm[every_arm["arm"] == "none"]
     table = budgets(runs)
     if figure is not None and not table.empty:
         draw(runs, collected.epochs, table, figure)
+    # The still-rising rule on every arm and budget of the grid: what the mark says about runs
+    # whose convergence the 2B pairs establish (its calibration, grids/rise_calibration.yaml).
+    rises = convergence_table(every_arm, collected.epochs, by=CELL + ["epochs"])
+    rises = rises.sort_values(CELL + ["epochs"], ignore_index=True)
     return {"grid": grid, "max_gap_pp": MAX_GAP_PP,
             "all_converged": bool(len(table)) and bool(table["converged"].all()),
-            "cells": table.to_dict("records")}
+            "cells": table.to_dict("records"),
+            "rise_margin_pp": RISE_MARGIN_PP,
+            "rises": [{**row, "rise_pp": row.pop("rise"), "still_rising": bool(row["still_rising"]),
+                       "epochs": int(row["epochs"]), "n": int(row["n"])}
+                      for row in rises.to_dict("records")]}
 
 
 def draw(runs: pd.DataFrame, epochs: pd.DataFrame, table: pd.DataFrame, path: Path) -> Path:
