@@ -104,7 +104,8 @@ def test_the_embedded_grids_run_the_protocol(grid):
     arm_epochs: dict = {}
     for cfg in plan.configs:
         assert cfg.backbone.weights == pretrain.recipe_id(1.0, 24) and cfg.train.channels_last
-        assert cfg.train.lr_schedule == "cosine" and cfg.eval.every == 3
+        assert cfg.train.lr_schedule == "cosine" and cfg.eval.every == 4
+        assert cfg.eval.dense_tail and cfg.eval.full_every == 0
         budget = own_budgets.get((cfg.dataset.name, cfg.method.name), budgets[cfg.dataset.name])
         assert cfg.train.epochs in (budget, 2 * budget)
         arm_epochs.setdefault((cfg.dataset.name, cfg.method.name, cfg.seed), set()).add(
@@ -153,7 +154,7 @@ def test_bench_protocol_times_the_old_default_against_the_protocol():
 
     after = protocol_config("synth-sop")
     before = old_default_config(after)
-    assert after.train.epochs == 24 and after.eval.every == 3 and after.backbone.input_px == 24
+    assert after.train.epochs == 24 and after.eval.every == 4 and after.backbone.input_px == 24
     assert before.backbone.input_px is None and not before.train.channels_last
     assert not before.train.fused_optimizer and before.eval.every == 1
     assert before.eval.batch_size == 512
@@ -188,3 +189,20 @@ def test_bench_convergence_reports_the_rise_of_every_arm_and_budget(tmp_path):
     assert none["rise_pp"] == pytest.approx(-1.0) and not none["still_rising"]
     assert (none["epochs"], none["n"]) == (4, 3)
     assert out["cells"] == []  # one budget only: no 2B pair to judge
+
+
+def test_prepare_only_builds_the_pretraining_and_runs_nothing(tmp_path, tiny_recipe):
+    """./run_all.sh's set-up: `nirbench grid GRID --prepare-only` builds the weights the grid's
+    runs start from (once) and trains no run, so the main job's clock starts after it."""
+    from harness.cli.main import main
+    from harness.tracking.store import Tracker
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\ndatasets: [test-tiny]\nmethods: [proxy_anchor]\nseeds: [0, 1]\n"
+                    "overrides: [backbone.pretrained=true, backbone.width=0.25, train.epochs=2]\n")
+    argv = ["grid", str(grid), "--results-dir", str(tmp_path / "results"), "--prepare-only"]
+    assert main(argv) == 0
+    weights = list((tmp_path / "results" / "cache" / "pretrained").glob("small_cnn-*.pt"))
+    assert len(weights) == 1 and tiny_recipe == [0.25]
+    assert Tracker(tmp_path / "results").runs() == []
+    assert main(argv) == 0 and tiny_recipe == [0.25]  # cached: not built again

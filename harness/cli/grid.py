@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--dry-run", action="store_true",
                    help="list the configurations: finished, failed, running elsewhere, resumable "
                         "or would run; run nothing")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="build what the grid's runs start from (the embedded pretraining "
+                        "weights, cached under RESULTS/cache/pretrained/; about 1 min on 2 cores, "
+                        "the stand-in for downloading ImageNet weights) and exit: ./run_all.sh "
+                        "does this in its set-up, before it times the main job")
     p.add_argument("--retry-failed", action="store_true",
                    help="also rerun FAILED configurations (resumed from their last checkpoint)")
     p.add_argument("--executor", choices=("local", "ray", "slurm", "inline"), default="local",
@@ -129,6 +134,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
     count = {s: sum(st.state == s for st in states) for s in (FINISHED, FAILED, ELSEWHERE,
                                                               RESUMABLE, NEW)}
     runnable = {NEW, RESUMABLE} | ({FAILED} if args.retry_failed else set())
+    if args.prepare_only:
+        prepare_pretrained([st for st in states if st.state in runnable], results)
+        return 0
 
     if args.dry_run:
         for st in states:
