@@ -113,6 +113,16 @@ def test_best_test_policy_takes_the_max_test_recall_earliest_on_ties():
     assert got.loc["b", "selected_epoch"] == 3
 
 
+def test_best_test_leaves_out_metrics_only_some_evaluations_measured():
+    """eval.full_every=0: NMI after the last epoch only. The best epoch is an intermediate one
+    for run a, the last for run b: the column is left out for both, not averaged over b alone."""
+    hand = HAND.assign(**{"test/nmi": [None, None, None, 0.5, 0.6, None, None]})
+    got = agg.select_epochs(hand, agg.BEST_TEST).set_index("run_id")
+    assert got["nmi"].isna().all() and got.loc["a", "map@r"] == 0.20
+    last = agg.select_epochs(hand, agg.LAST).set_index("run_id")
+    assert last.loc["a", "nmi"] == 0.5 and last.loc["b", "nmi"] == 0.6
+
+
 def test_best_val_policy_selects_on_validation_and_reports_test():
     got = agg.select_epochs(HAND, agg.BEST_VAL).set_index("run_id")
     assert list(got.index) == ["a"]  # b has no validation history: left out, not guessed

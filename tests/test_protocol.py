@@ -188,6 +188,7 @@ def test_bench_convergence_reports_the_rise_of_every_arm_and_budget(tmp_path):
     none = rises[("proxy_anchor", "none")]
     assert none["rise_pp"] == pytest.approx(-1.0) and not none["still_rising"]
     assert (none["epochs"], none["n"]) == (4, 3)
+    assert none["r1_at_last"] == pytest.approx(50.0, abs=0.5)  # BASE_VALUES' R@1, last epoch
     assert out["cells"] == []  # one budget only: no 2B pair to judge
 
 

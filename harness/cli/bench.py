@@ -122,6 +122,11 @@ per dataset and method, test R@1 at B and at 2B and their gap. Exit 0 when every
 2 points (the embedded protocol's convergence rule), 1 otherwise. --figure draws the curves.
 Why: the default grid compares converged runs; this is the measurement behind its epoch budgets,
 re-runnable whenever a dataset, a method or the recipe changes.
+Also printed, for every arm and budget of the grid: the "still rising" rule's mean rise over the
+last 20% of the epochs (key rises: dataset, method, arm, epochs, rise_pp, r1_at_last, n,
+still_rising) and its margin (rise_margin_pp). --grid rise_calibration reads
+grids/rise_calibration.yaml, which runs the protocol far below and past its budgets: what the
+mark says about runs whose state is known.
 """
 
 PROTOCOL_DESCRIPTION = """\

@@ -25,10 +25,9 @@ LAST = Policy("last", "last epoch", None,
 
 BEST_TEST = Policy("best-test", "best test epoch", "test/recall@1",
                    "test metrics of the epoch with the highest test R@1, as the paper did: "
-                   "optimistic, because the test set chose the model. Metrics that epoch did "
-                   "not measure (eval.full_every: mAP@1000, NMI and the structure metrics only "
-                   "at some epochs) are missing, and a cell's n counts only the runs that have "
-                   "them")
+                   "optimistic, because the test set chose the model. Metrics not measured at "
+                   "every evaluation (eval.full_every: mAP@1000, NMI and the structure metrics "
+                   "after the last epoch only) are left out")
 
 BEST_VAL = Policy("best-val", "best validation epoch", "val/recall@1",
                   "test metrics of the epoch with the highest validation R@1 (metrics logged as "
@@ -62,6 +61,10 @@ def select_epochs(epochs: pd.DataFrame, policy: Policy) -> pd.DataFrame:
         picked = usable.groupby("run_id").tail(1)
     else:
         picked = usable.loc[usable.groupby("run_id")[selector].idxmax()]
+        # A metric some evaluations skipped (eval.full_every) exists only where the picked epoch
+        # happens to be a full one: a cell would average whichever runs that was. Left out.
+        partial = [c for c in tests if usable[c].isna().any()]
+        picked = picked.assign(**{c: float("nan") for c in partial})
     out = picked[["run_id", "epoch"] + tests].rename(
         columns={"epoch": "selected_epoch", **{c: c.split("/", 1)[1] for c in tests}})
     return out.reset_index(drop=True)

@@ -92,7 +92,7 @@ def ensure_weights(cache_dir: Path, width: float, data_cache_dir: Path,
         if path.is_file():
             return path
         log.warning("pretraining small_cnn (width %g) once on the embedded pretraining data: "
-                    "about 2-3 minutes on 2 cores; cached as %s", width, path)
+                    "about 1 minute on 2 cores; cached as %s", width, path)
         started = time.perf_counter()
         state = pretrain(width, data_cache_dir, input_px)
         tmp = path.with_suffix(".tmp")
