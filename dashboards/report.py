@@ -20,7 +20,7 @@ from string import Template
 import pandas as pd
 
 from harness import results as agg
-from harness.results import plots, published, stats
+from harness.results import convergence, plots, published, stats
 from harness.search.trials_table import load_trials
 
 TEMPLATE = Path(__file__).with_name("templates") / "report.html"
@@ -141,6 +141,23 @@ def _headline(analysis: agg.Analysis, marks: agg.Marks) -> str:
     return (f"<p><b>The answer</b> (last epoch, test R@1, arms paired by seed): {detected} of "
             f"{len(found)} comparisons detect a difference.</p>"
             f'<ul class="verdicts">{"".join(items)}</ul>{rules}')
+
+
+def _still_rising(analysis: agg.Analysis) -> str:
+    """The still-rising rule's outcome for every cell, marked or not, with the rule."""
+    table = analysis.convergence
+    if table.empty:
+        return '<p class="skipped">No per-epoch test R@1: the still-rising rule cannot run.</p>'
+    rows = "".join(
+        f"<tr><td>{e(r.dataset)}</td><td>{e(convergence.cell_title(r.method, r.arm))}</td>"
+        f'<td class="num">{r.rise:+.2f}</td><td class="num">{r.n}</td>'
+        f"<td>{convergence.STILL_RISING_MARK if r.still_rising else ''}</td></tr>"
+        for r in convergence.in_reading_order(table).itertuples())
+    return (f"<p><b>{e(convergence.status_line(table))}</b></p>"
+            f'<table class="results"><thead><tr><th>Dataset</th><th>Method</th>'
+            f"<th>rise over the last 20% of epochs (points, mean over seeds)</th><th>runs</th>"
+            f"<th>{convergence.STILL_RISING_MARK}</th></tr></thead><tbody>{rows}</tbody></table>"
+            f'<p class="note">{e(convergence.RULE)}</p>')
 
 
 def _rule() -> str:
@@ -297,7 +314,7 @@ def _body(analysis: agg.Analysis, meta: dict, drawn: dict, results_dir: Path, ou
                  'NIR arms; <code>harness/configs/grids/attribution.yaml</code> does.</p>')
     parts += ['<h2 id="activity">NIR activity</h2>']
     parts += [_figure(x, out_dir) for x in drawn["activity"]]
-    parts += ['<h2 id="convergence">Convergence</h2>']
+    parts += ['<h2 id="convergence">Convergence</h2>', _still_rising(analysis)]
     parts += [_figure(x, out_dir) for x in drawn["convergence"]]
     parts += ['<h2 id="all-metrics">All metrics (last epoch)</h2>',
               _tables(last_tables["extended"])]

@@ -189,3 +189,20 @@ def test_grid_declares_pairs_and_records_them(tmp_path):
     path.write_text(GRID.format(name="g", config=DEFAULT_CONFIG, compare="[[nir, nir-nope]]"))
     with pytest.raises(ConfigError, match="nir-nope.*its arms: none, nir, nir\\[form=nll\\]"):
         load_grid(path)
+
+
+def test_the_still_rising_outcome_is_said_when_no_cell_is_marked():
+    table = pd.DataFrame({"dataset": ["synth-cars", "synth-cub", "synth-cub"],
+                          "method": ["multi_similarity", "proxy_anchor", "proxy_anchor"],
+                          "arm": ["none", "nir", "none"], "rise": [1.0, 0.9, 0.6], "n": 3,
+                          "still_rising": False})
+    assert convergence.status_line(table) == (
+        "Still rising (†): none of 3 cells; the largest rise is 1.00 points (synth-cars, "
+        "Multisimilarity), against the 2-point margin.")
+    table.loc[1, ["rise", "still_rising"]] = [2.5, True]
+    assert convergence.status_line(table) == (
+        "Still rising (†): 1 of 3 cells: synth-cub, ProxyAnchor + NIR (2.50); margin 2 points.")
+    order = convergence.in_reading_order(table)
+    assert list(zip(order["dataset"], order["arm"])) == [
+        ("synth-cub", "none"), ("synth-cub", "nir"), ("synth-cars", "none")]
+    assert convergence.status_line(table.iloc[:0]) == ""

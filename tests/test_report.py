@@ -57,6 +57,10 @@ def test_report_has_every_section_figure_and_format(report):
     assert "66.0 ± 0.3" in page  # the paper's ProxyAnchor + NIR CUB R@1 beside ours
     assert "helps" in page and "How the verdict is decided" in page
     assert "Tuning</b>: not drawn: no Optuna study file" in page
+    # the still-rising rule's outcome for every cell, said although no cell is marked: the
+    # synthetic curves end -1 point over their last fifth (epochs 3-4 of 4)
+    assert "Still rising (†): none of 6 cells; the largest rise is -1.00 points" in page
+    assert "<td>cub200</td><td>ProxyAnchor + NIR</td>" in page
 
 
 def test_every_number_links_to_runs_listed_in_the_runs_section(report):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.grid.plan import declared_pairs
-from harness.results import stats
+from harness.results import convergence, stats
 from harness.results.analysis import Analysis, PolicyResult, analyse
 from harness.results.collect import collect
 from harness.results.layouts import NO_MARKS, Marks, layouts
@@ -129,6 +129,8 @@ def terminal_summary(analysis: Analysis, table1: Table, out_dir: Path,
         used = "".join(lines)
         if marks.rules(used):
             parts += ["", "  " + marks.rules(used).strip()]
+        if convergence.status_line(analysis.convergence):
+            parts += ["  " + convergence.status_line(analysis.convergence)]
         parts.append("")
     parts += [to_markdown(table1), "", table1.note, ""]
     for result in analysis.results:
