@@ -148,11 +148,18 @@ def _still_rising(analysis: agg.Analysis) -> str:
     table = analysis.convergence
     if table.empty:
         return '<p class="skipped">No per-epoch test R@1: the still-rising rule cannot run.</p>'
-    rows = "".join(
-        f"<tr><td>{e(r.dataset)}</td><td>{e(convergence.cell_title(r.method, r.arm))}</td>"
-        f'<td class="num">{r.rise:+.2f}</td><td class="num">{r.n}</td>'
-        f"<td>{convergence.STILL_RISING_MARK if r.still_rising else ''}</td></tr>"
-        for r in convergence.in_reading_order(table).itertuples())
+    ids = {cell: " ".join(part["run_id"])
+           for cell, part in analysis.runs.groupby(["dataset", "method", "arm"])}
+    rows = []
+    for r in convergence.in_reading_order(table).itertuples():
+        runs = e(ids.get((r.dataset, r.method, r.arm), ""))
+        link = f'<a href="#run-{runs.split()[0]}">' if runs else "<a>"
+        rows.append(
+            f"<tr><td>{e(r.dataset)}</td><td>{e(convergence.cell_title(r.method, r.arm))}</td>"
+            f'<td class="num" title="runs {runs}" data-runs="{runs}">{link}{r.rise:+.2f}</a></td>'
+            f'<td class="num" title="runs {runs}" data-runs="{runs}">{r.n}</td>'
+            f"<td>{convergence.STILL_RISING_MARK if r.still_rising else ''}</td></tr>")
+    rows = "".join(rows)
     return (f"<p><b>{e(convergence.status_line(table))}</b></p>"
             f'<table class="results"><thead><tr><th>Dataset</th><th>Method</th>'
             f"<th>rise over the last 20% of epochs (points, mean over seeds)</th><th>runs</th>"

@@ -140,10 +140,10 @@ def test_search_is_honest_tracked_exported_and_final_runs_aggregate(tmp_path, re
     evaluated: dict[str, set[bytes]] = {"val": set(), "test": set()}
     real_evaluate = engine.evaluate
 
-    def spy(trainer, split):
+    def spy(trainer, split, full=True):
         kind = "val" if trainer.cfg.validation.active else "test"
         evaluated[kind].update(img.numpy().tobytes() for img in split.images)
-        return real_evaluate(trainer, split)
+        return real_evaluate(trainer, split, full)
 
     monkeypatch.setattr(engine, "evaluate", spy)
     tc = load_tune_config(tune_file(tmp_path, "n_trials: 2\nfinal_seeds: 2\n"

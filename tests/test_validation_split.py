@@ -88,9 +88,9 @@ def test_a_validation_run_trains_on_remaining_classes_and_never_sees_test(tiny_o
     seen, trained_classes = [], []
     real_evaluate, real_build = engine.evaluate, engine.build_trainer
 
-    def spy_evaluate(trainer, split):
+    def spy_evaluate(trainer, split, full=True):
         seen.extend(bytes(img.numpy().tobytes()) for img in split.images)
-        return real_evaluate(trainer, split)
+        return real_evaluate(trainer, split, full)
 
     def spy_build(cfg, data, device, *weights):
         trained_classes.append(data.train.num_classes)
