@@ -48,12 +48,9 @@ setup() {
 # Set-up, part two: the embedded pretraining the default grid's runs start from (the stand-in for
 # downloading ImageNet weights; about 1 min on 2 cores, once per results folder), before the main
 # job's clock starts.
+# (`nirbench grid` prints how long it took when it had to build it.)
 prepare() {
-  local started=$SECONDS
   "$VENV/bin/nirbench" grid "$GRID" --prepare-only
-  if [ $((SECONDS - started)) -ge 2 ]; then
-    echo "== set-up: the embedded pretraining took $((SECONDS - started))s (once per results folder)"
-  fi
 }
 
 # The report test opens the HTML report in headless Chromium; a fresh CI machine has none. Install
