@@ -14,10 +14,10 @@ fifth alone cannot be on its plateau. It was 1 point until the embedded protocol
 runs (README, "What the still-rising mark can and cannot tell") showed cells that the 2B rule
 finds converged rising by up to 1.25 points in their last fifth under the cosine schedule, so a
 1-point mark fell on converged cells. The mark is a warning, not a certificate: under a schedule
-that anneals to zero the last fifth is flat by construction (the learning rate is below a tenth
-of its peak there), so even runs stopped at a third of their budget rose by only 0.4-2.6 points
-there. Under an annealed schedule only the 2B comparison (``nirbench bench convergence``)
-certifies convergence.
+that anneals to zero the last fifth is flat by construction (the learning rate is about a tenth
+of its peak or less there), so runs stopped at a third to a half of their budget rose by only
+0.4-2.6 points there. Under an annealed schedule only the 2B comparison (``nirbench bench
+convergence``) certifies convergence.
 """
 from __future__ import annotations
 
