@@ -59,15 +59,16 @@ def check(results_dir: Path, grid: str = GRID, figure: Path | None = None) -> di
     # whose convergence the 2B pairs establish (its calibration, grids/rise_calibration.yaml).
     rises = convergence_table(every_arm, collected.epochs, by=CELL + ["epochs"])
     level = (100 * every_arm.groupby(CELL + ["epochs"])["recall@1"].mean()).rename("r1")
-    rises = rises.join(level, on=CELL + ["epochs"]).sort_values(CELL + ["epochs"],
-                                                                   ignore_index=True)
+    rises = (rises.join(level, on=CELL + ["epochs"])
+             .rename(columns={"rise": "rise_pp", "r1": "r1_at_last"})
+             .sort_values(CELL + ["epochs"], ignore_index=True))
     return {"grid": grid, "max_gap_pp": MAX_GAP_PP,
             "all_converged": bool(len(table)) and bool(table["converged"].all()),
             "cells": table.to_dict("records"),
             "rise_margin_pp": RISE_MARGIN_PP,
-            "rises": [{**row, "rise_pp": row.pop("rise"), "r1_at_last": row.pop("r1"),
-                       "still_rising": bool(row["still_rising"]), "epochs": int(row["epochs"]),
-                       "n": int(row["n"])} for row in rises.to_dict("records")]}
+            "rises": [{**row, "still_rising": bool(row["still_rising"]),
+                       "epochs": int(row["epochs"]), "n": int(row["n"])}
+                      for row in rises.to_dict("records")]}
 
 
 def draw(runs: pd.DataFrame, epochs: pd.DataFrame, table: pd.DataFrame, path: Path) -> Path:
