@@ -21,6 +21,7 @@ import pandas as pd
 
 from harness import results as agg
 from harness.results import convergence, plots, published, stats
+from harness.results.display import cell_title, in_reading_order
 from harness.search.trials_table import load_trials
 
 TEMPLATE = Path(__file__).with_name("templates") / "report.html"
@@ -151,12 +152,12 @@ def _still_rising(analysis: agg.Analysis) -> str:
     ids = {cell: " ".join(part["run_id"])
            for cell, part in analysis.runs.groupby(["dataset", "method", "arm"])}
     rows = []
-    for r in convergence.in_reading_order(table).itertuples():
-        runs = e(ids.get((r.dataset, r.method, r.arm), ""))
-        link = f'<a href="#run-{runs.split()[0]}">' if runs else "<a>"
+    for r in in_reading_order(table).itertuples():
+        runs = e(ids[(r.dataset, r.method, r.arm)])  # the rule's cells come from these runs
         rows.append(
-            f"<tr><td>{e(r.dataset)}</td><td>{e(convergence.cell_title(r.method, r.arm))}</td>"
-            f'<td class="num" title="runs {runs}" data-runs="{runs}">{link}{r.rise:+.2f}</a></td>'
+            f"<tr><td>{e(r.dataset)}</td><td>{e(cell_title(r.method, r.arm))}</td>"
+            f'<td class="num" title="runs {runs}" data-runs="{runs}">'
+            f'<a href="#run-{runs.split()[0]}">{r.rise:+.2f}</a></td>'
             f'<td class="num" title="runs {runs}" data-runs="{runs}">{r.n}</td>'
             f"<td>{convergence.STILL_RISING_MARK if r.still_rising else ''}</td></tr>")
     rows = "".join(rows)

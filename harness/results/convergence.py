@@ -27,8 +27,7 @@ import numpy as np
 import pandas as pd
 
 from harness.evaluation.cadence import RISE_WINDOW, rise_window_start
-from harness.results.arms import BASELINE, arm_order, arm_title
-from harness.results.display import METHOD_TITLES, dataset_rank, method_rank
+from harness.results.display import cell_title, in_reading_order
 from harness.results.frames import CELL
 
 RISE_MARGIN_PP = 2.0  # percentage points of test R@1: the budget rule's tolerance
@@ -82,20 +81,6 @@ def convergence_table(runs: pd.DataFrame, epochs: pd.DataFrame,
     table = table.rename(columns={"mean": "rise", "count": "n"})
     table["still_rising"] = table["rise"] > RISE_MARGIN_PP
     return table[columns]
-
-
-def cell_title(method: str, arm: str) -> str:
-    """``ProxyAnchor + NIR``: a cell named outside a table, where a bare ``+ NIR`` means nothing."""
-    name = METHOD_TITLES.get(method, method)
-    return name if arm == BASELINE else f"{name} {arm_title(arm, '')}"
-
-
-def in_reading_order(table: pd.DataFrame) -> pd.DataFrame:
-    """The cells as the tables list them: datasets, then the paper's method order, then arms."""
-    key = [(dataset_rank(d), method_rank(m), arm_order(a))
-           for d, m, a in zip(table["dataset"], table["method"], table["arm"])]
-    order = sorted(range(len(table)), key=key.__getitem__)
-    return table.iloc[order].reset_index(drop=True)
 
 
 def status_line(table: pd.DataFrame) -> str:

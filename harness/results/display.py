@@ -5,8 +5,12 @@ as they are."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from harness.results.arms import BASELINE, arm_title
+from harness.results.arms import BASELINE, arm_order, arm_title
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Table 1 of the paper, plus MAP@R (the metric Reality Check argues for).
 TABLE1_METRICS = (("recall@1", "R@1"), ("nmi", "NMI"), ("map@1000", "mAP@1000"), ("map@r", "MAP@R"))
@@ -86,3 +90,17 @@ def fmt_p(p: float) -> str:
     if not math.isfinite(p):
         return "–"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def cell_title(method: str, arm: str) -> str:
+    """``ProxyAnchor + NIR``: a cell named outside a table, where a bare ``+ NIR`` means nothing."""
+    name = METHOD_TITLES.get(method, method)
+    return name if arm == BASELINE else f"{name} {arm_title(arm, '')}"
+
+
+def in_reading_order(table: pd.DataFrame) -> pd.DataFrame:
+    """The cells as the tables list them: datasets, then the paper's method order, then arms."""
+    key = [(dataset_rank(d), method_rank(m), arm_order(a))
+           for d, m, a in zip(table["dataset"], table["method"], table["arm"])]
+    order = sorted(range(len(table)), key=key.__getitem__)
+    return table.iloc[order].reset_index(drop=True)

@@ -129,8 +129,9 @@ def terminal_summary(analysis: Analysis, table1: Table, out_dir: Path,
         used = "".join(lines)
         if marks.rules(used):
             parts += ["", "  " + marks.rules(used).strip()]
-        if convergence.status_line(analysis.convergence):
-            parts += ["  " + convergence.status_line(analysis.convergence)]
+        still_rising = convergence.status_line(analysis.convergence)
+        if still_rising:
+            parts += ["  " + still_rising]
         parts.append("")
     parts += [to_markdown(table1), "", table1.note, ""]
     for result in analysis.results:
