@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.tracking.store import default_tracking_uri
+from nirbench.harness.tracking.store import default_tracking_uri
 
 
 def ui_command(results_dir: Path, port: int = 5000) -> list[str]:

@@ -19,10 +19,10 @@ from string import Template
 
 import pandas as pd
 
-from harness import results as agg
-from harness.results import convergence, plots, published, stats
-from harness.results.display import cell_title, in_reading_order
-from harness.search.trials_table import load_trials
+from nirbench.harness import results as agg
+from nirbench.harness.results import convergence, plots, published, stats
+from nirbench.harness.results.display import cell_title, in_reading_order
+from nirbench.harness.search.trials_table import load_trials
 
 TEMPLATE = Path(__file__).with_name("templates") / "report.html"
 UI_URL = "http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
@@ -225,8 +225,8 @@ def _runs_section(runs: pd.DataFrame, epochs: pd.DataFrame, meta: dict) -> str:
 
 def _provenance(runs: pd.DataFrame, meta: dict, results_dir: Path, command: str,
                 studies: list[Path]) -> str:
-    from dashboards.mlflow_ui import ui_command
-    from harness.tracking.store import git_state
+    from nirbench.dashboards.mlflow_ui import ui_command
+    from nirbench.harness.tracking.store import git_state
 
     sha, dirty = git_state()
     shas = runs.groupby(["git_sha", "git_dirty"]).size() if "git_dirty" in runs else pd.Series()

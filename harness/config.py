@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from harness.registry import closest_match_hint
+from nirbench.harness.registry import closest_match_hint
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
@@ -219,7 +219,7 @@ class RunConfig:
 
     @property
     def recall_at(self) -> tuple[int, ...]:
-        from harness.data import DATASETS
+        from nirbench.harness.data import DATASETS
 
         return self.eval.recall_at or DATASETS.get(self.dataset.name).recall_at
 
@@ -230,7 +230,7 @@ class RunConfig:
 def _identity_params(reg: RegularizerConfig) -> dict[str, Any]:
     """The regularizer's params minus those at their registered identity-neutral value (params
     added after runs were recorded, at the value that reproduces those runs)."""
-    from methods import REGULARIZERS
+    from nirbench.methods import REGULARIZERS
 
     neutral = REGULARIZERS.get(reg.name).identity_neutral
     return {k: v for k, v in reg.params.items() if not (k in neutral and v == neutral[k])}
@@ -318,8 +318,8 @@ def build_config(raw: Mapping[str, Any]) -> RunConfig:
 
 def _resolve_data_version(dataset: DatasetConfig) -> DatasetConfig:
     """``dataset.version`` is the registry's; a different value given by hand is a stale config."""
-    from harness.data import DATASETS
-    from harness.registry import UnknownNameError
+    from nirbench.harness.data import DATASETS
+    from nirbench.harness.registry import UnknownNameError
 
     try:
         registered = DATASETS.get(dataset.name).version
@@ -337,7 +337,7 @@ def _resolve_weights(backbone: BackboneConfig) -> BackboneConfig:
     is derived, so a value given by hand must be the current recipe's (else: a stale config)."""
     wanted = None
     if backbone.name == "small_cnn" and backbone.pretrained:
-        from harness.train.pretrain import recipe_id
+        from nirbench.harness.train.pretrain import recipe_id
 
         wanted = recipe_id(backbone.width, backbone.input_px)
     if backbone.weights not in (None, wanted):
@@ -416,7 +416,7 @@ def _params(key: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> 
 
 def _named(key: str, raw: Any, registry: Any) -> tuple[str, dict[str, Any]]:
     """``name`` or ``{name: ..., **params}`` -> (name, params merged over registered defaults)."""
-    from harness.registry import UnknownNameError
+    from nirbench.harness.registry import UnknownNameError
 
     if isinstance(raw, str):
         raw = {"name": raw}
@@ -432,13 +432,13 @@ def _named(key: str, raw: Any, registry: Any) -> tuple[str, dict[str, Any]]:
 
 
 def _method_config(raw: Any) -> MethodConfig:
-    from methods import METHODS
+    from nirbench.methods import METHODS
 
     return MethodConfig(*_named("method", raw, METHODS))
 
 
 def _regularizer_config(raw: Any) -> RegularizerConfig | None:
-    from methods import REGULARIZERS
+    from nirbench.methods import REGULARIZERS
 
     if raw is None or raw == "none":
         return None
@@ -451,8 +451,8 @@ def _resolve_proxy_source(method: MethodConfig,
     resolved config (and so its hash and the run's tag) always names the concrete mode."""
     if reg is None or "proxy_source" not in reg.params:
         return reg
-    from methods import METHODS
-    from methods.nir import PROXY_SOURCE_CHOICES
+    from nirbench.methods import METHODS
+    from nirbench.methods.nir import PROXY_SOURCE_CHOICES
 
     source = reg.params["proxy_source"]
     if source not in PROXY_SOURCE_CHOICES:
@@ -465,9 +465,9 @@ def _resolve_proxy_source(method: MethodConfig,
 
 
 def _check_compatibility(cfg: RunConfig) -> None:
-    from harness.data import DATASETS
-    from harness.registry import UnknownNameError
-    from methods import METHODS, REGULARIZERS
+    from nirbench.harness.data import DATASETS
+    from nirbench.harness.registry import UnknownNameError
+    from nirbench.methods import METHODS, REGULARIZERS
 
     t = cfg.train
     for key, value, low in (("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 2),

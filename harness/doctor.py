@@ -163,7 +163,7 @@ WEIGHTS_BYTES = {"resnet50": 102_530_333}  # torchvision's IMAGENET1K_V1 file
 
 
 def check_weights(ctx: Context) -> Check:
-    from harness.train.models import imagenet_weights_path
+    from nirbench.harness.train.models import imagenet_weights_path
 
     path, url = imagenet_weights_path("resnet50")
     details = {"path": str(path), "url": url}
@@ -190,8 +190,8 @@ def check_weights(ctx: Context) -> Check:
 
 def _dataset_check(name: str) -> Callable[[Context], Check]:
     def check(ctx: Context) -> Check:
-        from harness.data.real import cache_size, completeness, list_dataset
-        from harness.data.real.layouts import DatasetLayoutError
+        from nirbench.harness.data.real import cache_size, completeness, list_dataset
+        from nirbench.harness.data.real.layouts import DatasetLayoutError
 
         try:
             listing = list_dataset(name, ctx.data_root)
@@ -234,7 +234,7 @@ def check_tracking(ctx: Context) -> Check:
     uri = ctx.tracking_uri
     details: dict[str, Any] = {"uri": uri}
     if uri.startswith(("http://", "https://")):
-        from harness.tracking.store import check_reachable
+        from nirbench.harness.tracking.store import check_reachable
 
         try:
             check_reachable(uri)
@@ -280,7 +280,7 @@ def check_disk(ctx: Context) -> Check:
     free = shutil.disk_usage(probe).free
     found = {k: v for k, v in ctx.cache.items() if k in DATASETS}
     if not found:  # nothing found: what the three would need
-        from harness.data.real.cache_size import estimate
+        from nirbench.harness.data.real.cache_size import estimate
 
         found = {n: {"uint8_bytes": estimate(n)["cache_uint8_bytes"],
                      "jpeg_bytes": estimate(n)["cache_jpeg_bytes"], "cached_bytes": 0}
@@ -320,7 +320,7 @@ CHECKS: list[Callable[[Context], Check]] = [
 def run(data_root: str | Path | None = None, results_dir: str | Path = "results",
         tracking_uri: str | None = None,
         checks: list[Callable[[Context], Check]] | None = None) -> dict[str, Any]:
-    from harness.tracking.store import default_tracking_uri
+    from nirbench.harness.tracking.store import default_tracking_uri
 
     results = Path(results_dir)
     ctx = Context(data_root=Path(data_root or os.environ.get(ENV_DATA) or "data").expanduser(),

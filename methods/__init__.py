@@ -1,5 +1,5 @@
 """DML methods and regularizers, one file each, registered on import."""
-from methods import (  # noqa: F401  (register on import)
+from nirbench.methods import (  # noqa: F401  (register on import)
     arcface,
     contrastive,
     cosface,
@@ -12,6 +12,6 @@ from methods import (  # noqa: F401  (register on import)
     soft_triple,
     triplet,
 )
-from methods.base import METHODS, REGULARIZERS, Method, MethodInfo, Regularizer, RegularizerInfo
+from nirbench.methods.base import METHODS, REGULARIZERS, Method, MethodInfo, Regularizer, RegularizerInfo
 
 __all__ = ["METHODS", "REGULARIZERS", "Method", "MethodInfo", "Regularizer", "RegularizerInfo"]

@@ -20,7 +20,7 @@ import math
 
 from pytorch_metric_learning.losses import ArcFaceLoss
 
-from methods.base import METHODS, MethodInfo, PMLProxyTableMethod
+from nirbench.methods.base import METHODS, MethodInfo, PMLProxyTableMethod
 
 
 class ArcFace(PMLProxyTableMethod):

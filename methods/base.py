@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from harness.registry import Registry
+from nirbench.harness.registry import Registry
 
 
 @dataclass(frozen=True)

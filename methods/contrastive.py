@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from pytorch_metric_learning.losses import ContrastiveLoss
 
-from methods.base import METHODS, Method, MethodInfo
+from nirbench.methods.base import METHODS, Method, MethodInfo
 
 
 class Contrastive(Method):

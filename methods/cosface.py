@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pytorch_metric_learning.losses import CosFaceLoss
 
-from methods.base import METHODS, MethodInfo, PMLProxyTableMethod
+from nirbench.methods.base import METHODS, MethodInfo, PMLProxyTableMethod
 
 
 class CosFace(PMLProxyTableMethod):

@@ -35,7 +35,7 @@ import torch
 from pytorch_metric_learning.losses import MarginLoss
 from pytorch_metric_learning.miners import DistanceWeightedMiner
 
-from methods.base import METHODS, Method, MethodInfo
+from nirbench.methods.base import METHODS, Method, MethodInfo
 
 
 class Margin(Method):

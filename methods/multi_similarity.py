@@ -11,7 +11,7 @@ import torch
 from pytorch_metric_learning.losses import MultiSimilarityLoss
 from pytorch_metric_learning.miners import MultiSimilarityMiner
 
-from methods.base import METHODS, Method, MethodInfo
+from nirbench.methods.base import METHODS, Method, MethodInfo
 
 
 class MultiSimilarity(Method):

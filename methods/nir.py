@@ -47,8 +47,8 @@ import torch.nn.functional as F
 
 from pytorch_metric_learning.losses import ProxyAnchorLoss
 
-from methods.base import REGULARIZERS, Regularizer, RegularizerInfo
-from methods.flow import ConditionalGlow
+from nirbench.methods.base import REGULARIZERS, Regularizer, RegularizerInfo
+from nirbench.methods.flow import ConditionalGlow
 
 FORMS = ("nll", "exp")
 PROXY_SOURCES = ("method", "own")

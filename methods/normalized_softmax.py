@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pytorch_metric_learning.losses import NormalizedSoftmaxLoss
 
-from methods.base import METHODS, MethodInfo, PMLProxyTableMethod
+from nirbench.methods.base import METHODS, MethodInfo, PMLProxyTableMethod
 
 
 class NormalizedSoftmax(PMLProxyTableMethod):

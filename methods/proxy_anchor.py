@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pytorch_metric_learning.losses import ProxyAnchorLoss
 
-from methods.base import METHODS, MethodInfo, PMLProxyTableMethod
+from nirbench.methods.base import METHODS, MethodInfo, PMLProxyTableMethod
 
 
 class ProxyAnchor(PMLProxyTableMethod):

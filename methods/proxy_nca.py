@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pytorch_metric_learning.losses import ProxyNCALoss
 
-from methods.base import METHODS, MethodInfo, PMLProxyTableMethod
+from nirbench.methods.base import METHODS, MethodInfo, PMLProxyTableMethod
 
 
 class ProxyNCA(PMLProxyTableMethod):

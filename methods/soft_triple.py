@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning.losses import SoftTripleLoss
 
-from methods.base import METHODS, Method, MethodInfo
+from nirbench.methods.base import METHODS, Method, MethodInfo
 
 
 class SoftTriple(Method):

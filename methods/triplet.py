@@ -20,7 +20,7 @@ from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.losses import TripletMarginLoss
 from pytorch_metric_learning.miners import TripletMarginMiner
 
-from methods.base import METHODS, Method, MethodInfo
+from nirbench.methods.base import METHODS, Method, MethodInfo
 
 
 def squared_euclidean() -> LpDistance:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.data.base import DATASETS, DatasetBundle, DatasetInfo, ImageSplit
+from nirbench.harness.data.base import DATASETS, DatasetBundle, DatasetInfo, ImageSplit
 
 TINY = "test-tiny"
 

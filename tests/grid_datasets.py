@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 
-from harness.data.base import DATASETS, DatasetInfo
+from nirbench.harness.data.base import DATASETS, DatasetInfo
 
 RAISES, DIES = "test-raises", "test-dies"
 
@@ -31,7 +31,7 @@ def write_grid(folder, *, name: str = "tiny", datasets=("test-tiny",), methods=(
     """A grid file (and its base config) over the tiny test datasets; returns its path."""
     from pathlib import Path
 
-    from harness.config import load_config
+    from nirbench.harness.config import load_config
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,10 @@ import pytest
 from mlflow.entities import Metric
 from scipy import stats as sps
 
-from harness import results as agg
-from harness.results import published
-from harness.cli.main import main
-from harness.tracking.store import Tracker
+from nirbench.harness import results as agg
+from nirbench.harness.results import published
+from nirbench.harness.cli.main import main
+from nirbench.harness.tracking.store import Tracker
 
 ENVIRONMENT = {"python": "3.11.9", "platform": "Linux-test", "processor": "x86_64",
                "cpu_count": 2, "torch_threads": 2, "gpus": [],

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from harness import results as agg
-from harness.config import ConfigError
-from harness.grid.plan import declared_pairs, load_grid, write_plan_record
-from harness.results import activity, arms, convergence
-from harness.results.layouts import Marks, ladder_layout, table1_layout
-from harness.results.policies import LAST
+from nirbench.harness import results as agg
+from nirbench.harness.config import ConfigError
+from nirbench.harness.grid.plan import declared_pairs, load_grid, write_plan_record
+from nirbench.harness.results import activity, arms, convergence
+from nirbench.harness.results.layouts import Marks, ladder_layout, table1_layout
+from nirbench.harness.results.policies import LAST
 
 
 # ---------------------------------------------------------------- arm keys and pairs
@@ -175,7 +175,7 @@ compare: {compare}
 
 
 def test_grid_declares_pairs_and_records_them(tmp_path):
-    from harness.config import DEFAULT_CONFIG
+    from nirbench.harness.config import DEFAULT_CONFIG
 
     path = tmp_path / "g.yaml"
     path.write_text(GRID.format(name="g", config=DEFAULT_CONFIG,

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from harness.bench.eval import synthetic_embeddings
+from nirbench.harness.bench.eval import synthetic_embeddings
 
 EVAL_KEYS = {"ours_knn_s", "pml_knn_s", "ratio_knn_vs_pml", "ours_nmi_s", "pml_nmi_s",
              "ratio_nmi_vs_pml", "knn_s", "ratio_vs_knn", "max_abs_diff", "peak_rss_mb",
@@ -20,7 +20,7 @@ STEP_KEYS = {"step_s_baseline", "step_s_nir", "ratio_nir_vs_baseline", "device",
 def nirbench(argv: list[str]) -> int:
     """The real nirbench command line (harness.cli.main.build_parser), without main()'s error
     handling, so an exception fails the test with its traceback."""
-    from harness.cli.main import build_parser
+    from nirbench.harness.cli.main import build_parser
 
     args = build_parser().parse_args(argv)
     return args.func(args)
@@ -95,7 +95,7 @@ def test_synthetic_embeddings_have_sop_like_classes():
 
 
 def test_nirbench_cli_wires_bench(capsys):
-    from harness.cli.main import main
+    from nirbench.harness.cli.main import main
 
     assert main(["bench", "eval", "--n", "600", "--classes", "100", "--no-pml", "--no-nmi",
                  "--no-full", "--json"]) == 0

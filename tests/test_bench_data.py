@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import real_fixtures as rf
-from harness.bench.data import generate_jpegs, image_folder_files
+from nirbench.harness.bench.data import generate_jpegs, image_folder_files
 
 KEYS = {"ours_ips", "reference_ips", "ratio", "images", "workers", "batch", "device",
         "cache_build_s"}
@@ -18,7 +18,7 @@ KEYS = {"ours_ips", "reference_ips", "ratio", "images", "workers", "batch", "dev
 def nirbench(argv: list[str]) -> int:
     """The real nirbench command line (harness.cli.main.build_parser), without main()'s error
     handling, so an exception fails the test with its traceback."""
-    from harness.cli.main import build_parser
+    from nirbench.harness.cli.main import build_parser
 
     args = build_parser().parse_args(argv)
     return args.func(args)

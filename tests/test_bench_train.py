@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from harness.bench import gpu_check
+from nirbench.harness.bench import gpu_check
 
 VARIANT_KEYS = {"backbone", "nir", "precision", "channels_last", "e2e_ips", "model_ips", "ratio"}
 
 
 def nirbench(argv: list[str]) -> int:
-    from harness.cli.main import build_parser
+    from nirbench.harness.cli.main import build_parser
 
     args = build_parser().parse_args(argv)
     return args.func(args)
@@ -38,8 +38,8 @@ def test_bench_train_quick_json(capsys):
 
 def test_bench_train_measures_the_engines_own_epoch(monkeypatch):
     """e2e goes through harness.train.engine.train_one_epoch, not a copy of it."""
-    import harness.train.engine as engine
-    from harness.bench import train
+    import nirbench.harness.train.engine as engine
+    from nirbench.harness.bench import train
 
     calls = []
     original = engine.train_one_epoch
@@ -110,10 +110,10 @@ def test_lagged_loss_check_names_the_failing_step_and_keeps_the_numbers(monkeypa
     loss still fails naming its own step."""
     import torch
 
-    import harness.train.engine as engine
-    from harness.config import load_config
-    from harness.data import load_dataset
-    from harness.data.sampler import ClassBalancedBatchSampler
+    import nirbench.harness.train.engine as engine
+    from nirbench.harness.config import load_config
+    from nirbench.harness.data import load_dataset
+    from nirbench.harness.data.sampler import ClassBalancedBatchSampler
 
     cfg = load_config(overrides=["dataset.name=test-tiny", "train.batch_size=8",
                                  "train.samples_per_class=2", "backbone.embed_dim=16",

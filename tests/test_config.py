@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import DEFAULT_CONFIG, CONFIG_DIR, ConfigError, build_config, load_config
-from harness.grid.plan import load_grid
-from harness.registry import Registry, UnknownNameError
+from nirbench.harness.config import DEFAULT_CONFIG, CONFIG_DIR, ConfigError, build_config, load_config
+from nirbench.harness.grid.plan import load_grid
+from nirbench.harness.registry import Registry, UnknownNameError
 
 
 def test_default_config_loads_with_every_default_resolved():
@@ -28,7 +28,7 @@ def test_every_shipped_config_and_grid_builds():
             plan = load_grid(path, root)
             assert plan.configs, path
         elif "search" in raw:  # a tune file (`nirbench tune`): both arms must build
-            from harness.search.tune_file import load_tune_config
+            from nirbench.harness.search.tune_file import load_tune_config
 
             for arm in ("nir", "baseline"):
                 assert load_tune_config(path, arm=arm).space, (path, arm)
@@ -144,7 +144,7 @@ def test_grid_blocks_inherit_top_level_keys_and_add_overrides(tmp_path):
 
 
 def test_the_default_grid_is_the_headline_rows_and_a_subset_of_the_zoo_grid():
-    from methods import METHODS
+    from nirbench.methods import METHODS
 
     default = load_grid(CONFIG_DIR / "grids" / "default.yaml")
     zoo = load_grid(CONFIG_DIR / "grids" / "zoo.yaml")

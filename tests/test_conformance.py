@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 import torch
 
-from harness.cli.main import main
-from harness.config import ConfigError, RunConfig, load_config
-from harness.data import load_dataset
-from harness.data.sampler import ClassBalancedBatchSampler
-from harness.train.engine import Trainer, build_trainer, epoch_generator
-from methods import METHODS, REGULARIZERS
+from nirbench.harness.cli.main import main
+from nirbench.harness.config import ConfigError, RunConfig, load_config
+from nirbench.harness.data import load_dataset
+from nirbench.harness.data.sampler import ClassBalancedBatchSampler
+from nirbench.harness.train.engine import Trainer, build_trainer, epoch_generator
+from nirbench.methods import METHODS, REGULARIZERS
 from tests.conftest import TINY
 
 CPU = torch.device("cpu")

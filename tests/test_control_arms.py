@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from harness.cli.main import main
-from harness.config import ConfigError, build_config, load_config
-from harness.data import load_dataset
-from harness.data.sampler import ClassBalancedBatchSampler
-from harness.train.engine import build_trainer, epoch_generator
-from harness.train.runner import execute
-from harness.tracking.store import Tracker, run_tags
+from nirbench.harness.cli.main import main
+from nirbench.harness.config import ConfigError, build_config, load_config
+from nirbench.harness.data import load_dataset
+from nirbench.harness.data.sampler import ClassBalancedBatchSampler
+from nirbench.harness.train.engine import build_trainer, epoch_generator
+from nirbench.harness.train.runner import execute
+from nirbench.harness.tracking.store import Tracker, run_tags
 from tests.conftest import TINY
 
 CPU = torch.device("cpu")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import real_fixtures as rf
-from harness import doctor
-from harness.doctor import Check, Context
+from nirbench.harness import doctor
+from nirbench.harness.doctor import Check, Context
 
 TOP_KEYS = {"ok", "ready", "counts", "data_root", "results_dir", "tracking_uri", "checks"}
 CHECK_KEYS = {"name", "status", "message", "fix", "details", "seconds"}
@@ -25,7 +25,7 @@ def ctx(tmp_path: Path) -> Context:
 
 
 def test_doctor_json_keys_and_dataset_lines(tmp_path, capsys, monkeypatch):
-    from harness.cli.main import build_parser
+    from nirbench.harness.cli.main import build_parser
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     rf.make_cub_flat(tmp_path / "data")
@@ -76,7 +76,7 @@ def test_a_crashing_check_fails_and_the_others_still_run(tmp_path):
 
 def test_damaged_weights_fail_with_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    from harness.train.models import imagenet_weights_path
+    from nirbench.harness.train.models import imagenet_weights_path
 
     path, url = imagenet_weights_path("resnet50")
     path.parent.mkdir(parents=True)

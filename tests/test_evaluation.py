@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from harness.evaluation.metrics import METRIC_KEYS_DOC, compute_metrics, knn, l2_normalize
+from nirbench.harness.evaluation.metrics import METRIC_KEYS_DOC, compute_metrics, knn, l2_normalize
 
 RECALL_AT = (1, 2, 4, 8, 16, 32)
 TOL = 1e-9

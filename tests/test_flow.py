@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.flow import CONDITIONING_MODES, ConditionalGlow
+from nirbench.methods.flow import CONDITIONING_MODES, ConditionalGlow
 
 
 def subnet_params(d_in: int, d_out: int, depth: int, width: int) -> int:

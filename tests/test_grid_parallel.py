@@ -9,14 +9,14 @@ import shlex
 
 import pytest
 
-from harness.cli.main import main
-from harness.grid.executors.job import FINISHED, Job, JobResult
-from harness.grid.executors.local import plan_slots
-from harness.grid.plan import NEW, ConfigState, load_grid, longest_first
-from harness.grid.progress import GridProgress
-from harness.tracking.run_lock import RunLock, RunLockedElsewhere
-from harness.train.runner import execute, run_dir
-from harness.tracking.store import Tracker
+from nirbench.harness.cli.main import main
+from nirbench.harness.grid.executors.job import FINISHED, Job, JobResult
+from nirbench.harness.grid.executors.local import plan_slots
+from nirbench.harness.grid.plan import NEW, ConfigState, load_grid, longest_first
+from nirbench.harness.grid.progress import GridProgress
+from nirbench.harness.tracking.run_lock import RunLock, RunLockedElsewhere
+from nirbench.harness.train.runner import execute, run_dir
+from nirbench.harness.tracking.store import Tracker
 from tests.grid_datasets import DIES, RAISES, write_grid
 
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import real_fixtures as rf
-from harness.bench.cache_size import generate
-from harness.config import ConfigError, load_config
-from harness.data.real import load_real
-from harness.data.real.jpeg_cache import JpegStore
-from harness.data.real.transforms import IMAGENET_STD
+from nirbench.harness.bench.cache_size import generate
+from nirbench.harness.config import ConfigError, load_config
+from nirbench.harness.data.real import load_real
+from nirbench.harness.data.real.jpeg_cache import JpegStore
+from nirbench.harness.data.real.transforms import IMAGENET_STD
 
 CPU = torch.device("cpu")
 ONE_LEVEL = 1.0 / (255.0 * min(IMAGENET_STD))
@@ -89,7 +89,7 @@ def test_config_knob_and_hash():
 
 
 def test_bench_cache_json_keys(capsys):
-    from harness.cli.main import build_parser
+    from nirbench.harness.cli.main import build_parser
 
     args = build_parser().parse_args(["bench", "cache", "--datasets", "sop", "--images", "3",
                                       "--workers", "1", "--json"])

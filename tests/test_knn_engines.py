@@ -8,10 +8,10 @@ import pytest
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from harness.evaluation import clustering, knn as knn_module
-from harness.evaluation.clustering import kmeans_assign, select_kmeans_engine
-from harness.evaluation.metrics import l2_normalize, retrieval_metrics
-from harness.evaluation.knn import (Capabilities, iter_approximate_knn, knn, search_rows, select_engine,
+from nirbench.harness.evaluation import clustering, knn as knn_module
+from nirbench.harness.evaluation.clustering import kmeans_assign, select_kmeans_engine
+from nirbench.harness.evaluation.metrics import l2_normalize, retrieval_metrics
+from nirbench.harness.evaluation.knn import (Capabilities, iter_approximate_knn, knn, search_rows, select_engine,
                          top_along_rows)
 
 from test_evaluation import clustered, quantised, reference_metrics, reference_ranking
@@ -317,7 +317,7 @@ def test_empty_approximate_slots_never_count(monkeypatch):
             c = min(chunk_size, len(x) - start)
             yield start, np.zeros((c, k), np.float32), np.full((c, k), -1, np.int64)
 
-    monkeypatch.setattr("harness.evaluation.metrics.iter_approximate_knn", sparse_knn)
+    monkeypatch.setattr("nirbench.harness.evaluation.metrics.iter_approximate_knn", sparse_knn)
     out = retrieval_metrics(x, labels, (1,), approximate="ivf", approx_sample=50)
     assert out["recall@1"] == 0.0 and out["map@r"] == 0.0
     assert out["approx/recall@1_approx"] == 0.0

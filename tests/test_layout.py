@@ -16,7 +16,7 @@ def source_files(*packages: str) -> list[Path]:
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts = ["nirbench", *path.relative_to(ROOT).with_suffix("").parts]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -44,26 +44,28 @@ def importers_of(top: str) -> list[str]:
 
 
 def test_mlflow_is_imported_only_in_tracking():
-    offenders = [m for m in importers_of("mlflow") if not m.startswith("harness.tracking")]
+    offenders = [m for m in importers_of("mlflow") if not m.startswith("nirbench.harness.tracking")]
     assert offenders == [], f"mlflow imported outside harness/tracking/: {offenders}"
-    assert "harness.tracking.store" in importers_of("mlflow")  # the rule reads real imports
+    assert "nirbench.harness.tracking.store" in importers_of("mlflow")  # the rule reads real imports
 
 
 def test_optuna_is_imported_only_in_search():
-    offenders = [m for m in importers_of("optuna") if not m.startswith("harness.search")]
+    offenders = [m for m in importers_of("optuna") if not m.startswith("nirbench.harness.search")]
     assert offenders == [], f"optuna imported outside harness/search/: {offenders}"
-    assert "harness.search.study" in importers_of("optuna")
+    assert "nirbench.harness.search.study" in importers_of("optuna")
 
 
 def test_methods_import_only_the_registry_from_harness():
-    allowed = {"harness", "harness.registry", "harness.registry.Registry"}
+    allowed = {"nirbench.harness", "nirbench.harness.registry",
+               "nirbench.harness.registry.Registry"}
     for path in source_files("methods"):
-        used = {m for m in imported_modules(path) if m == "harness" or m.startswith("harness.")}
+        used = {m for m in imported_modules(path)
+                if m == "nirbench.harness" or m.startswith("nirbench.harness.")}
         assert used <= allowed, f"{path.name} imports {sorted(used - allowed)} from harness"
 
 
 def _method_and_regularizer_names() -> set[str]:
-    from methods import METHODS, REGULARIZERS
+    from nirbench.methods import METHODS, REGULARIZERS
 
     return set(METHODS.names()) | set(REGULARIZERS.names())
 
@@ -134,7 +136,7 @@ def test_no_import_cycles_between_harness_modules():
 
 
 def test_every_subcommand_has_its_own_module():
-    from harness.cli.main import SUBCOMMANDS
+    from nirbench.harness.cli.main import SUBCOMMANDS
 
     for name in SUBCOMMANDS:
         assert (ROOT / "harness" / "cli" / f"{name}.py").is_file(), name

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.base import METHODS, REGULARIZERS
-from methods.multi_similarity import MultiSimilarity
-from methods.nir import EXP_FORM_MAX_EXPONENT, NIR, NonFiniteLossError
-from methods.proxy_anchor import ProxyAnchor
+from nirbench.methods.base import METHODS, REGULARIZERS
+from nirbench.methods.multi_similarity import MultiSimilarity
+from nirbench.methods.nir import EXP_FORM_MAX_EXPONENT, NIR, NonFiniteLossError
+from nirbench.methods.proxy_anchor import ProxyAnchor
 
 NIR_SMALL = dict(REGULARIZERS.get("nir").defaults, blocks=2, subnet_depth=3, subnet_width=32,
                  proxy_source="method")  # "auto" is resolved by the config, not the module
@@ -310,7 +310,7 @@ def test_own_mode_is_rng_neutral_and_gets_its_own_optimizer_group():
 
 
 def test_objective_puts_the_alignment_term_on_the_method_side():
-    from harness.train.objective import build_objective
+    from nirbench.harness.train.objective import build_objective
 
     torch.manual_seed(0)
     ms = METHODS.get("multi_similarity").defaults
@@ -327,8 +327,8 @@ def test_objective_puts_the_alignment_term_on_the_method_side():
 
 
 def test_proxy_source_auto_resolves_in_the_config_and_own_is_tagged():
-    from harness.config import ConfigError, load_config
-    from harness.tracking.store import run_tags
+    from nirbench.harness.config import ConfigError, load_config
+    from nirbench.harness.tracking.store import run_tags
 
     pair = load_config(None, ["method=multi_similarity", "regularizer=nir",
                               "regularizer.proxy_source=auto"])

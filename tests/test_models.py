@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.train.models import build_model, imagenet_weights_path
+from nirbench.harness.train.models import build_model, imagenet_weights_path
 
 
 @pytest.mark.parametrize("name", ["small_cnn", "resnet18"])

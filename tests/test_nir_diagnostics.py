@@ -9,18 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.config import load_config
-from harness.data import load_dataset
-from harness.train import engine
-from harness.train.diagnostics import (INACTIVE_RATIO, PROBE_AUGMENT_STREAM, PROBE_EPOCH,
+from nirbench.harness.config import load_config
+from nirbench.harness.data import load_dataset
+from nirbench.harness.train import engine
+from nirbench.harness.train.diagnostics import (INACTIVE_RATIO, PROBE_AUGMENT_STREAM, PROBE_EPOCH,
                                        inactive_from_epoch, inactivity_tags, probe_batch)
-from harness.train.engine import build_trainer, epoch_generator, fit
-from harness.train.objective import Objective
-from harness.train.runner import execute
-from harness.data.sampler import ClassBalancedBatchSampler
-from harness.tracking.store import Tracker
-from methods.flow import ConditionalGlow
-from methods.nir import NIR
+from nirbench.harness.train.engine import build_trainer, epoch_generator, fit
+from nirbench.harness.train.objective import Objective
+from nirbench.harness.train.runner import execute
+from nirbench.harness.data.sampler import ClassBalancedBatchSampler
+from nirbench.harness.tracking.store import Tracker
+from nirbench.methods.flow import ConditionalGlow
+from nirbench.methods.nir import NIR
 from tests.conftest import TINY
 
 CPU = torch.device("cpu")

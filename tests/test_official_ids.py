@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import real_fixtures as rf
-from harness.config import ConfigError, load_config
-from harness.data.real import PartialDatasetError, list_dataset, load_real
-from harness.data.real import official_ids
-from harness.data.real.check import check_dataset
-from harness.data.real.official_ids import OFFICIAL, OfficialSplit, format_ids
+from nirbench.harness.config import ConfigError, load_config
+from nirbench.harness.data.real import PartialDatasetError, list_dataset, load_real
+from nirbench.harness.data.real import official_ids
+from nirbench.harness.data.real.check import check_dataset
+from nirbench.harness.data.real.official_ids import OFFICIAL, OfficialSplit, format_ids
 
 # Uneven halves: 4 train ids and 2 test ids. "The first half of the ids present" would train on
 # 2, 7, 60 and test on 100 too: a training class in the test split.
@@ -116,7 +116,7 @@ def test_complete_copy_loads_without_allow_partial_and_a_removed_image_makes_it_
 
 
 def test_data_check_exit_status_and_human_listing(tmp_path, capsys):
-    from harness.cli.main import build_parser
+    from nirbench.harness.cli.main import build_parser
 
     truth = rf.make_cub_flat(tmp_path / "copy", per_class=(2, 2, 2, 2))
     argv = ["data", "check", "--dataset", "cub200", "--root", str(truth.root), "--no-decode"]
@@ -138,7 +138,7 @@ def test_data_check_exit_status_and_human_listing(tmp_path, capsys):
 def test_data_check_cache_size_is_exact_after_decoding(tmp_path):
     from PIL import Image
 
-    from harness.data.real.cache import resized_size
+    from nirbench.harness.data.real.cache import resized_size
 
     truth = rf.make_cub_flat(tmp_path / "copy", per_class=(2, 3, 2, 2))
     report = check_dataset("cub200", truth.root, progress=False)
@@ -152,7 +152,7 @@ def test_data_check_cache_size_is_exact_after_decoding(tmp_path):
     estimate = check_dataset("cub200", truth.root, decode=False, progress=False)
     assert estimate["cache_size_source"].startswith("estimate")
     # the estimate at the official size: 11,788 images at aspect 1.36, about 3.2 GB
-    from harness.data.real.cache_size import estimate as full
+    from nirbench.harness.data.real.cache_size import estimate as full
 
     assert 3.0 < full("cub200")["cache_uint8_gb"] < 3.4
     assert 20 < full("sop")["cache_uint8_gb"] < 32
@@ -204,8 +204,8 @@ def _run_config(root, allow_partial: bool):
 
 
 def test_training_refuses_a_partial_copy_and_allow_partial_runs_tagged(tmp_path, results_dir):
-    from harness.train.runner import execute
-    from harness.tracking.store import Tracker
+    from nirbench.harness.train.runner import execute
+    from nirbench.harness.tracking.store import Tracker
 
     truth = rf.make_cub_flat(tmp_path / "copy", per_class=(3, 3, 2, 2))
     tracker = Tracker(results_dir)

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.train import engine
-from harness.results import AggregationError, runs_frame, summarize, write_tables
-from harness.cli.main import main
-from harness.config import load_config
-from harness.data import load_dataset
-from harness.train.engine import TrainingDiverged, build_trainer
-from harness.train.runner import execute
-from harness.tracking.store import Tracker, mlflow_key
+from nirbench.harness.train import engine
+from nirbench.harness.results import AggregationError, runs_frame, summarize, write_tables
+from nirbench.harness.cli.main import main
+from nirbench.harness.config import load_config
+from nirbench.harness.data import load_dataset
+from nirbench.harness.train.engine import TrainingDiverged, build_trainer
+from nirbench.harness.train.runner import execute
+from nirbench.harness.tracking.store import Tracker, mlflow_key
 from tests.conftest import TINY
 
 
@@ -111,7 +111,7 @@ def test_both_arms_start_from_identical_weights_and_batches(tiny_overrides, tmp_
         assert torch.equal(p, q), name
     assert torch.equal(a.objective.method.class_proxies(), b.objective.method.class_proxies())
     # Batches and augmentation depend on (seed, epoch) only, never on the arm.
-    from harness.data.sampler import ClassBalancedBatchSampler
+    from nirbench.harness.data.sampler import ClassBalancedBatchSampler
 
     s1 = ClassBalancedBatchSampler(bundle.train.labels, 8, 2, base.seed)
     s2 = ClassBalancedBatchSampler(bundle.train.labels, 8, 2, nir.seed)
@@ -139,7 +139,7 @@ def test_warmup_freezes_the_body_but_trains_head_and_proxies(tiny_overrides, tmp
     body = [p.detach().clone() for p in trainer.model.body.parameters()]
     head = trainer.model.head.weight.detach().clone()
     proxies = trainer.objective.method.class_proxies().detach().clone()
-    from harness.data.sampler import ClassBalancedBatchSampler
+    from nirbench.harness.data.sampler import ClassBalancedBatchSampler
 
     sampler = ClassBalancedBatchSampler(bundle.train.labels, 8, 2, 0)
     engine.train_one_epoch(trainer, bundle.train, sampler, epoch=0)

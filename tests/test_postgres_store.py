@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_config
-from harness.train.runner import execute
-from harness.tracking.store import Tracker
+from nirbench.harness.config import load_config
+from nirbench.harness.train.runner import execute
+from nirbench.harness.tracking.store import Tracker
 
 # SQLAlchemy 2.1 (what MLflow uses) reads postgresql:// URIs with psycopg 3.
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed "

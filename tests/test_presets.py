@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import CONFIG_DIR, load_config
+from nirbench.harness.config import CONFIG_DIR, load_config
 
 PRESETS = CONFIG_DIR / "presets"
 # dataset: (epochs, milestones, gamma, NIR warmup, w_align, flow lr mult)

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.bench import convergence
-from harness.config import ConfigError, load_config
-from harness.evaluation.cadence import is_eval_epoch, rise_window_start
-from harness.grid.plan import load_grid
-from harness.train import pretrain
-from harness.train.engine import cosine_factor
+from nirbench.harness.bench import convergence
+from nirbench.harness.config import ConfigError, load_config
+from nirbench.harness.evaluation.cadence import is_eval_epoch, rise_window_start
+from nirbench.harness.grid.plan import load_grid
+from nirbench.harness.train import pretrain
+from nirbench.harness.train.engine import cosine_factor
 
 GRIDS = "harness/configs/grids"
 
@@ -65,9 +65,9 @@ def test_the_recipe_is_part_of_the_run_identity(monkeypatch):
 
 
 def test_a_pretrained_run_starts_from_the_cached_weights(tmp_path, tiny_recipe):
-    from harness.data import load_dataset
-    from harness.train.engine import build_trainer
-    from harness.train.runner import pretrained_weights
+    from nirbench.harness.data import load_dataset
+    from nirbench.harness.train.engine import build_trainer
+    from nirbench.harness.train.runner import pretrained_weights
 
     cfg = load_config(overrides=["backbone.pretrained=true", "backbone.width=0.25",
                                  "dataset.name=test-tiny"])
@@ -139,8 +139,8 @@ def test_convergence_rule_pairs_budget_and_double():
 
 
 def test_the_grid_says_where_the_workers_time_went():
-    from harness.cli.grid import overhead_line
-    from harness.grid.executors.job import JobResult
+    from nirbench.harness.cli.grid import overhead_line
+    from nirbench.harness.grid.executors.job import JobResult
 
     results = [JobResult("a", "finished", seconds=50.0, train_s=45.0),
                JobResult("b", "finished", seconds=40.0, train_s=38.0)]
@@ -150,7 +150,7 @@ def test_the_grid_says_where_the_workers_time_went():
 
 
 def test_bench_protocol_times_the_old_default_against_the_protocol():
-    from harness.bench.protocol import BEFORE_OVERRIDES, old_default_config, protocol_config
+    from nirbench.harness.bench.protocol import BEFORE_OVERRIDES, old_default_config, protocol_config
 
     after = protocol_config("synth-sop")
     before = old_default_config(after)
@@ -175,8 +175,8 @@ def test_bench_convergence_reports_the_rise_of_every_arm_and_budget(tmp_path):
     budget, next to the 2B gaps of the baselines."""
     from test_aggregate import arms, make_store
 
-    from harness.bench.convergence import check
-    from harness.results.convergence import RISE_MARGIN_PP
+    from nirbench.harness.bench.convergence import check
+    from nirbench.harness.results.convergence import RISE_MARGIN_PP
 
     make_store(tmp_path, arms(), grid="convergence")
     out = check(tmp_path)
@@ -195,8 +195,8 @@ def test_bench_convergence_reports_the_rise_of_every_arm_and_budget(tmp_path):
 def test_prepare_only_builds_the_pretraining_and_runs_nothing(tmp_path, tiny_recipe):
     """./run_all.sh's set-up: `nirbench grid GRID --prepare-only` builds the weights the grid's
     runs start from (once) and trains no run, so the main job's clock starts after it."""
-    from harness.cli.main import main
-    from harness.tracking.store import Tracker
+    from nirbench.harness.cli.main import main
+    from nirbench.harness.tracking.store import Tracker
 
     grid = tmp_path / "g.yaml"
     grid.write_text("name: g\ndatasets: [test-tiny]\nmethods: [proxy_anchor]\nseeds: [0, 1]\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.cli.main import main
-from harness.tracking.store import Tracker
+from nirbench.harness.cli.main import main
+from nirbench.harness.tracking.store import Tracker
 from tests.grid_datasets import write_grid
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'nirbench[cluster]')")

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 import real_fixtures as rf
-from harness.data import DATASETS
-from harness.data.real import (
+from nirbench.harness.data import DATASETS
+from nirbench.harness.data.real import (
     CachedImageSplit, DatasetLayoutError, PartialDatasetError, UnreadableImagesError, list_dataset,
     load_real)
-from harness.data.real.cars196 import read_annotations
-from harness.data.real.check import check_dataset
+from nirbench.harness.data.real.cars196 import read_annotations
+from nirbench.harness.data.real.check import check_dataset
 
 LAYOUTS = {
     "cub200-official": ("cub200", "official", rf.make_cub_official),
@@ -227,7 +227,7 @@ def test_unreadable_listing_is_capped_but_counted(tmp_path):
 def nirbench(argv: list[str]) -> int:
     """The real nirbench command line (harness.cli.main.build_parser), without main()'s error
     handling, so an exception fails the test with its traceback."""
-    from harness.cli.main import build_parser
+    from nirbench.harness.cli.main import build_parser
 
     args = build_parser().parse_args(argv)
     return args.func(args)

@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 
 import real_fixtures as rf
-from harness.data.real import CachedImageSplit, list_dataset, load_real
-from harness.data.real import decode as decode_module
-from harness.data.real.cache import PixelStore, decode_resized, resized_size
-from harness.data.real.reference import eval_transform, pil_loader
-from harness.data.real.transforms import (
+from nirbench.harness.data.real import CachedImageSplit, list_dataset, load_real
+from nirbench.harness.data.real import decode as decode_module
+from nirbench.harness.data.real.cache import PixelStore, decode_resized, resized_size
+from nirbench.harness.data.real.reference import eval_transform, pil_loader
+from nirbench.harness.data.real.transforms import (
     IMAGENET_MEAN, IMAGENET_STD, RATIO, SCALE, center_boxes, sample_crop_boxes)
 
 CPU = torch.device("cpu")
@@ -87,8 +87,8 @@ def test_damaged_cache_is_rebuilt_with_a_warning(tmp_path):
 
 
 def test_process_pool_decode_equals_in_process(tmp_path, monkeypatch):
-    from harness.data.real.cache import open_or_build
-    from harness.data.real.check import check_dataset
+    from nirbench.harness.data.real.cache import open_or_build
+    from nirbench.harness.data.real.check import check_dataset
 
     truth = rf.make_cub_flat(tmp_path / "copy")
     listing = list_dataset("cub200", truth.root)
@@ -174,7 +174,7 @@ def test_same_generator_same_batch(cub):
 
 
 def test_output_pool_never_overwrites_a_batch_still_held():
-    from harness.data.real.transforms import OutputPool
+    from nirbench.harness.data.real.transforms import OutputPool
 
     pool = OutputPool(keep=2)
     a = pool.take((2, 3))
@@ -266,7 +266,7 @@ def test_center_boxes_match_torchvision_offsets():
 
 
 def test_subset_keeps_the_cache_and_validation_split_works(cub):
-    from harness.data.validation import split_validation
+    from nirbench.harness.data.validation import split_validation
 
     _, bundle = cub
     val = split_validation(bundle, fraction=0.5, seed=0)
@@ -305,8 +305,8 @@ def test_store_pickles_as_its_folder(cub):
 def test_engine_trains_one_epoch_on_a_cached_split(cub):
     """The engine's whole path: class-balanced batches through train_batch, then embed() over
     eval_batch (channels-last float batches into the backbone) and the metrics."""
-    from harness.config import load_config
-    from harness.train.engine import build_trainer, fit
+    from nirbench.harness.config import load_config
+    from nirbench.harness.train.engine import build_trainer, fit
 
     truth, bundle = cub
     cfg = load_config(None, ["dataset.name=cub200", f"dataset.root={truth.root}",

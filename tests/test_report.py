@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import results as agg
-from harness.results import plots
-from harness.cli.main import main
+from nirbench.harness import results as agg
+from nirbench.harness.results import plots
+from nirbench.harness.cli.main import main
 from tests.test_aggregate import ENVIRONMENT, arms, make_store
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -31,7 +31,7 @@ def report(tmp_path_factory) -> Path:
     tracker = make_store(results, arms(datasets=("synth-cub", "cub200"), seeds=(0, 1, 2)),
                          val=True, structure=True)
     agg.write_tables(tracker, results / "tables", resamples=2000, command="nirbench aggregate")
-    from dashboards.report import build_report
+    from nirbench.dashboards.report import build_report
 
     built = build_report(results, command="nirbench report")
     assert built.index == results / "report" / "index.html"
@@ -107,8 +107,8 @@ def test_skipped_figures_say_why_and_tuning_plots_an_optuna_study(tmp_path):
     skipped = plots.structure(selected, "last epoch", tmp_path)
     assert isinstance(skipped, plots.Skipped) and "test/rho" in skipped.reason
 
-    from dashboards.report import find_studies
-    from harness.search.trials_table import load_trials
+    from nirbench.dashboards.report import find_studies
+    from nirbench.harness.search.trials_table import load_trials
 
     assert find_studies(tmp_path) == [] and load_trials([]).empty
     import optuna

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import torch
 
-from harness.config import load_config
-from harness.train.runner import execute, run_dir
-from harness.tracking.store import Tracker
+from nirbench.harness.config import load_config
+from nirbench.harness.train.runner import execute, run_dir
+from nirbench.harness.tracking.store import Tracker
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCHS = 6
 # `nirbench run` in a fresh interpreter that also knows the tests' tiny dataset.
 RUN = ("import sys; sys.path.insert(0, 'tests'); import conftest; "
-       "from harness.cli.main import main; sys.exit(main(sys.argv[1:]))")
+       "from nirbench.harness.cli.main import main; sys.exit(main(sys.argv[1:]))")
 
 
 def untimed(record: dict[str, float]) -> dict[str, float]:

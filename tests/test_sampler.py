@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data.augment import eval_transform, train_augment
-from harness.data.sampler import ClassBalancedBatchSampler
+from nirbench.harness.data.augment import eval_transform, train_augment
+from nirbench.harness.data.sampler import ClassBalancedBatchSampler
 
 
 def _labels(num_classes: int = 30, lo: int = 3, hi: int = 12, seed: int = 0) -> torch.Tensor:

@@ -12,18 +12,18 @@ import optuna
 import pytest
 import yaml
 
-from harness.train import engine
-from harness.results import write_tables
-from harness.cli.main import main
-from harness.config import ConfigError, load_config
-from harness.data import load_dataset
-from harness.search.attributes import WORKER_ATTR
-from harness.search.heartbeat import stale_trials
-from harness.search.sampling import TrialSeededSampler
-from harness.search.storage import open_storage
-from harness.search.study import open_study, run_search
-from harness.search.tune_file import load_tune_config
-from harness.tracking.store import SEARCH_EXPERIMENT, Tracker
+from nirbench.harness.train import engine
+from nirbench.harness.results import write_tables
+from nirbench.harness.cli.main import main
+from nirbench.harness.config import ConfigError, load_config
+from nirbench.harness.data import load_dataset
+from nirbench.harness.search.attributes import WORKER_ATTR
+from nirbench.harness.search.heartbeat import stale_trials
+from nirbench.harness.search.sampling import TrialSeededSampler
+from nirbench.harness.search.storage import open_storage
+from nirbench.harness.search.study import open_study, run_search
+from nirbench.harness.search.tune_file import load_tune_config
+from nirbench.harness.tracking.store import SEARCH_EXPERIMENT, Tracker
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -262,7 +262,7 @@ def test_two_worker_processes_share_one_study_without_losing_or_duplicating(tmp_
                                                                              results_dir):
     path = tune_file(tmp_path, "n_trials: 4\nvalidation: {fraction: 0.25}\n"
                                "sampler: {name: tpe, n_startup_trials: 2}\n")
-    code = ("import sys, tests.conftest; from harness.cli.main import main; "
+    code = ("import sys, tests.conftest; from nirbench.harness.cli.main import main; "
             f"sys.exit(main(['tune', '--config', {str(path)!r}, '--results-dir', "
             f"{str(results_dir)!r}, '--no-progress', '--no-plots', '--quiet']))")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

@@ -23,16 +23,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import slurm as slurm_cli
-from harness.cli.main import main
-from harness.config import load_config
-from harness.grid.executors import ELSEWHERE, FINISHED, Job, JobSettings
-from harness.grid.executors import slurm as slurm_mod
-from harness.grid.executors.slurm import SlurmTask, parse_extra, parse_time
-from harness.grid.executors.slurm_status import (expand_ids, parse_sacct, parse_squeue, query,
+from nirbench.harness.cli import slurm as slurm_cli
+from nirbench.harness.cli.main import main
+from nirbench.harness.config import load_config
+from nirbench.harness.grid.executors import ELSEWHERE, FINISHED, Job, JobSettings
+from nirbench.harness.grid.executors import slurm as slurm_mod
+from nirbench.harness.grid.executors.slurm import SlurmTask, parse_extra, parse_time
+from nirbench.harness.grid.executors.slurm_status import (expand_ids, parse_sacct, parse_squeue, query,
                                                  restarts)
-from harness.train.runner import run_dir
-from harness.tracking.store import Tracker
+from nirbench.harness.train.runner import run_dir
+from nirbench.harness.tracking.store import Tracker
 from tests.grid_datasets import write_grid
 from tests.slurm_cluster import ClusterUnavailable, start_cluster, wait_for_empty_queue
 
@@ -108,7 +108,7 @@ def test_tune_dry_run_prints_the_workers_array(tmp_path, results_dir, capsys):
 
 HOLD = """
 import os, sys, time
-from harness.tracking.run_lock import RunLock
+from nirbench.harness.tracking.run_lock import RunLock
 lock = RunLock(sys.argv[1]); lock.acquire()
 print("held", flush=True)
 time.sleep(float(sys.argv[2]))
@@ -340,8 +340,8 @@ def test_tune_on_slurm_runs_workers_that_share_one_study(slurm, tmp_path, result
     point is tried twice, and only worker 0 trains the final seed."""
     import optuna
 
-    from harness.search.storage import open_storage
-    from harness.search.tune_file import load_tune_config
+    from nirbench.harness.search.storage import open_storage
+    from nirbench.harness.search.tune_file import load_tune_config
     from tests.test_search import tune_file
 
     path = tune_file(tmp_path, "n_trials: 3\nfinal_seeds: 1\nvalidation: {fraction: 0.25}\n"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness.results import stats
+from nirbench.harness.results import stats
 
 VALUES = np.array([0.612, 0.634, 0.598, 0.641, 0.620])
 BASE = np.array([0.600, 0.615, 0.590, 0.622, 0.605])

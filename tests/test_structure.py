@@ -12,8 +12,8 @@ import torch
 from scipy.spatial.distance import cdist
 from scipy.stats import entropy
 
-from harness.cli.main import main
-from harness.evaluation.structure import (
+from nirbench.harness.cli.main import main
+from nirbench.harness.evaluation.structure import (
     STRUCTURE_KEYS,
     _mean_pair_potential,
     gaussian_potential,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import synthetic as S
-from harness.data.base import DATASETS, DatasetBundle
+from nirbench.harness.data import synthetic as S
+from nirbench.harness.data.base import DATASETS, DatasetBundle
 
 NAMES = ("synth-cub", "synth-cars", "synth-sop")
 SIZES = {  # classes in total, images per class (inclusive)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.tracking import store as tracking
-from harness.config import load_config
-from harness.tracking.store import SerializedClient, Tracker, mlflow_key, with_lock_retries
+from nirbench.harness.tracking import store as tracking
+from nirbench.harness.config import load_config
+from nirbench.harness.tracking.store import SerializedClient, Tracker, mlflow_key, with_lock_retries
 
 WRITERS, EPOCHS, METRICS = 4, 30, 24
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.config import ConfigError, load_config
-from harness.data import load_dataset
-from harness.train.engine import build_trainer, fit
+from nirbench.harness.config import ConfigError, load_config
+from nirbench.harness.data import load_dataset
+from nirbench.harness.train.engine import build_trainer, fit
 
 
 def _fit(tmp_path, overrides, **kwargs):
@@ -73,7 +73,7 @@ def test_bad_training_switches_are_refused_at_load_time(override, match):
 
 
 def test_double_pooling_adds_max_to_average_pooling():
-    from harness.train.models import build_model
+    from nirbench.harness.train.models import build_model
 
     torch.manual_seed(0)
     avg = build_model("resnet18", 8, False, False, "average").eval()
@@ -101,12 +101,12 @@ def test_train_proxy_lr_mult_overrides_every_proxy_table(tmp_path, tiny_override
 
 
 def test_structure_metrics_are_logged_every_epoch_unless_switched_off(tmp_path, tiny_overrides):
-    from harness.evaluation.structure import structure_metrics
+    from nirbench.harness.evaluation.structure import structure_metrics
 
     keys = {"test/rho", "test/pi_density", "test/sigma2_kappa", "test/g2"}
     trainer = _fit(tmp_path, tiny_overrides)
     assert all(keys <= set(record) for record in trainer.history)
-    from harness.train.engine import embed
+    from nirbench.harness.train.engine import embed
 
     split = load_dataset(trainer.cfg.dataset.name, None, tmp_path).test
     again = structure_metrics(embed(trainer.model, split, torch.device("cpu")), split.labels.numpy())
@@ -118,7 +118,7 @@ def test_structure_metrics_are_logged_every_epoch_unless_switched_off(tmp_path, 
 def test_full_every_keeps_the_expensive_metrics_for_the_last_epoch(tmp_path, tiny_overrides):
     """eval.full_every=0: the intermediate evaluations measure the curve metrics only, with the
     same values a full evaluation gives; the last epoch gets everything; training is untouched."""
-    from harness.evaluation.cadence import is_full_eval_epoch
+    from nirbench.harness.evaluation.cadence import is_full_eval_epoch
 
     over = tiny_overrides + ["train.epochs=4", "eval.every=1"]
     full = _fit(tmp_path, over)

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from harness.train import engine
-from harness.config import ConfigError, build_config, load_config
-from harness.data import load_dataset
-from harness.data.base import DatasetBundle, ImageSplit
-from harness.data.validation import ValidationSplitError, heldout_classes, split_validation
-from harness.train.runner import execute
-from harness.tracking.store import Tracker
+from nirbench.harness.train import engine
+from nirbench.harness.config import ConfigError, build_config, load_config
+from nirbench.harness.data import load_dataset
+from nirbench.harness.data.base import DatasetBundle, ImageSplit
+from nirbench.harness.data.validation import ValidationSplitError, heldout_classes, split_validation
+from nirbench.harness.train.runner import execute
+from nirbench.harness.tracking.store import Tracker
 from tests.conftest import TINY
 
 
@@ -97,7 +97,7 @@ def test_a_validation_run_trains_on_remaining_classes_and_never_sees_test(tiny_o
         return real_build(cfg, data, device, *weights)
 
     monkeypatch.setattr(engine, "evaluate", spy_evaluate)
-    monkeypatch.setattr("harness.train.runner.build_trainer", spy_build)
+    monkeypatch.setattr("nirbench.harness.train.runner.build_trainer", spy_build)
     cfg = load_config(overrides=tiny_overrides + ["train.epochs=1", "train.warmup_epochs=0",
                                                      "validation.fraction=0.25"])
     tracker = Tracker(results_dir)

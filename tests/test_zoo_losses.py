@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods import METHODS
-from methods.base import Method
+from nirbench.methods import METHODS
+from nirbench.methods.base import Method
 
 REL = 1e-9  # float64 everywhere: the references agree to ~1e-15; 1e-9 leaves room for order
 

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.data.real.official_ids import OFFICIAL
+from nirbench.harness.data.real.official_ids import OFFICIAL
 
 KINDS = ("cub200", "cars196", "sop")
 
@@ -69,8 +69,8 @@ def generate(kind: str, folder: Path, n: int, seed: int = 0) -> list[Path]:
 
 def run(*, datasets: tuple[str, ...] = KINDS, images: int = 200, workers: int = 2, seed: int = 0,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from harness.data.real.cache import open_or_build, resized_size
-    from harness.data.real.jpeg_cache import QUALITY
+    from nirbench.harness.data.real.cache import open_or_build, resized_size
+    from nirbench.harness.data.real.jpeg_cache import QUALITY
 
     say = progress or (lambda message: None)
     if images < 1:

@@ -37,14 +37,14 @@ def budgets(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def check(results_dir: Path, grid: str = GRID, figure: Path | None = None) -> dict[str, Any]:
-    from harness.results.collect import collect
+    from nirbench.harness.results.collect import collect
 
-    from harness.tracking.store import Tracker
+    from nirbench.harness.tracking.store import Tracker
 
-    from harness.grid.plan import recorded_config_hashes
+    from nirbench.harness.grid.plan import recorded_config_hashes
 
-    from harness.results.convergence import RISE_MARGIN_PP, convergence_table
-    from harness.results.frames import CELL
+    from nirbench.harness.results.convergence import RISE_MARGIN_PP, convergence_table
+    from nirbench.harness.results.frames import CELL
 
     collected = collect(Tracker(results_dir), grid)
     every_arm = collected.runs
@@ -74,7 +74,7 @@ def check(results_dir: Path, grid: str = GRID, figure: Path | None = None) -> di
 def draw(runs: pd.DataFrame, epochs: pd.DataFrame, table: pd.DataFrame, path: Path) -> Path:
     from matplotlib.figure import Figure
 
-    from harness.results.display import METHOD_TITLES, dataset_rank, method_rank
+    from nirbench.harness.results.display import METHOD_TITLES, dataset_rank, method_rank
 
     datasets = sorted(table["dataset"].unique(), key=dataset_rank)
     fig = Figure(figsize=(4.2 * len(datasets), 3.4), layout="constrained")

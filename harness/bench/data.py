@@ -58,7 +58,7 @@ def generate_jpegs(folder: Path, *, images: int = GENERATED["images"],
 
 def image_folder_files(root: Path, limit: int | None = None) -> list[Path]:
     """Every image below ``root`` (any depth), sorted; ``limit`` keeps an evenly spaced subset."""
-    from harness.data.real.layouts import IMAGE_SUFFIXES
+    from nirbench.harness.data.real.layouts import IMAGE_SUFFIXES
 
     files = sorted(p for p in root.rglob("*") if p.is_file()
                    and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -76,8 +76,8 @@ def run(*, root: str | Path | None = None, workers: int = 2, batch: int = 64, ba
         rounds: int = 2, images: int | None = None, device: str = "auto", seed: int = 0,
         caches: tuple[str, ...] = CACHES,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from harness.bench.eval import _load_average, machine_description
-    from harness.train.engine import resolve_device
+    from nirbench.harness.bench.eval import _load_average, machine_description
+    from nirbench.harness.train.engine import resolve_device
 
     say = progress or (lambda message: None)
     if not caches or any(c not in CACHES for c in caches) or "uint8" not in caches:
@@ -114,8 +114,8 @@ def run(*, root: str | Path | None = None, workers: int = 2, batch: int = 64, ba
 def _measure(files: list[Path], source: Path, scratch: Path, workers: int, batch: int,
              batches: int, rounds: int, dev: torch.device, seed: int, caches: tuple[str, ...],
              say: Callable[[str], None]) -> dict[str, Any]:
-    from harness.data.real.cache import open_or_build
-    from harness.data.real.split import CachedImageSplit
+    from nirbench.harness.data.real.cache import open_or_build
+    from nirbench.harness.data.real.split import CachedImageSplit
 
     rel = [f.relative_to(source).as_posix() for f in files]
     stores, build_s = {}, {}
@@ -154,7 +154,7 @@ def _measure(files: list[Path], source: Path, scratch: Path, workers: int, batch
         "source_image_wh": list(_source_size(files[0])),
     }
     if "jpeg" in stores:
-        from harness.data.real.jpeg_cache import QUALITY
+        from nirbench.harness.data.real.jpeg_cache import QUALITY
 
         jpeg = stores["jpeg"]
         out.update({
@@ -186,7 +186,7 @@ def _reference_rounds(files: list[Path], workers: int, batch: int, batches: int,
     """Generator: each ``next`` times one round (an epoch of ``batches`` batches) in seconds."""
     from torch.utils.data import DataLoader, RandomSampler
 
-    from harness.data.real.reference import PerSampleImages, train_transform
+    from nirbench.harness.data.real.reference import PerSampleImages, train_transform
 
     dataset = PerSampleImages(files, [0] * len(files), train_transform())
     sampler = RandomSampler(dataset, num_samples=batch * batches,

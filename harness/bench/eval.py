@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.evaluation.metrics import l2_normalize, nmi_score, retrieval_metrics
+from nirbench.harness.evaluation.metrics import l2_normalize, nmi_score, retrieval_metrics
 
 SOP_TEST = {"n": 60502, "dim": 128, "classes": 11316}
 SOP_MAX_CLASS = 12
@@ -87,8 +87,8 @@ def run(
     out: dict[str, Any] = {"n": n, "dim": dim, "classes": classes, "max_class_size": max_class,
                            "seed": seed, "noise": noise, "repeat": repeat,
                            "load_average_before": _load_average()}
-    from harness.evaluation.clustering import select_kmeans_engine
-    from harness.evaluation.knn import select_engine
+    from nirbench.harness.evaluation.clustering import select_kmeans_engine
+    from nirbench.harness.evaluation.knn import select_engine
 
     out["knn_engine"] = select_engine("auto", k=k_needed)
     out["kmeans_engine"] = select_kmeans_engine("auto")

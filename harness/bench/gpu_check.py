@@ -64,7 +64,7 @@ class Context:
 # ------------------------------------------------------------------------------------- parts
 
 def part_doctor(ctx: Context) -> tuple[dict[str, Any], str]:
-    from harness import doctor
+    from nirbench.harness import doctor
 
     report = doctor.run(os.environ.get(doctor.ENV_DATA), ctx.results_dir)
     c = report["counts"]
@@ -72,10 +72,10 @@ def part_doctor(ctx: Context) -> tuple[dict[str, Any], str]:
 
 
 def part_augment_match(ctx: Context) -> tuple[dict[str, Any], str]:
-    from harness.bench.data import generate_jpegs
-    from harness.data.real.cache import open_or_build
-    from harness.data.real.split import CachedImageSplit
-    from harness.data.real.transforms import IMAGENET_STD
+    from nirbench.harness.bench.data import generate_jpegs
+    from nirbench.harness.data.real.cache import open_or_build
+    from nirbench.harness.data.real.split import CachedImageSplit
+    from nirbench.harness.data.real.transforms import IMAGENET_STD
 
     level = 1.0 / (255.0 * min(IMAGENET_STD))  # one grey level in normalised units
     n = 8 if ctx.quick else 64
@@ -125,7 +125,7 @@ def _pil_reference(split, idx: torch.Tensor, generator: torch.Generator) -> torc
     import torchvision.transforms.functional as TF
     from PIL import Image
 
-    from harness.data.real.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from nirbench.harness.data.real.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     boxes, flips = split.train_boxes(idx, generator)
     out = []
@@ -138,7 +138,7 @@ def _pil_reference(split, idx: torch.Tensor, generator: torch.Generator) -> torc
 
 
 def part_bench_train(ctx: Context) -> tuple[dict[str, Any], str]:
-    from harness.bench import train
+    from nirbench.harness.bench import train
 
     if ctx.quick:  # a smoke test: both arms, one precision and layout
         result = train.run(device=ctx.device.type, quick=True, precisions=("fp32",),
@@ -154,7 +154,7 @@ def part_bench_train(ctx: Context) -> tuple[dict[str, Any], str]:
 
 
 def part_bench_data(ctx: Context) -> tuple[dict[str, Any], str]:
-    from harness.bench import data
+    from nirbench.harness.bench import data
 
     if ctx.quick:
         result = data.run(images=16, batch=4, batches=2, rounds=1, workers=1,
@@ -182,7 +182,7 @@ def _knn_engine(name: str | None) -> Iterator[None]:
 
 
 def _eval(ctx: Context, n: int, classes: int, *, nmi: bool, full: bool) -> dict[str, Any]:
-    from harness.bench import eval as bench_eval
+    from nirbench.harness.bench import eval as bench_eval
 
     engine = "faiss-gpu" if ctx.device.type == "cuda" else None
     with _knn_engine(engine):
@@ -205,10 +205,10 @@ def part_bench_eval_1m(ctx: Context) -> tuple[dict[str, Any], str]:
 
 
 def part_paper_run(ctx: Context) -> tuple[dict[str, Any], str]:
-    from harness.config import load_config
-    from harness.train.models import imagenet_weights_path
-    from harness.train.runner import execute
-    from harness.tracking.store import Tracker
+    from nirbench.harness.config import load_config
+    from nirbench.harness.train.models import imagenet_weights_path
+    from nirbench.harness.train.runner import execute
+    from nirbench.harness.tracking.store import Tracker
 
     if ctx.quick:
         classes, train_per, test_per, size, epochs, batch = 4, 4, 3, (96, 72), 2, 8
@@ -301,9 +301,9 @@ PART_FUNCS: dict[str, Callable[[Context], tuple[dict[str, Any], str]]] = {
 def run(*, out: str | Path = "results/gpu_check.json", device: str = "auto", quick: bool = False,
         budget_s: float = 540.0, only: str | None = None, results_dir: str | None = None,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from harness.bench.eval import machine_description
-    from harness.train.engine import resolve_device
-    from harness.tracking.store import git_state
+    from nirbench.harness.bench.eval import machine_description
+    from nirbench.harness.train.engine import resolve_device
+    from nirbench.harness.tracking.store import git_state
 
     say = progress or (lambda message: None)
     dev = resolve_device(device)

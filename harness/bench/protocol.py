@@ -42,7 +42,7 @@ DATASETS = ("synth-cub", "synth-cars", "synth-sop")
 
 def protocol_config(dataset: str, method: str = "proxy_anchor") -> Any:
     """The default grid's baseline configuration of ``method`` on ``dataset`` (seed 0)."""
-    from harness.grid.plan import load_grid
+    from nirbench.harness.grid.plan import load_grid
 
     plan = load_grid(DEFAULT_GRID)
     for cfg in plan.configs:
@@ -54,7 +54,7 @@ def protocol_config(dataset: str, method: str = "proxy_anchor") -> Any:
 
 def old_default_config(cfg: Any) -> Any:
     """``cfg`` with the old default's step and evaluation settings (``BEFORE_OVERRIDES``)."""
-    from harness.config import build_config, set_dotted
+    from nirbench.harness.config import build_config, set_dotted
 
     raw = cfg.to_dict()
     for key, value in BEFORE_OVERRIDES.items():
@@ -68,10 +68,10 @@ def time_epoch(cfg: Any, cache_dir: Path) -> dict[str, float]:
     for a pretraining)."""
     import dataclasses
 
-    from harness.data import load_dataset
-    from harness.data.sampler import ClassBalancedBatchSampler
-    from harness.evaluation.cadence import is_eval_epoch, is_full_eval_epoch
-    from harness.train.engine import build_trainer, evaluate, train_one_epoch
+    from nirbench.harness.data import load_dataset
+    from nirbench.harness.data.sampler import ClassBalancedBatchSampler
+    from nirbench.harness.evaluation.cadence import is_eval_epoch, is_full_eval_epoch
+    from nirbench.harness.train.engine import build_trainer, evaluate, train_one_epoch
 
     cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, pretrained=False,
                                                                 weights=None))

@@ -31,7 +31,7 @@ def run(
     rounds: int = 4, threads: int = 0, seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    from harness.train.engine import resolve_device
+    from nirbench.harness.train.engine import resolve_device
 
     say = progress or (lambda message: None)
     if threads > 0:
@@ -88,8 +88,8 @@ def run(
 
 def _make_step(arm: str, setting: dict[str, Any], classes: int, seed: int, dev: torch.device,
                images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
-    from harness.config import load_config
-    from harness.train.engine import build_trainer
+    from nirbench.harness.config import load_config
+    from nirbench.harness.train.engine import build_trainer
 
     overrides = [f"backbone.name={setting['backbone']}", "backbone.pretrained=false",
                  f"train.batch_size={setting['batch']}", "train.samples_per_class=2",
@@ -120,12 +120,12 @@ def _timed_step(step: Callable[[], None], dev: torch.device) -> float:
 
 
 def _load_average() -> float | None:
-    from harness.bench.eval import _load_average as load_average
+    from nirbench.harness.bench.eval import _load_average as load_average
 
     return load_average()
 
 
 def _cpu_name() -> str:
-    from harness.bench.eval import machine_description
+    from nirbench.harness.bench.eval import machine_description
 
     return machine_description()

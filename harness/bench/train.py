@@ -50,8 +50,8 @@ def run(*, device: str = "auto", backbones: tuple[str, ...] | None = None,
         precisions: tuple[str, ...] = ("fp32", "bf16"),
         channels_last: tuple[bool, ...] = (False, True), quick: bool = False, seed: int = 0,
         threads: int = 0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from harness.bench.eval import _load_average, machine_description
-    from harness.train.engine import resolve_device
+    from nirbench.harness.bench.eval import _load_average, machine_description
+    from nirbench.harness.train.engine import resolve_device
 
     say = progress or (lambda message: None)
     if threads > 0:
@@ -103,9 +103,9 @@ def run(*, device: str = "auto", backbones: tuple[str, ...] | None = None,
 def _cached_split(scratch: Path, setting: dict[str, Any], seed: int):
     """A CachedImageSplit of steps x batch generated photographs in batch / 2 classes, so one
     epoch of the class-balanced sampler is exactly ``steps`` batches."""
-    from harness.bench.data import generate_jpegs
-    from harness.data.real.cache import open_or_build
-    from harness.data.real.split import CachedImageSplit
+    from nirbench.harness.bench.data import generate_jpegs
+    from nirbench.harness.data.real.cache import open_or_build
+    from nirbench.harness.data.real.split import CachedImageSplit
 
     n = setting["steps"] * setting["batch"]
     classes = setting["batch"] // 2
@@ -123,9 +123,9 @@ def _cached_split(scratch: Path, setting: dict[str, Any], seed: int):
 
 def _measure(split, setting: dict[str, Any], dev: torch.device, backbone: str, use_nir: bool,
              precision: str, channels_last: bool, seed: int) -> dict[str, Any]:
-    from harness.config import load_config
-    from harness.data.sampler import ClassBalancedBatchSampler
-    from harness.train.engine import build_trainer, train_one_epoch
+    from nirbench.harness.config import load_config
+    from nirbench.harness.data.sampler import ClassBalancedBatchSampler
+    from nirbench.harness.train.engine import build_trainer, train_one_epoch
 
     batch, steps = setting["batch"], setting["steps"]
     cfg = load_config(None, [

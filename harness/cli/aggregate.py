@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli.common import results_dir_arg
+from nirbench.harness.cli.common import results_dir_arg
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from harness.results import write_tables
-    from harness.tracking.store import Tracker
+    from nirbench.harness.results import write_tables
+    from nirbench.harness.tracking.store import Tracker
 
     import shlex
 

@@ -294,7 +294,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
-    from harness.bench import train as bench_train
+    from nirbench.harness.bench import train as bench_train
 
     def flags(text: str, kind) -> tuple:
         return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
@@ -326,7 +326,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_gpu_check(args: argparse.Namespace) -> int:
-    from harness.bench import gpu_check
+    from nirbench.harness.bench import gpu_check
 
     result = gpu_check.run(out=args.out, device=args.device, quick=args.quick,
                            budget_s=args.budget_s, only=args.only, results_dir=args.results_dir,
@@ -342,7 +342,7 @@ def cmd_bench_gpu_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_cache(args: argparse.Namespace) -> int:
-    from harness.bench import cache_size
+    from nirbench.harness.bench import cache_size
 
     datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
     result = cache_size.run(datasets=datasets, images=args.images, workers=args.workers,
@@ -362,8 +362,8 @@ def cmd_bench_cache(args: argparse.Namespace) -> int:
 def cmd_bench_convergence(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from harness.bench import convergence
-    from harness.cli.common import results_dir_arg
+    from nirbench.harness.bench import convergence
+    from nirbench.harness.cli.common import results_dir_arg
 
     result = convergence.check(results_dir_arg(args.results_dir), args.grid,
                                Path(args.figure) if args.figure else None)
@@ -380,8 +380,8 @@ def cmd_bench_convergence(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_protocol(args: argparse.Namespace) -> int:
-    from harness.bench import protocol as bench_protocol
-    from harness.cli.common import results_dir_arg
+    from nirbench.harness.bench import protocol as bench_protocol
+    from nirbench.harness.cli.common import results_dir_arg
 
     datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
     result = bench_protocol.run(datasets, threads=args.threads,
@@ -400,7 +400,7 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_eval(args: argparse.Namespace) -> int:
-    from harness.bench import eval as bench_eval
+    from nirbench.harness.bench import eval as bench_eval
 
     result = bench_eval.run(args.n, args.dim, args.classes, seed=args.seed, noise=args.noise,
                             repeat=args.repeat, threads=args.threads, pml=not args.no_pml,
@@ -411,7 +411,7 @@ def cmd_bench_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_step(args: argparse.Namespace) -> int:
-    from harness.bench import step as bench_step
+    from nirbench.harness.bench import step as bench_step
 
     result = bench_step.run(device=args.device, backbone=args.backbone, batch=args.batch,
                             image_px=args.image_px, classes=args.classes, steps=args.steps,
@@ -424,7 +424,7 @@ def cmd_bench_step(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
-    from harness.bench import data as bench_data
+    from nirbench.harness.bench import data as bench_data
 
     result = bench_data.run(root=args.root, workers=args.workers, batch=args.batch,
                             batches=args.batches, rounds=args.rounds, images=args.images,

@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from harness.data.real.check import check_dataset
+    from nirbench.harness.data.real.check import check_dataset
 
     quiet = args.json or getattr(args, "quiet", False)
     report = check_dataset(args.dataset, args.root, decode=not args.no_decode,
@@ -84,7 +84,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _print(report: dict[str, Any], as_json: bool) -> None:
-    from harness.data.real.official_ids import format_ids
+    from nirbench.harness.data.real.official_ids import format_ids
 
     if as_json:
         print(json.dumps(report))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from harness.cli.common import results_dir_arg
+from nirbench.harness.cli.common import results_dir_arg
 
 DESCRIPTION = """\
 Can this machine run the paper profile? Checks, one line each, OK or what to do:
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from harness.doctor import run
+    from nirbench.harness.doctor import run
 
     report = run(args.data_root, results_dir_arg(args.results_dir))
     if args.json:

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from harness.evaluation.metrics import compute_metrics
+    from nirbench.harness.evaluation.metrics import compute_metrics
 
     embeddings = np.load(args.embeddings)
     labels = np.load(args.labels)
@@ -38,7 +38,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--recall-at must be comma-separated integers, got {args.recall_at!r}")
     metrics = compute_metrics(embeddings, labels, recall_at, nmi=not args.no_nmi)
     if args.structure:
-        from harness.evaluation.structure import structure_metrics
+        from nirbench.harness.evaluation.structure import structure_metrics
 
         metrics.update(structure_metrics(embeddings, labels))
     print(json.dumps(metrics))

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.cli.common import results_dir_arg
+from nirbench.harness.cli.common import results_dir_arg
 
 WORKERS_HELP = ("how many runs at once on this machine (local executor): an integer or auto "
                 "(default): one per GPU x --runs-per-gpu on a GPU machine, 2 on a CPU with 2+ "
@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                         "threads)")
     p.add_argument("--no-progress", action="store_true",
                    help="accepted for compatibility; runs in workers never draw per-epoch bars")
-    from harness.cli.slurm import add_slurm_arguments
+    from nirbench.harness.cli.slurm import add_slurm_arguments
 
     add_slurm_arguments(p, resources=False)
     p.set_defaults(func=cmd_grid)
@@ -94,15 +94,15 @@ def _workers(value: str) -> int | None:
 def make_executor(args: argparse.Namespace):
     log_level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
     if args.executor == "inline":
-        from harness.grid.executors.inline import InlineExecutor
+        from nirbench.harness.grid.executors.inline import InlineExecutor
 
         return InlineExecutor()
     if args.executor == "ray":
-        from harness.grid.executors.ray_executor import RayExecutor
+        from nirbench.harness.grid.executors.ray_executor import RayExecutor
 
         return RayExecutor(args.address, gpus_per_run=args.gpus_per_run,
                            cpus_per_run=args.cpus_per_run)
-    from harness.grid.executors.local import LocalExecutor
+    from nirbench.harness.grid.executors.local import LocalExecutor
 
     # Workers log warnings only: N runs' per-epoch INFO lines interleaved would bury the progress.
     return LocalExecutor(args.workers, runs_per_gpu=args.runs_per_gpu,
@@ -110,16 +110,16 @@ def make_executor(args: argparse.Namespace):
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from harness.grid.executors import Job, JobSettings, default_imports
-    from harness.grid.plan import (ELSEWHERE, FAILED, FINISHED, NEW, RESUMABLE, config_states,
+    from nirbench.harness.grid.executors import Job, JobSettings, default_imports
+    from nirbench.harness.grid.plan import (ELSEWHERE, FAILED, FINISHED, NEW, RESUMABLE, config_states,
                                    load_grid, longest_first, select_configs,
                                    write_plan_record)
-    from harness.grid.progress import GridProgress, format_duration
-    from harness.train.runner import command_line
-    from harness.tracking.store import Tracker
+    from nirbench.harness.grid.progress import GridProgress, format_duration
+    from nirbench.harness.train.runner import command_line
+    from nirbench.harness.tracking.store import Tracker
 
     if args.executor == "slurm" or args.status:  # submit-and-return, or the status view
-        from harness.cli.slurm import cmd_grid_slurm
+        from nirbench.harness.cli.slurm import cmd_grid_slurm
 
         return cmd_grid_slurm(args)
     plan = load_grid(args.grid_file, args.overrides)  # a bad entry fails here, before any run
@@ -220,7 +220,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 def prepare_pretrained(todo: list, results: Path) -> None:
     """Build the embedded pretraining weights the grid's runs start from before any worker
     starts (cached: a no-op after the first time), so that no run waits on another for them."""
-    from harness.train.runner import pretrained_weights
+    from nirbench.harness.train.runner import pretrained_weights
 
     for cfg in {st.cfg.backbone.weights: st.cfg for st in todo
                 if st.cfg.backbone.weights is not None}.values():
@@ -236,7 +236,7 @@ def overhead_line(results: list, wall: float, workers: int) -> str:
     """Where the workers' time went: inside the runs' epochs, in each run's set-up and
     book-keeping (data, model, MLflow, checkpoint artifact), or idle (waiting for the last
     runs at the end of the grid)."""
-    from harness.grid.progress import format_duration
+    from nirbench.harness.grid.progress import format_duration
 
     trained = [r for r in results if r.status == "finished"]
     epochs = sum(r.train_s for r in trained)

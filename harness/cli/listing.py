@@ -31,11 +31,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def list_entries(what: str) -> list[dict]:
     if what == "datasets":
-        from harness.data import DATASETS
+        from nirbench.harness.data import DATASETS
 
         return [{"name": n, "recall_at": ",".join(map(str, i.recall_at)), "needs_root": i.needs_root,
                  "description": i.description} for n, i in DATASETS.items()]
-    from methods import METHODS, REGULARIZERS
+    from nirbench.methods import METHODS, REGULARIZERS
 
     if what == "regularizers":
         return [{"name": n, "needs_proxies": i.needs_proxies, "paper": i.paper}

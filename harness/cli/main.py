@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from harness.cli.common import common_options
+from nirbench.harness.cli.common import common_options
 
 log = logging.getLogger("nirbench")
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a clear one-line error; the traceback only with --debug
         if getattr(args, "debug", False):
             raise
-        from harness.config import ConfigError
+        from nirbench.harness.config import ConfigError
 
         kind = "config error" if isinstance(err, ConfigError) else type(err).__name__
         print(f"nirbench: {kind}: {err}", file=sys.stderr)
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     common = common_options()
     for name in SUBCOMMANDS:
-        importlib.import_module(f"harness.cli.{name}").register(sub, common)
+        importlib.import_module(f"nirbench.harness.cli.{name}").register(sub, common)
     return parser
 
 

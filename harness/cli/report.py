@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.common import results_dir_arg
+from nirbench.harness.cli.common import results_dir_arg
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from dashboards.mlflow_ui import ui_command
-    from dashboards.report import build_report, command_line
+    from nirbench.dashboards.mlflow_ui import ui_command
+    from nirbench.dashboards.report import build_report, command_line
 
     results = results_dir_arg(args.results_dir)
     report = build_report(results, tables_dir=Path(args.tables) if args.tables else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from harness.cli.common import progress_bars, results_dir_arg
+from nirbench.harness.cli.common import progress_bars, results_dir_arg
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.config import load_config
-    from harness.train.runner import execute
-    from harness.tracking.store import Tracker
+    from nirbench.harness.config import load_config
+    from nirbench.harness.train.runner import execute
+    from nirbench.harness.tracking.store import Tracker
 
     cfg = load_config(args.config, args.overrides)
     results = results_dir_arg(args.results_dir)

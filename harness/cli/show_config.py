@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from harness.config import load_config
+    from nirbench.harness.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     print(cfg.to_yaml(), end="")

@@ -53,7 +53,7 @@ def add_slurm_arguments(p: argparse.ArgumentParser, *, resources: bool) -> None:
 
 
 def slurm_options(args: argparse.Namespace):
-    from harness.grid.executors.slurm import SlurmOptions, parse_extra, parse_time
+    from nirbench.harness.grid.executors.slurm import SlurmOptions, parse_extra, parse_time
 
     gpus = args.gpus_per_run or 0
     if gpus != int(gpus):
@@ -67,14 +67,14 @@ def slurm_options(args: argparse.Namespace):
 
 # ============================================================================ grid
 def cmd_grid_slurm(args: argparse.Namespace) -> int:
-    from harness.cli.common import results_dir_arg
-    from harness.grid.executors import Job, JobSettings, default_imports
-    from harness.grid.executors.slurm import SlurmExecutor, latest_tasks, slurm_folder
-    from harness.grid.executors.slurm_status import query
-    from harness.grid.plan import (ELSEWHERE, FAILED, FINISHED, NEW, RESUMABLE, config_states,
+    from nirbench.harness.cli.common import results_dir_arg
+    from nirbench.harness.grid.executors import Job, JobSettings, default_imports
+    from nirbench.harness.grid.executors.slurm import SlurmExecutor, latest_tasks, slurm_folder
+    from nirbench.harness.grid.executors.slurm_status import query
+    from nirbench.harness.grid.plan import (ELSEWHERE, FAILED, FINISHED, NEW, RESUMABLE, config_states,
                                    load_grid, select_configs)
-    from harness.train.runner import command_line
-    from harness.tracking.store import Tracker
+    from nirbench.harness.train.runner import command_line
+    from nirbench.harness.tracking.store import Tracker
 
     plan = load_grid(args.grid_file, args.overrides)
     plan.configs = select_configs(plan.configs, args.only)
@@ -163,10 +163,10 @@ def follow(sub: Any, jobs: list[Any], tracker: Any, folder: Path, *, already_don
            poll_s: float | None = None) -> list[Any]:
     """Wait for every task of ``sub`` to leave the queue, printing state changes; each task's
     result comes from submitit's result file, else from MLflow (a cancelled or killed task)."""
-    from harness.grid.executors import FAILED, FINISHED, JobResult
-    from harness.grid.executors.slurm import task_result
-    from harness.grid.executors.slurm_status import query
-    from harness.grid.progress import GridProgress
+    from nirbench.harness.grid.executors import FAILED, FINISHED, JobResult
+    from nirbench.harness.grid.executors.slurm import task_result
+    from nirbench.harness.grid.executors.slurm_status import query
+    from nirbench.harness.grid.progress import GridProgress
 
     progress = GridProgress(jobs, parallel=len(jobs), already_done=already_done)
     by_task = {task: job for (task, _, _), job in zip(sub.tasks, jobs)}
@@ -233,8 +233,8 @@ def print_states(states: list[Any], task_of: dict[str, Any], latest: dict[str, s
 
 def print_status(states: list[Any], task_of: dict[str, Any], latest: dict[str, str],
                  notes: list[str], folder: Path) -> int:
-    from harness.grid.executors.slurm_status import restarts
-    from harness.grid.plan import FAILED
+    from nirbench.harness.grid.executors.slurm_status import restarts
+    from nirbench.harness.grid.plan import FAILED
 
     # Only the controller knows the requeue count (scontrol), and only of tasks it still holds.
     task_of = {h: (dataclasses.replace(t, restarts=restarts(t.task))
@@ -260,12 +260,12 @@ def print_status(states: list[Any], task_of: dict[str, Any], latest: dict[str, s
 
 # ============================================================================ tune
 def cmd_tune_slurm(args: argparse.Namespace) -> int:
-    from harness.cli.common import results_dir_arg
-    from harness.grid.executors import default_imports
-    from harness.grid.executors.slurm import SearchTask, SlurmExecutor, slurm_folder
-    from harness.search.storage import (dashboard_command, display_location, is_url,
+    from nirbench.harness.cli.common import results_dir_arg
+    from nirbench.harness.grid.executors import default_imports
+    from nirbench.harness.grid.executors.slurm import SearchTask, SlurmExecutor, slurm_folder
+    from nirbench.harness.search.storage import (dashboard_command, display_location, is_url,
                                         storage_location)
-    from harness.search.tune_file import load_tune_config
+    from nirbench.harness.search.tune_file import load_tune_config
 
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
@@ -303,8 +303,8 @@ def cmd_tune_slurm(args: argparse.Namespace) -> int:
 
 
 def wait_for_workers(sub: Any, folder: Path, poll_s: float | None = None) -> int:
-    from harness.grid.executors.slurm import task_result
-    from harness.grid.executors.slurm_status import query
+    from nirbench.harness.grid.executors.slurm import task_result
+    from nirbench.harness.grid.executors.slurm_status import query
 
     left = {task for task, _, _ in sub.tasks}
     started = time.monotonic()

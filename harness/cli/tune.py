@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.cli.common import progress_bars, results_dir_arg
+from nirbench.harness.cli.common import progress_bars, results_dir_arg
 
 
 TUNE_HELP = """\
@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                         "on one machine, start this command in N shells instead")
     p.add_argument("--dry-run", action="store_true",
                    help="slurm executor: print the sbatch script and submit nothing")
-    from harness.cli.slurm import add_slurm_arguments
+    from nirbench.harness.cli.slurm import add_slurm_arguments
 
     add_slurm_arguments(p, resources=True)
     p.set_defaults(func=cmd_tune)
@@ -76,16 +76,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def cmd_tune(args: argparse.Namespace) -> int:
     if args.executor == "slurm":
-        from harness.cli.slurm import cmd_tune_slurm
+        from nirbench.harness.cli.slurm import cmd_tune_slurm
 
         return cmd_tune_slurm(args)
     if args.workers != 1 or args.dry_run:
         raise ValueError("--workers and --dry-run apply to --executor slurm; on one machine "
                          "start the same command in several shells to share the study")
-    from harness.search.final import final_metric
-    from harness.search.storage import dashboard_command, storage_location
-    from harness.search.study import run_search
-    from harness.search.tune_file import load_tune_config
+    from nirbench.harness.search.final import final_metric
+    from nirbench.harness.search.storage import dashboard_command, storage_location
+    from nirbench.harness.search.study import run_search
+    from nirbench.harness.search.tune_file import load_tune_config
 
     tc = load_tune_config(args.config, args.overrides, arm=args.arm, n_trials=args.n_trials,
                           study=args.study, storage=args.storage, final_seeds=args.final_seeds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from harness.cli.common import results_dir_arg
+from nirbench.harness.cli.common import results_dir_arg
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from dashboards.mlflow_ui import ui_command
+    from nirbench.dashboards.mlflow_ui import ui_command
 
     command = ui_command(results_dir_arg(args.results_dir))
     if not args.start:

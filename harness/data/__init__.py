@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.data import synthetic  # noqa: F401  (registers synth-cub, synth-cars, synth-sop)
-from harness.data import real  # noqa: F401  (registers cub200, cars196, sop)
-from harness.data.base import DATASETS, DatasetBundle, DatasetInfo, ImageSplit
+from nirbench.harness.data import synthetic  # noqa: F401  (registers synth-cub, synth-cars, synth-sop)
+from nirbench.harness.data import real  # noqa: F401  (registers cub200, cars196, sop)
+from nirbench.harness.data.base import DATASETS, DatasetBundle, DatasetInfo, ImageSplit
 
 __all__ = ["DATASETS", "DatasetBundle", "DatasetInfo", "ImageSplit", "load_dataset"]
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from harness.registry import Registry
+from nirbench.harness.registry import Registry
 
 
 @dataclass
@@ -38,13 +38,13 @@ class ImageSplit:
                     generator: torch.Generator) -> torch.Tensor:
         """Augmented float32 (B, 3, h, w) training images at positions ``idx``, on ``device``.
         All randomness comes from ``generator`` (seeded by (seed, epoch): identical in both arms)."""
-        from harness.data.augment import train_augment
+        from nirbench.harness.data.augment import train_augment
 
         return train_augment(self.images[idx].to(device), generator)
 
     def eval_batch(self, start: int, stop: int, device: torch.device) -> torch.Tensor:
         """Deterministic float32 (B, 3, h, w) evaluation images ``start:stop``, on ``device``."""
-        from harness.data.augment import eval_transform
+        from nirbench.harness.data.augment import eval_transform
 
         return eval_transform(self.images[start:stop].to(device))
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.data.base import DatasetBundle, ImageSplit
+from nirbench.harness.data.base import DatasetBundle, ImageSplit
 
 MIN_CLASSES = 2  # each side needs at least two classes for retrieval metrics to mean anything
 

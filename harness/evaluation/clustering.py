@@ -25,7 +25,7 @@ import faiss
 import numpy as np
 import torch
 
-from harness.evaluation.knn import Capabilities, probe, top_along_rows
+from nirbench.harness.evaluation.knn import Capabilities, probe, top_along_rows
 
 KMEANS_ENGINES = ("auto", "faiss-cpu", "faiss-gpu", "torch-cpu", "torch-cuda")
 _MAX_MOVERS = 1024  # centroids whose distances to every sample are measured after an update

@@ -26,10 +26,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
-from harness.evaluation.clustering import kmeans_assign
-from harness.evaluation.knn import (DEFAULT_CHUNK_SIZE, approximate_settings, iter_approximate_knn, iter_knn,
+from nirbench.harness.evaluation.clustering import kmeans_assign
+from nirbench.harness.evaluation.knn import (DEFAULT_CHUNK_SIZE, approximate_settings, iter_approximate_knn, iter_knn,
                          search_rows)
-from harness.evaluation.knn import knn as _knn
+from nirbench.harness.evaluation.knn import knn as _knn
 
 MAP_CUTOFF = 1000  # the "1000" of the NIR code's mAP_1000
 KMEANS_NITER = 20

@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from harness.config import (ConfigError, IncompatiblePairError, RunConfig, build_config,
+from nirbench.harness.config import (ConfigError, IncompatiblePairError, RunConfig, build_config,
                             read_yaml, set_dotted)
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class GridPlan:
     compare: list[tuple[str, str]] = field(default_factory=list)  # declared (arm A, arm B)
 
     def arms(self) -> list[str]:
-        from harness.results.arms import arm_of_config, arm_order
+        from nirbench.harness.results.arms import arm_of_config, arm_order
 
         return sorted({arm_of_config(c) for c in self.configs}, key=arm_order)
 
@@ -121,7 +121,7 @@ def write_plan_record(results_dir: Path, plan: GridPlan, grid_file: str) -> Path
     """What the grid ran, for the tables: its arms and the comparisons it declared."""
     import json
 
-    from harness.results.arms import arm_order
+    from nirbench.harness.results.arms import arm_order
 
     path = plan_record_path(results_dir, plan.name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,8 +255,8 @@ def config_states(plan: GridPlan, tracker: Any, results_dir: Path) -> list[Confi
     """Each configuration of ``plan`` with its state: FINISHED in MLflow; RUNNING ELSEWHERE (a
     live process holds its lock); FAILED (not rerun unless --retry-failed); RESUMABLE (an
     interrupted or killed run, with the epoch its checkpoint reached); or NEW."""
-    from harness.tracking.run_lock import held_elsewhere
-    from harness.train.runner import run_dir
+    from nirbench.harness.tracking.run_lock import held_elsewhere
+    from nirbench.harness.train.runner import run_dir
 
     by_hash: dict[str, list[Any]] = {}
     for run in tracker.runs():  # newest first

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import TextIO
 
-from harness.grid.executors.job import ELSEWHERE, FAILED, FINISHED, SKIPPED, Job, JobResult
+from nirbench.harness.grid.executors.job import ELSEWHERE, FAILED, FINISHED, SKIPPED, Job, JobResult
 
 
 def format_duration(seconds: float) -> str:

@@ -5,7 +5,7 @@ The pipeline, one file per step: ``collect`` (the only part that reads the track
 ``published``) -> ``layouts`` (``table.Table``s, named and ordered by ``display``) -> ``render``
 (Markdown, LaTeX, HTML) -> ``export`` (the files of RESULTS/tables/); ``plots`` draws the figures
 the report shows. This package re-exports the names other parts use."""
-from harness.results.analysis import (
+from nirbench.harness.results.analysis import (
                                       Analysis,
                                       PolicyResult,
                                       analyse,
@@ -13,9 +13,9 @@ from harness.results.analysis import (
                                       compare_published,
                                       summarize,
 )
-from harness.results.arms import arm_order, arm_title
-from harness.results.collect import Collected, collect, epochs_frame, load_tidy, runs_frame
-from harness.results.display import (
+from nirbench.harness.results.arms import arm_order, arm_title
+from nirbench.harness.results.collect import Collected, collect, epochs_frame, load_tidy, runs_frame
+from nirbench.harness.results.display import (
                                       METHOD_TITLES,
                                       dataset_rank,
                                       fmt,
@@ -23,10 +23,10 @@ from harness.results.display import (
                                       method_rank,
                                       metric_title,
 )
-from harness.results.export import TableFiles, policy_dir, write_tables
-from harness.results.frames import BASELINE, CELL, AggregationError
-from harness.results.layouts import NO_MARKS, Marks, layouts
-from harness.results.policies import (
+from nirbench.harness.results.export import TableFiles, policy_dir, write_tables
+from nirbench.harness.results.frames import BASELINE, CELL, AggregationError
+from nirbench.harness.results.layouts import NO_MARKS, Marks, layouts
+from nirbench.harness.results.policies import (
                                       BEST_TEST,
                                       BEST_VAL,
                                       LAST,
@@ -35,9 +35,9 @@ from harness.results.policies import (
                                       PolicyUnavailable,
                                       select_epochs,
 )
-from harness.results.render import TABLE_CSS, html_page, to_html, to_latex, to_markdown
-from harness.results.table import Cell, Column, Table
-from harness.results.verdicts import Verdict, verdicts
+from nirbench.harness.results.render import TABLE_CSS, html_page, to_html, to_latex, to_markdown
+from nirbench.harness.results.table import Cell, Column, Table
+from nirbench.harness.results.verdicts import Verdict, verdicts
 
 __all__ = ["NO_MARKS", "Marks", "Verdict", "arm_order", "arm_title", "method_rank", "verdicts",
            "AggregationError", "Analysis", "BASELINE", "BEST_TEST", "BEST_VAL", "CELL", "Cell",

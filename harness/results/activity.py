@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.results.frames import CELL
+from nirbench.harness.results.frames import CELL
 
 TAG_SUFFIX = ".inactive_from_epoch"
 INACTIVE_MARK = "‡"

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from harness.results import published as paper
-from harness.results import stats
-from harness.results.activity import activity_table
-from harness.results.arms import default_pairs
-from harness.results.convergence import convergence_table
-from harness.results.display import higher_is_better
-from harness.results.frames import BASELINE, CELL, AggregationError, metric_columns, with_arms
-from harness.results.policies import LAST, POLICIES, Policy, PolicyUnavailable, select_epochs
+from nirbench.harness.results import published as paper
+from nirbench.harness.results import stats
+from nirbench.harness.results.activity import activity_table
+from nirbench.harness.results.arms import default_pairs
+from nirbench.harness.results.convergence import convergence_table
+from nirbench.harness.results.display import higher_is_better
+from nirbench.harness.results.frames import BASELINE, CELL, AggregationError, metric_columns, with_arms
+from nirbench.harness.results.policies import LAST, POLICIES, Policy, PolicyUnavailable, select_epochs
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:

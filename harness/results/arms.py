@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from harness.config import RunConfig
+    from nirbench.harness.config import RunConfig
 
 BASELINE = "none"
 CONTROL_VARIANT = ("flow", "false")  # the control arm of issue 14: everything but the flow
@@ -37,7 +37,7 @@ def arm_key(regularizer: str, tags: Mapping[str, str]) -> str:
     """The arm of a run from its ``regularizer`` tag and its ``<regularizer>.<key>`` tags."""
     if not regularizer or regularizer == BASELINE:
         return BASELINE
-    from methods import REGULARIZERS
+    from nirbench.methods import REGULARIZERS
 
     if regularizer not in REGULARIZERS:  # a run of a regularizer this code no longer knows
         return regularizer
@@ -52,7 +52,7 @@ def arm_key(regularizer: str, tags: Mapping[str, str]) -> str:
 
 def arm_of_config(cfg: "RunConfig") -> str:
     """The arm a run of ``cfg`` will be tabled under (the same rule as for its tags)."""
-    from harness.tracking.store import run_tags
+    from nirbench.harness.tracking.store import run_tags
 
     return arm_key(cfg.regularizer_name, run_tags(cfg, grid=""))
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.results.arms import arm_key
-from harness.results.frames import CELL, IDENTITY, AggregationError, with_arms
-from harness.tracking.store import Tracker, metric_name
+from nirbench.harness.results.arms import arm_key
+from nirbench.harness.results.frames import CELL, IDENTITY, AggregationError, with_arms
+from nirbench.harness.tracking.store import Tracker, metric_name
 
 # Per-epoch series kept in the epochs frame: evaluation, loss terms, regularizer activity.
 EPOCH_PREFIXES = ("test", "val", "loss", "nir")
@@ -24,7 +24,7 @@ def runs_frame(tracker: Tracker, grid: str | None = None) -> pd.DataFrame:
     """One row per FINISHED run: ids, tags, final (last-epoch) test metrics (``recall@1``...).
     With ``grid``: the runs tagged with it, and the runs of every configuration the grid recorded
     (RESULTS/grids/<grid>.json) that another grid trained first."""
-    from harness.grid.plan import recorded_config_hashes
+    from nirbench.harness.grid.plan import recorded_config_hashes
 
     hashes = recorded_config_hashes(tracker.results_dir, grid) if grid else set()
     filter_string = f"tags.grid = '{grid}'" if grid and not hashes else ""

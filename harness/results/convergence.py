@@ -26,9 +26,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.evaluation.cadence import RISE_WINDOW, rise_window_start
-from harness.results.display import cell_title, in_reading_order
-from harness.results.frames import CELL
+from nirbench.harness.evaluation.cadence import RISE_WINDOW, rise_window_start
+from nirbench.harness.results.display import cell_title, in_reading_order
+from nirbench.harness.results.frames import CELL
 
 RISE_MARGIN_PP = 2.0  # percentage points of test R@1: the budget rule's tolerance
 RISE_METRIC = "test/recall@1"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from harness.results.arms import BASELINE, arm_order, arm_title
+from nirbench.harness.results.arms import BASELINE, arm_order, arm_title
 
 if TYPE_CHECKING:
     import pandas as pd

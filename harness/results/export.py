@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.grid.plan import declared_pairs
-from harness.results import convergence, stats
-from harness.results.analysis import Analysis, PolicyResult, analyse
-from harness.results.collect import collect
-from harness.results.layouts import NO_MARKS, Marks, layouts
-from harness.results.policies import LAST, Policy
-from harness.results.render import html_page, to_html, to_latex, to_markdown
-from harness.results.table import Table
-from harness.results.verdicts import verdicts
-from harness.tracking.store import Tracker
+from nirbench.harness.grid.plan import declared_pairs
+from nirbench.harness.results import convergence, stats
+from nirbench.harness.results.analysis import Analysis, PolicyResult, analyse
+from nirbench.harness.results.collect import collect
+from nirbench.harness.results.layouts import NO_MARKS, Marks, layouts
+from nirbench.harness.results.policies import LAST, Policy
+from nirbench.harness.results.render import html_page, to_html, to_latex, to_markdown
+from nirbench.harness.results.table import Table
+from nirbench.harness.results.verdicts import verdicts
+from nirbench.harness.tracking.store import Tracker
 
 
 # ============================================================== files

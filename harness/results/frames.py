@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.results.arms import BASELINE, arm_key
+from nirbench.harness.results.arms import BASELINE, arm_key
 
 IDENTITY = ("run_id", "dataset", "method", "regularizer", "arm", "seed", "backbone",
             "config_hash", "arm_hash", "grid", "git_sha")

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from harness.results import activity, convergence, stats
-from harness.results import published as paper
-from harness.results.analysis import Analysis, PolicyResult
-from harness.results.arms import arm_order, ladders
-from harness.results.display import (
+from nirbench.harness.results import activity, convergence, stats
+from nirbench.harness.results import published as paper
+from nirbench.harness.results.analysis import Analysis, PolicyResult
+from nirbench.harness.results.arms import arm_order, ladders
+from nirbench.harness.results.display import (
     KEY_METRICS,
     METHOD_TITLES,
     STRUCTURE_METRICS,
@@ -32,9 +32,9 @@ from harness.results.display import (
     metric_title,
     pair_title,
 )
-from harness.results.frames import CELL
-from harness.results.policies import BEST_TEST, Policy
-from harness.results.table import MISSING, Cell, Column, Table
+from nirbench.harness.results.frames import CELL
+from nirbench.harness.results.policies import BEST_TEST, Policy
+from nirbench.harness.results.table import MISSING, Cell, Column, Table
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import pandas as pd
 # display, no global backend switch and no figure registry that leaks memory across calls.
 from matplotlib.figure import Figure as MplFigure
 
-from harness.results.arms import BASELINE, arm_order, arm_title
-from harness.results.display import (METHOD_TITLES, STRUCTURE_METRICS, dataset_rank, is_percent,
+from nirbench.harness.results.arms import BASELINE, arm_order, arm_title
+from nirbench.harness.results.display import (METHOD_TITLES, STRUCTURE_METRICS, dataset_rank, is_percent,
                                      method_rank, metric_title, pair_title)
 
 BASE_COLOR, ARM_COLORS = "#4c72b0", ("#dd8452", "#55a868", "#c44e52", "#8172b3")

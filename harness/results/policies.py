@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.results.frames import AggregationError
+from nirbench.harness.results.frames import AggregationError
 
 
 # ============================================================== model-selection policies

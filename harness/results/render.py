@@ -6,7 +6,7 @@ import html
 import re
 from collections.abc import Callable
 
-from harness.results.table import Column, Table
+from nirbench.harness.results.table import Column, Table
 
 
 # ============================================================== renderers

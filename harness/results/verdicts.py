@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.results.analysis import Analysis
-from harness.results.arms import arm_order
-from harness.results.display import METHOD_TITLES, dataset_rank, fmt, method_rank, pair_title
-from harness.results.layouts import NO_MARKS, Marks
-from harness.results.policies import LAST, Policy
+from nirbench.harness.results.analysis import Analysis
+from nirbench.harness.results.arms import arm_order
+from nirbench.harness.results.display import METHOD_TITLES, dataset_rank, fmt, method_rank, pair_title
+from nirbench.harness.results.layouts import NO_MARKS, Marks
+from nirbench.harness.results.policies import LAST, Policy
 
 HEADLINE_METRIC = "recall@1"
 

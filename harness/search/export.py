@@ -9,12 +9,12 @@ from typing import Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.search.attributes import ERROR_ATTR, PARENT_ATTR, SURPLUS_ATTR, counts
-from harness.search.outcomes import SearchOutcome, TrialReport, format_value
-from harness.search.plots import draw_plots
-from harness.search.storage import SEARCH_DIR, display_location, storage_location
-from harness.search.tune_file import TuneConfig
-from harness.tracking.store import Tracker
+from nirbench.harness.search.attributes import ERROR_ATTR, PARENT_ATTR, SURPLUS_ATTR, counts
+from nirbench.harness.search.outcomes import SearchOutcome, TrialReport, format_value
+from nirbench.harness.search.plots import draw_plots
+from nirbench.harness.search.storage import SEARCH_DIR, display_location, storage_location
+from nirbench.harness.search.tune_file import TuneConfig
+from nirbench.harness.tracking.store import Tracker
 
 
 # ============================================================================ results

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from harness.search.outcomes import FinalRun, SearchOutcome
-from harness.search.tune_file import TuneConfig
-from harness.tracking.store import Tracker
-from harness.train.runner import execute
+from nirbench.harness.search.outcomes import FinalRun, SearchOutcome
+from nirbench.harness.search.tune_file import TuneConfig
+from nirbench.harness.tracking.store import Tracker
+from nirbench.harness.train.runner import execute
 
 
 # ============================================================================ final runs

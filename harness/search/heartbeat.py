@@ -17,10 +17,10 @@ from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.search.attributes import HEARTBEAT_ATTR, WORKER_ATTR
-from harness.search.storage import display_location, native_heartbeat, storage_location
-from harness.search.tune_file import TuneConfig
-from harness.tracking.store import Tracker
+from nirbench.harness.search.attributes import HEARTBEAT_ATTR, WORKER_ATTR
+from nirbench.harness.search.storage import display_location, native_heartbeat, storage_location
+from nirbench.harness.search.tune_file import TuneConfig
+from nirbench.harness.tracking.store import Tracker
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import optuna
 
-from harness.search.attributes import PARENT_ATTR
-from harness.search.storage import display_location
-from harness.search.tune_file import TuneConfig, flat_params
-from harness.tracking.store import Tracker
+from nirbench.harness.search.attributes import PARENT_ATTR
+from nirbench.harness.search.storage import display_location
+from nirbench.harness.search.tune_file import TuneConfig, flat_params
+from nirbench.harness.tracking.store import Tracker
 
 
 def parent_tags(tc: TuneConfig, location: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.search.tune_file import TuneConfig
+from nirbench.harness.search.tune_file import TuneConfig
 
 
 def _plot_value(t: FrozenTrial) -> float | None:

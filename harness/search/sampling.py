@@ -17,7 +17,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from harness.search.tune_file import ParamSpec, TuneConfig
+from nirbench.harness.search.tune_file import ParamSpec, TuneConfig
 
 
 # ============================================================================ sampler, pruner

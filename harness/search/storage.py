@@ -11,7 +11,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from harness.search.tune_file import TuneConfig
+from nirbench.harness.search.tune_file import TuneConfig
 
 log = logging.getLogger(__name__)
 

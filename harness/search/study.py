@@ -39,18 +39,18 @@ from typing import Callable
 import optuna
 from optuna.storages import BaseStorage
 
-from harness.config import ConfigError
-from harness.search.attributes import PARENT_ATTR, SearchError, counts
-from harness.search.export import finalize
-from harness.search.final import run_final
-from harness.search.heartbeat import fail_stale_trials
-from harness.search.outcomes import SearchOutcome, TrialReport, format_value
-from harness.search.parent_run import ensure_parent, reconcile_parent
-from harness.search.sampling import make_pruner, make_sampler
-from harness.search.storage import open_storage, storage_location
-from harness.search.trial import Objective, run_one
-from harness.search.tune_file import TuneConfig
-from harness.tracking.store import SEARCH_EXPERIMENT, Tracker
+from nirbench.harness.config import ConfigError
+from nirbench.harness.search.attributes import PARENT_ATTR, SearchError, counts
+from nirbench.harness.search.export import finalize
+from nirbench.harness.search.final import run_final
+from nirbench.harness.search.heartbeat import fail_stale_trials
+from nirbench.harness.search.outcomes import SearchOutcome, TrialReport, format_value
+from nirbench.harness.search.parent_run import ensure_parent, reconcile_parent
+from nirbench.harness.search.sampling import make_pruner, make_sampler
+from nirbench.harness.search.storage import open_storage, storage_location
+from nirbench.harness.search.trial import Objective, run_one
+from nirbench.harness.search.tune_file import TuneConfig
+from nirbench.harness.tracking.store import SEARCH_EXPERIMENT, Tracker
 
 
 POLL_S = 2.0  # how often a worker waiting for other workers' trials looks again

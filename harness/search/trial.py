@@ -14,7 +14,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import Trial, TrialState
 
-from harness.search.attributes import (
+from nirbench.harness.search.attributes import (
     DONE,
     ERROR_ATTR,
     HEARTBEAT_ATTR,
@@ -22,14 +22,14 @@ from harness.search.attributes import (
     WORKER_ATTR,
     SearchError,
 )
-from harness.search.heartbeat import Heartbeat, this_worker
-from harness.search.outcomes import TrialReport
-from harness.search.sampling import suggest
-from harness.search.storage import display_location, native_heartbeat
-from harness.search.tune_file import TuneConfig
-from harness.tracking.store import Tracker
-from harness.train.engine import RunPruned
-from harness.train.runner import execute
+from nirbench.harness.search.heartbeat import Heartbeat, this_worker
+from nirbench.harness.search.outcomes import TrialReport
+from nirbench.harness.search.sampling import suggest
+from nirbench.harness.search.storage import display_location, native_heartbeat
+from nirbench.harness.search.tune_file import TuneConfig
+from nirbench.harness.tracking.store import Tracker
+from nirbench.harness.train.engine import RunPruned
+from nirbench.harness.train.runner import execute
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.config import (
+from nirbench.harness.config import (
     DEFAULT_CONFIG,
     ConfigError,
     RunConfig,
@@ -52,7 +52,7 @@ from harness.config import (
     read_yaml,
     set_dotted,
 )
-from harness.registry import closest_match_hint
+from nirbench.harness.registry import closest_match_hint
 
 ARMS = ("nir", "baseline")
 SAMPLERS = {"tpe": {"n_startup_trials": int, "multivariate": bool, "constant_liar": bool,
@@ -339,7 +339,7 @@ def _component(kind: str, raw: Any, table: dict[str, dict[str, type]]) -> tuple[
 
 
 def _registered_space(tc: TuneConfig) -> dict[str, Any]:
-    from methods import METHODS, REGULARIZERS
+    from nirbench.methods import METHODS, REGULARIZERS
 
     if tc.arm == "nir":
         assert tc.base.regularizer is not None

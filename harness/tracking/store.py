@@ -41,7 +41,7 @@ from urllib.parse import urlparse
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from harness.config import RunConfig
+from nirbench.harness.config import RunConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,7 +123,7 @@ def run_tags(cfg: RunConfig, grid: str) -> dict[str, str]:
             "config_hash": cfg.config_hash, "arm_hash": cfg.arm_hash,
             "git_sha": sha, "git_dirty": dirty, "grid": grid}
     if cfg.regularizer is not None:  # which published variant ran (PAPER.md: say it in the tags)
-        from methods import REGULARIZERS
+        from nirbench.methods import REGULARIZERS
 
         info = REGULARIZERS.get(cfg.regularizer.name)
         params = {**info.defaults, **cfg.regularizer.params}

@@ -30,9 +30,9 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from harness.data.base import ImageSplit
-from harness.data.sampler import ClassBalancedBatchSampler
-from harness.train.objective import Objective
+from nirbench.harness.data.base import ImageSplit
+from nirbench.harness.data.sampler import ClassBalancedBatchSampler
+from nirbench.harness.train.objective import Objective
 
 INACTIVE_RATIO = 1e-3
 NEVER = "never"

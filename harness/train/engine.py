@@ -24,15 +24,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from harness.config import RunConfig
-from harness.data.base import DatasetBundle, ImageSplit
-from harness.data.sampler import ClassBalancedBatchSampler
-from harness.evaluation.cadence import is_eval_epoch, is_full_eval_epoch
-from harness.evaluation.metrics import SHALLOW_RANKING_METRICS, compute_metrics, retrieval_metrics
-from harness.evaluation.structure import structure_metrics
-from harness.train.diagnostics import PROBE_AUGMENT_STREAM, PROBE_EPOCH, probe_batch, run_probe
-from harness.train.models import EmbeddingModel, build_model
-from harness.train.objective import Objective, build_objective
+from nirbench.harness.config import RunConfig
+from nirbench.harness.data.base import DatasetBundle, ImageSplit
+from nirbench.harness.data.sampler import ClassBalancedBatchSampler
+from nirbench.harness.evaluation.cadence import is_eval_epoch, is_full_eval_epoch
+from nirbench.harness.evaluation.metrics import SHALLOW_RANKING_METRICS, compute_metrics, retrieval_metrics
+from nirbench.harness.evaluation.structure import structure_metrics
+from nirbench.harness.train.diagnostics import PROBE_AUGMENT_STREAM, PROBE_EPOCH, probe_batch, run_probe
+from nirbench.harness.train.models import EmbeddingModel, build_model
+from nirbench.harness.train.objective import Objective, build_objective
 
 log = logging.getLogger(__name__)
 

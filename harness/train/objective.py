@@ -9,8 +9,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from methods import METHODS, REGULARIZERS
-from methods.base import Method, Regularizer
+from nirbench.methods import METHODS, REGULARIZERS
+from nirbench.methods.base import Method, Regularizer
 
 
 class Objective(nn.Module):

@@ -39,7 +39,7 @@ def pretraining_params() -> dict:
     pretraining data, or every pretrained run's starting point would move with it."""
     import dataclasses
 
-    from harness.data.synthetic import SYNTH_PARAMS
+    from nirbench.harness.data.synthetic import SYNTH_PARAMS
 
     frozen = {"synth-sop": {"num_classes": 2000}}  # as at recipe version 1
     return {name: dataclasses.replace(SYNTH_PARAMS[name], **frozen.get(name, {}))
@@ -64,7 +64,7 @@ RECIPE = {
 def recipe_id(width: float, input_px: int | None = None) -> str:
     """The identity of the weights a small_cnn of ``width`` (and ``input_px``) gets: recipe,
     architecture and the synthetic generator's version (new images, new weights)."""
-    from harness.data.synthetic import GENERATOR_VERSION
+    from nirbench.harness.data.synthetic import GENERATOR_VERSION
 
     import dataclasses
 
@@ -104,8 +104,8 @@ def ensure_weights(cache_dir: Path, width: float, data_cache_dir: Path,
 
 def pretraining_data(data_cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Every image of the pretraining generators (uint8) and one global class label each."""
-    from harness.data.synthetic import DATA_SEED
-    from harness.data.synthetic.cache import load_synthetic
+    from nirbench.harness.data.synthetic import DATA_SEED
+    from nirbench.harness.data.synthetic.cache import load_synthetic
 
     images, labels, offset = [], [], 0
     for name, params in pretraining_params().items():
@@ -123,8 +123,8 @@ def pretrain(width: float, data_cache_dir: Path,
     """Train a small_cnn body of ``width`` (and ``input_px``) as a softmax classifier over the
     pretraining classes (same augmentation as the benchmark's training); return the body's state
     dict."""
-    from harness.data.augment import train_augment
-    from harness.train.models import SmallCNN
+    from nirbench.harness.data.augment import train_augment
+    from nirbench.harness.train.models import SmallCNN
 
     images, labels = pretraining_data(data_cache_dir)
     classes = int(labels.max()) + 1

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from harness.config import RunConfig
-from harness.data import load_dataset
-from harness.data.validation import split_validation
-from harness.train.diagnostics import inactivity_tags
-from harness.train.engine import EpochCallback, RunPruned, build_trainer, fit, resolve_device
-from harness.tracking.run_lock import RunLock
-from harness.tracking.store import Tracker
+from nirbench.harness.config import RunConfig
+from nirbench.harness.data import load_dataset
+from nirbench.harness.data.validation import split_validation
+from nirbench.harness.train.diagnostics import inactivity_tags
+from nirbench.harness.train.engine import EpochCallback, RunPruned, build_trainer, fit, resolve_device
+from nirbench.harness.tracking.run_lock import RunLock
+from nirbench.harness.tracking.store import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def pretrained_weights(cfg: RunConfig, results_dir: Path) -> Path | None:
     RESULTS/cache/pretrained/); None when the backbone brings its own or starts from scratch."""
     if cfg.backbone.weights is None:
         return None
-    from harness.train.pretrain import ensure_weights
+    from nirbench.harness.train.pretrain import ensure_weights
 
     cache = Path(results_dir) / "cache"
     return ensure_weights(cache / "pretrained", cfg.backbone.width, cache / "data",

@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.data.real.layouts import UnreadableImagesError
+from nirbench.harness.data.real.layouts import UnreadableImagesError
 # Decoding lives below both caches (this one and jpeg_cache.py); re-exported here for callers.
-from harness.data.real.decode import (  # noqa: F401
+from nirbench.harness.data.real.decode import (  # noqa: F401
     CACHE_VERSION, ENV_WORKERS, IN_PROCESS_BELOW, PREPROCESSING, SHORT_SIDE, decode_all,
     decode_resized, decode_workers, imap_with_progress, resized_size)
 
@@ -121,7 +121,7 @@ def open_or_build(dataset: str, layout: str, base: str | Path, paths: list[str],
     key = cache_key(dataset, layout, base, paths, short_side)
     opener, builder, suffix = PixelStore, _build, ""
     if kind == "jpeg":
-        from harness.data.real import jpeg_cache
+        from nirbench.harness.data.real import jpeg_cache
 
         opener, builder = jpeg_cache.JpegStore, jpeg_cache.build
         key = jpeg_cache.kind_key(key)

@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from harness.data.real.decode import SHORT_SIDE, resized_size
-from harness.data.real.official_ids import official
+from nirbench.harness.data.real.decode import SHORT_SIDE, resized_size
+from nirbench.harness.data.real.official_ids import official
 
 # Mean long/short side ratio of the photographs: the sample of `nirbench bench cache` (assumed from
 # the datasets' published image sizes: CUB mostly 500 x 333-375, Cars196 wide car photos, SOP

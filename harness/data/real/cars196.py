@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.real.layouts import (
+from nirbench.harness.data.real.layouts import (
     DatasetLayoutError, Listing, candidate_dirs, class_folder_listing, drop_absent,
     read_names_file, require_root)
-from harness.data.real.official_ids import official_train_mask
+from nirbench.harness.data.real.official_ids import official_train_mask
 
 NAME = "cars196"
 URL = "http://ai.stanford.edu/~jkrause/cars/car_dataset.html"

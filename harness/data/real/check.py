@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.data.real import cache_size
-from harness.data.real.cache import imap_with_progress
-from harness.data.real.datasets import list_dataset
-from harness.data.real.official_ids import completeness
+from nirbench.harness.data.real import cache_size
+from nirbench.harness.data.real.cache import imap_with_progress
+from nirbench.harness.data.real.datasets import list_dataset
+from nirbench.harness.data.real.official_ids import completeness
 
 SHOWN = 10  # unreadable paths listed in full; the count covers all of them
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.real.layouts import (
+from nirbench.harness.data.real.layouts import (
     DatasetLayoutError, Listing, candidate_dirs, class_folder_listing, drop_absent, parse_int,
     read_names_file, read_table, require_root)
-from harness.data.real.official_ids import official_train_mask
+from nirbench.harness.data.real.official_ids import official_train_mask
 
 NAME = "cub200"
 URL = "https://data.caltech.edu/records/65de6-vp158"

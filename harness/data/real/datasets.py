@@ -19,12 +19,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from harness.data.base import DATASETS, DatasetBundle, DatasetInfo
-from harness.data.real import cars196, cub200, sop
-from harness.data.real.cache import PREPROCESSING, open_or_build
-from harness.data.real.layouts import Listing
-from harness.data.real.official_ids import require_complete
-from harness.data.real.split import CachedImageSplit
+from nirbench.harness.data.base import DATASETS, DatasetBundle, DatasetInfo
+from nirbench.harness.data.real import cars196, cub200, sop
+from nirbench.harness.data.real.cache import PREPROCESSING, open_or_build
+from nirbench.harness.data.real.layouts import Listing
+from nirbench.harness.data.real.official_ids import require_complete
+from nirbench.harness.data.real.split import CachedImageSplit
 
 READERS: dict[str, Callable[[str | Path | None], Listing]] = {
     "cub200": cub200.list_images, "cars196": cars196.list_images, "sop": sop.list_images}

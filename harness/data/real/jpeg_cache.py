@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.data.real.layouts import UnreadableImagesError
+from nirbench.harness.data.real.layouts import UnreadableImagesError
 
 QUALITY = 95  # 90 loses visibly more (about 1.5x the error) for 25% fewer bytes (bench cache)
 FOLDER_SUFFIX = f"-jpeg{QUALITY}"
@@ -53,7 +53,7 @@ def encode(pixels: np.ndarray, quality: int = QUALITY) -> bytes:
 
 def _encode_task(task: tuple[int, str, int]) -> tuple[int, tuple[bytes, int, int] | None,
                                                       str | None]:
-    from harness.data.real.decode import decode_resized
+    from nirbench.harness.data.real.decode import decode_resized
 
     index, path, short_side = task
     try:
@@ -132,7 +132,7 @@ def build(dataset: str, layout: str, base: Path, paths: list[str], folder: Path,
           short_side: int, workers: int | None, progress: bool) -> None:
     """Decode, resize and re-encode every image (worker processes), write the cache into
     ``folder``; called by ``cache.open_or_build`` (which owns the temporary folder and rename)."""
-    from harness.data.real.decode import PREPROCESSING, imap_with_progress
+    from nirbench.harness.data.real.decode import PREPROCESSING, imap_with_progress
 
     n = len(paths)
     offsets, lengths = np.zeros(n, np.int64), np.zeros(n, np.int64)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.real.official_ids import official_train_mask
+from nirbench.harness.data.real.official_ids import official_train_mask
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 

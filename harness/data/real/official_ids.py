@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from harness.data.real.layouts import Listing
+    from nirbench.harness.data.real.layouts import Listing
 
 SHOWN_IDS = 20  # ids spelled out in an error message; reports carry every id
 

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from harness.data.real.transforms import CROP, IMAGENET_MEAN, IMAGENET_STD, RATIO, SCALE
+from nirbench.harness.data.real.transforms import CROP, IMAGENET_MEAN, IMAGENET_STD, RATIO, SCALE
 
 
 def train_transform() -> Callable:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.real.layouts import (
+from nirbench.harness.data.real.layouts import (
     DatasetLayoutError, Listing, candidate_dirs, drop_absent, parse_int, read_table, require_root)
 
 NAME = "sop"

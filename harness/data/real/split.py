@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.data.base import ImageSplit
-from harness.data.real.cache import PixelStore
-from harness.data.real.jpeg_cache import JpegStore
-from harness.data.real.transforms import (
+from nirbench.harness.data.base import ImageSplit
+from nirbench.harness.data.real.cache import PixelStore
+from nirbench.harness.data.real.jpeg_cache import JpegStore
+from nirbench.harness.data.real.transforms import (
     CROP, RATIO, SCALE, center_boxes, eval_pixels, one_thread, sample_crop_boxes, train_pixels)
 
 

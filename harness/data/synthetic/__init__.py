@@ -35,10 +35,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from harness.data.base import DATASETS, DatasetBundle, DatasetInfo
-from harness.data.synthetic.cache import cache_key, load_synthetic
-from harness.data.synthetic.generate import generate
-from harness.data.synthetic.params import (
+from nirbench.harness.data.base import DATASETS, DatasetBundle, DatasetInfo
+from nirbench.harness.data.synthetic.cache import cache_key, load_synthetic
+from nirbench.harness.data.synthetic.generate import generate
+from nirbench.harness.data.synthetic.params import (
     DATA_VERSIONS,
     DESCRIPTIONS,
     RECALL_AT,

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.data.base import DatasetBundle, ImageSplit
-from harness.data.synthetic.generate import generate
-from harness.data.synthetic.params import (
+from nirbench.harness.data.base import DatasetBundle, ImageSplit
+from nirbench.harness.data.synthetic.generate import generate
+from nirbench.harness.data.synthetic.params import (
     CHUNK,
     GENERATOR_VERSION,
     IMAGE_SIZE,

@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from harness.data.synthetic.birds import sample_birds
-from harness.data.synthetic.cars import sample_cars
-from harness.data.synthetic.params import GENERATOR_VERSION, IMAGE_SIZE, SYNTH_PARAMS, SynthParams
-from harness.data.synthetic.parts import class_sizes
-from harness.data.synthetic.products import sample_products
-from harness.data.synthetic.render import render_images
+from nirbench.harness.data.synthetic.birds import sample_birds
+from nirbench.harness.data.synthetic.cars import sample_cars
+from nirbench.harness.data.synthetic.params import GENERATOR_VERSION, IMAGE_SIZE, SYNTH_PARAMS, SynthParams
+from nirbench.harness.data.synthetic.parts import class_sizes
+from nirbench.harness.data.synthetic.products import sample_products
+from nirbench.harness.data.synthetic.render import render_images
 
 
 def random_streams(name: str, seed: int) -> tuple[np.random.Generator, np.random.Generator]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.data.synthetic.params import SynthParams
+from nirbench.harness.data.synthetic.params import SynthParams
 
 # Layout of one part's parameter vector.
 CX, CY, A, B, TH, SHAPE = 0, 1, 2, 3, 4, 5

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.data.synthetic.params import SynthParams
-from harness.data.synthetic.parts import (
+from nirbench.harness.data.synthetic.params import SynthParams
+from nirbench.harness.data.synthetic.parts import (
     C1,
     CX,
     CY,

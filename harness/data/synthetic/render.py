@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.data.synthetic.params import CHUNK, IMAGE_SIZE, SynthParams
-from harness.data.synthetic.parts import (
+from nirbench.harness.data.synthetic.params import CHUNK, IMAGE_SIZE, SynthParams
+from nirbench.harness.data.synthetic.parts import (
     C1,
     C2,
     CX,

@@ -4,7 +4,7 @@ the grid process, for debugging). Every
 executor runs ``job.run_job`` on each ``Job`` and reports to a ``GridProgress``."""
 from __future__ import annotations
 
-from harness.grid.executors.job import (ELSEWHERE, FAILED, FINISHED, SKIPPED, Job, JobResult,
+from nirbench.harness.grid.executors.job import (ELSEWHERE, FAILED, FINISHED, SKIPPED, Job, JobResult,
                                    JobSettings, default_imports, run_job)
 
 EXECUTORS = ("local", "ray", "slurm", "inline")

@@ -2,7 +2,7 @@
 grid), but breakpoints, ``--debug`` tracebacks and profilers see the run. For debugging."""
 from __future__ import annotations
 
-from harness.grid.executors.job import Job, JobResult, JobSettings, run_job
+from nirbench.harness.grid.executors.job import Job, JobResult, JobSettings, run_job
 
 
 class InlineExecutor:

@@ -71,7 +71,7 @@ _trackers: dict[tuple[str, str], object] = {}
 
 def _tracker(settings: JobSettings):
     """One Tracker per process and store: opening the store costs about a second."""
-    from harness.tracking.store import Tracker
+    from nirbench.harness.tracking.store import Tracker
 
     key = (settings.results_dir, settings.tracking_uri)
     if key not in _trackers:
@@ -84,8 +84,8 @@ def warm_up(settings: JobSettings) -> None:
     a job's time is the run's. A failure here is only logged: the first job reports it."""
     try:
         import_extensions(settings.imports)
-        import harness.train.runner  # noqa: F401  (torch, the engine, the datasets)
-        import methods  # noqa: F401  (registers methods and regularizers)
+        import nirbench.harness.train.runner  # noqa: F401  (torch, the engine, the datasets)
+        import nirbench.methods  # noqa: F401  (registers methods and regularizers)
 
         _tracker(settings)
     except Exception as err:
@@ -99,10 +99,10 @@ def run_job(job: Job, settings: JobSettings) -> JobResult:
         import_extensions(settings.imports)
         import yaml
 
-        from harness.config import build_config
-        from harness.tracking.run_lock import RunLockedElsewhere
-        from harness.train.runner import execute
-        from harness.tracking.store import mlflow_key
+        from nirbench.harness.config import build_config
+        from nirbench.harness.tracking.run_lock import RunLockedElsewhere
+        from nirbench.harness.train.runner import execute
+        from nirbench.harness.tracking.store import mlflow_key
 
         cfg = build_config(yaml.safe_load(job.config_yaml))
         if cfg.config_hash != job.config_hash:
@@ -137,16 +137,15 @@ def default_imports() -> tuple[str, ...]:
     """Modules that registered datasets, methods or regularizers in this process outside the
     nirbench packages (your own module, a test's conftest), plus ``$NIRBENCH_IMPORTS``
     (comma-separated): worker processes import them before running a job."""
-    from harness.data import DATASETS
-    from methods import METHODS, REGULARIZERS
+    from nirbench.harness.data import DATASETS
+    from nirbench.methods import METHODS, REGULARIZERS
 
     found: list[str] = []
     for registry in (DATASETS, METHODS, REGULARIZERS):
         for _, entry in registry.items():
             for value in (entry, *vars(entry).values()) if hasattr(entry, "__dict__") else (entry,):
                 module = getattr(value, "__module__", None) if callable(value) else None
-                if module and module.split(".")[0] not in ("harness", "methods", "dashboards",
-                                                           "builtins", "__main__") \
+                if module and module.split(".")[0] not in ("nirbench", "builtins", "__main__") \
                         and module not in found:
                     found.append(module)
     extra = [m.strip() for m in os.environ.get("NIRBENCH_IMPORTS", "").split(",") if m.strip()]

@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
-from harness.grid.executors.job import FAILED, Job, JobResult, JobSettings, run_job, warm_up
+from nirbench.harness.grid.executors.job import FAILED, Job, JobResult, JobSettings, run_job, warm_up
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 60.0  # how long an interrupted worker may take to record its run as KILLED

@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 
-from harness.grid.executors.job import FAILED, Job, JobResult, JobSettings, run_job
+from nirbench.harness.grid.executors.job import FAILED, Job, JobResult, JobSettings, run_job
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.grid.executors.job import ELSEWHERE, FAILED, Job, JobResult, JobSettings, run_job
+from nirbench.harness.grid.executors.job import ELSEWHERE, FAILED, Job, JobResult, JobSettings, run_job
 
 try:  # an extra: without it this module still imports and the CLI says what to install
     from submitit.helpers import Checkpointable
@@ -202,7 +202,7 @@ def slurm_job_live(job_id: str) -> bool | None:
         return None
     if out.returncode != 0:
         return False if "Invalid job id" in out.stderr else None
-    from harness.grid.executors.slurm_status import LIVE
+    from nirbench.harness.grid.executors.slurm_status import LIVE
 
     return any(s.strip() in LIVE for s in out.stdout.splitlines())
 
@@ -278,8 +278,8 @@ class SearchTask(Checkpointable):
         self.tc, self.results_dir, self.plots, self.imports = tc, results_dir, plots, imports
 
     def __call__(self, worker: int) -> dict[str, Any]:
-        from harness.grid.executors.job import import_extensions
-        from harness.search.study import run_search
+        from nirbench.harness.grid.executors.job import import_extensions
+        from nirbench.harness.search.study import run_search
 
         _task_logging()
         import_extensions(self.imports)  # modules registering the datasets / methods it names
