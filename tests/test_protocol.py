@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nirbench.harness.bench import convergence
-from nirbench.harness.config import ConfigError, load_config
+from nirbench.harness.budgets import BudgetError, parse_budgets
+from nirbench.harness.config import ConfigError, load_config, read_yaml
 from nirbench.harness.evaluation.cadence import is_eval_epoch, rise_window_start
 from nirbench.harness.grid.plan import load_grid
 from nirbench.harness.train import pretrain
@@ -98,15 +99,14 @@ def test_cosine_schedule_and_evaluation_cadence():
 @pytest.mark.parametrize("grid", ["default", "attribution", "zoo", "convergence"])
 def test_the_embedded_grids_run_the_protocol(grid):
     plan = load_grid(f"{GRIDS}/{grid}.yaml")
-    budgets = {"synth-cub": 15, "synth-cars": 32, "synth-sop": 24}
-    # measured: Multi-Similarity still gains 4.7 points from 32 to 64 epochs on synth-cars
-    own_budgets = {("synth-cars", "multi_similarity"): 64}
+    # the budgets are written once, in protocol.yaml (harness/budgets.py reads them)
+    table = parse_budgets(read_yaml(f"{GRIDS}/../protocol.yaml")["budgets"], "protocol.yaml")
     arm_epochs: dict = {}
     for cfg in plan.configs:
         assert cfg.backbone.weights == pretrain.recipe_id(1.0, 24) and cfg.train.channels_last
         assert cfg.train.lr_schedule == "cosine" and cfg.eval.every == 4
         assert cfg.eval.dense_tail and cfg.eval.full_every == 0
-        budget = own_budgets.get((cfg.dataset.name, cfg.method.name), budgets[cfg.dataset.name])
+        budget = table.epochs(cfg.dataset.name, cfg.method.name)
         assert cfg.train.epochs in (budget, 2 * budget)
         arm_epochs.setdefault((cfg.dataset.name, cfg.method.name, cfg.seed), set()).add(
             (cfg.regularizer_name, cfg.train.epochs))
@@ -115,7 +115,7 @@ def test_the_embedded_grids_run_the_protocol(grid):
             assert len({epochs for _, epochs in arms}) == 1, arms
     if grid == "default":  # the paper's headline rows, three seeds, all three datasets
         rows = {(c.dataset.name, c.method.name, c.regularizer_name) for c in plan.configs}
-        assert {(d, m, r) for d in budgets for m, r in (("multi_similarity", "none"),
+        assert {(d, m, r) for d in table.datasets for m, r in (("multi_similarity", "none"),
                                                          ("proxy_anchor", "none"),
                                                          ("proxy_anchor", "nir"))} <= rows
         assert {c.seed for c in plan.configs} == {0, 1, 2}
@@ -207,3 +207,32 @@ def test_prepare_only_builds_the_pretraining_and_runs_nothing(tmp_path, tiny_rec
     assert len(weights) == 1 and tiny_recipe == [0.25]
     assert Tracker(tmp_path / "results").runs() == []
     assert main(argv) == 0 and tiny_recipe == [0.25]  # cached: not built again
+
+
+def test_budgets_are_read_once_and_scaled_and_explicit_epochs_win(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "budgets:\n  datasets: {synth-cub: 7, synth-cars: 9}\n"
+        "  methods: {multi_similarity: {synth-cars: 11}}\n")
+    (tmp_path / "grid.yaml").write_text(
+        "config: base.yaml\ndatasets: [synth-cub, synth-cars]\n"
+        "methods: [proxy_anchor, multi_similarity]\nblocks:\n  - {}\n"
+        "  - {budget_scale: 2}\n"
+        "  - {datasets: [synth-cub], dataset_overrides: {synth-cub: [train.epochs=3]}}\n")
+    plan = load_grid(tmp_path / "grid.yaml")
+    got = [(c.dataset.name, c.method.name, c.train.epochs) for c in plan.configs]
+    assert got == [("synth-cub", "proxy_anchor", 7), ("synth-cub", "multi_similarity", 7),
+                   ("synth-cars", "proxy_anchor", 9), ("synth-cars", "multi_similarity", 11),
+                   ("synth-cub", "proxy_anchor", 14), ("synth-cub", "multi_similarity", 14),
+                   ("synth-cars", "proxy_anchor", 18), ("synth-cars", "multi_similarity", 22),
+                   ("synth-cub", "proxy_anchor", 3), ("synth-cub", "multi_similarity", 3)]
+    with pytest.raises(BudgetError, match="budgets.datasets"):
+        parse_budgets({"datasets": {"synth-cub": 0}}, "x")
+
+
+def test_a_single_run_from_the_protocol_file_gets_its_budget():
+    from nirbench.harness.config import load_config
+
+    assert load_config(f"{GRIDS}/../protocol.yaml",
+                       ["dataset.name=synth-cars", "method=multi_similarity"]).train.epochs == 64
+    assert load_config(f"{GRIDS}/../protocol.yaml", ["dataset.name=synth-sop"]).train.epochs == 24
+    assert load_config(f"{GRIDS}/../protocol.yaml", ["train.epochs=5"]).train.epochs == 5

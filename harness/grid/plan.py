@@ -43,9 +43,11 @@ import yaml
 
 from nirbench.harness.config import (ConfigError, IncompatiblePairError, RunConfig, build_config,
                             read_yaml, set_dotted)
+from nirbench.harness.budgets import Budgets, BudgetError, budget_scale, parse_budgets
 
 log = logging.getLogger(__name__)
-BLOCK_KEYS = ("datasets", "methods", "regularizers", "seeds", "overrides", "dataset_overrides")
+BLOCK_KEYS = ("datasets", "methods", "regularizers", "seeds", "overrides", "dataset_overrides",
+              "budget_scale")
 GRID_KEYS = ("name", "config", "blocks", "compare") + BLOCK_KEYS
 
 
@@ -70,6 +72,10 @@ def load_grid(path: str | Path, extra_overrides: list[str] | None = None) -> Gri
         raise ConfigError(f"grid {path}: unknown keys {unknown}; valid: {', '.join(GRID_KEYS)}")
     base_path = (path.parent / grid["config"]) if grid.get("config") else None
     base = read_yaml(base_path) if base_path else {}
+    try:
+        budgets = parse_budgets(base.pop("budgets", None), f"grid {path}: {base_path}")
+    except BudgetError as err:
+        raise ConfigError(str(err)) from None
     name = str(grid.get("name") or path.stem)
 
     blocks = grid.get("blocks")
@@ -87,7 +93,7 @@ def load_grid(path: str | Path, extra_overrides: list[str] | None = None) -> Gri
         merged["overrides"] = list(grid.get("overrides") or []) + (
             list(block.get("overrides") or []) if "overrides" in block else [])
         where = f"grid {path}" + (f", block {number}" if "blocks" in grid else "")
-        _expand(plan, merged, base, list(extra_overrides or []), where)
+        _expand(plan, merged, base, budgets, list(extra_overrides or []), where)
     hashes = [c.config_hash for c in plan.configs]
     if len(set(hashes)) != len(hashes):
         raise ConfigError(f"grid {path} lists the same configuration twice")
@@ -165,7 +171,7 @@ def declared_pairs(results_dir: Path, name: str) -> list[tuple[str, str]]:
     return [tuple(p) for p in json.loads(path.read_text()).get("compare", [])]
 
 
-def _expand(plan: GridPlan, grid: dict[str, Any], base: dict[str, Any],
+def _expand(plan: GridPlan, grid: dict[str, Any], base: dict[str, Any], budgets: Budgets,
             extra_overrides: list[str], where: str) -> None:
     """Append datasets x methods x regularizers x seeds of one (block of a) grid to ``plan``."""
 
@@ -181,6 +187,10 @@ def _expand(plan: GridPlan, grid: dict[str, Any], base: dict[str, Any],
     seeds = listed("seeds", [base.get("seed", 0)])
     overrides = list(grid.get("overrides") or []) + extra_overrides
     per_dataset = grid.get("dataset_overrides") or {}
+    try:
+        scale = budget_scale(grid.get("budget_scale"), where)
+    except BudgetError as err:
+        raise ConfigError(str(err)) from None
     for dataset in datasets:
         for method in methods:
             for reg in regularizers:
@@ -190,6 +200,9 @@ def _expand(plan: GridPlan, grid: dict[str, Any], base: dict[str, Any],
                     raw["method"] = method
                     raw["regularizer"] = None if reg in (None, "none") else reg
                     raw["seed"] = seed
+                    budget = budgets.epochs(dataset, _name(method))
+                    if budget is not None:  # before the overrides: an explicit one wins
+                        raw.setdefault("train", {})["epochs"] = budget * scale
                     for item in overrides + list(per_dataset.get(dataset, [])):
                         key, _, value = str(item).partition("=")
                         set_dotted(raw, key.strip(), yaml.safe_load(value))
