@@ -236,3 +236,20 @@ def test_a_single_run_from_the_protocol_file_gets_its_budget():
                        ["dataset.name=synth-cars", "method=multi_similarity"]).train.epochs == 64
     assert load_config(f"{GRIDS}/../protocol.yaml", ["dataset.name=synth-sop"]).train.epochs == 24
     assert load_config(f"{GRIDS}/../protocol.yaml", ["train.epochs=5"]).train.epochs == 5
+
+
+def test_bench_protocol_splits_an_epoch_into_its_phases(tmp_path):
+    """The phase split runs the real trainer of both arms; its phases add up to the epoch (Python
+    bookkeeping aside) and the NIR flow's cost is the NIR arm minus the baseline, phase by
+    phase."""
+    from nirbench.harness.bench import phases
+
+    result = phases.run("synth-cub", tmp_path)
+    for arm in ("baseline", "nir"):
+        t = result[arm]
+        timed = sum(t[p] for p in phases.TRAIN_PHASES)
+        assert 0.8 * t["epoch"] <= timed <= t["epoch"] and t["embed"] > 0 and t["knn"] > 0
+    flow = result["nir_flow"]
+    assert flow["objective"] == result["nir"]["objective"] - result["baseline"]["objective"]
+    assert flow["total"] == flow["objective"] + flow["backward"] + flow["optimizer"]
+    assert abs(sum(result["shares_nir_arm"].values()) - 1) < 1e-9

@@ -21,6 +21,10 @@ training epoch plus the evaluations of a run at that budget amortised over its e
 of one epoch of a run; ``ratio_epoch`` = before / after. ``run_s`` multiplies it by the epochs of
 the default grid (an estimate: no start-up, tracking or checkpoints). One epoch is one sample, so
 the numbers wobble by a few percent; the load average says how busy the machine was.
+
+``phases`` (unless ``--no-phases``) splits one protocol epoch of the baseline and the NIR arm into
+data, forward, objective, backward, optimizer, the NIR flow's extra cost, embedding and kNN
+(harness/bench/phases.py).
 """
 from __future__ import annotations
 
@@ -100,7 +104,9 @@ def time_epoch(cfg: Any, cache_dir: Path) -> dict[str, float]:
 
 
 def run(datasets: tuple[str, ...] = DATASETS, *, threads: int = 1,
-        cache_dir: Path = Path("results/cache/data")) -> dict[str, Any]:
+        cache_dir: Path = Path("results/cache/data"), phases: bool = True) -> dict[str, Any]:
+    from nirbench.harness.bench import phases as bench_phases
+
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -114,6 +120,8 @@ def run(datasets: tuple[str, ...] = DATASETS, *, threads: int = 1,
                             "ratio_epoch": before["epoch_s"] / after["epoch_s"],
                             "epochs": after_cfg.train.epochs,
                             "run_s": after["epoch_s"] * after_cfg.train.epochs}
+            if phases:  # the protocol's epoch split into its parts (harness/bench/phases.py)
+                out[dataset]["phases"] = bench_phases.run(dataset, cache_dir)
         out["load_average_after"] = os.getloadavg()[0]
         return out
     finally:

@@ -229,6 +229,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="comma-separated embedded datasets (default: all three)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: what each of the 2 grid workers gets here)")
+    p.add_argument("--no-phases", dest="phases", action="store_false",
+                   help="skip the split of one protocol epoch into data, forward, objective, "
+                        "backward, optimizer, NIR flow, embedding and kNN (key 'phases')")
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_protocol)
 
@@ -385,7 +388,8 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
 
     datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
     result = bench_protocol.run(datasets, threads=args.threads,
-                                cache_dir=results_dir_arg(args.results_dir) / "cache" / "data")
+                                cache_dir=results_dir_arg(args.results_dir) / "cache" / "data",
+                                phases=args.phases)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -396,6 +400,14 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
               f"every epoch = {b['epoch_s']:.2f}s/epoch; after {a['train_epoch_s']:.2f}s train + "
               f"{a['eval_s']:.2f}s eval every {a['eval_every']} = {a['epoch_s']:.2f}s/epoch "
               f"(x{r['ratio_epoch']:.2f} faster); {r['epochs']} epochs ~ {r['run_s']:.0f}s")
+        if "phases" in r:
+            for arm in ("baseline", "nir"):
+                t = r["phases"][arm]
+                print(f"  {arm:8s} epoch {t['epoch']:.2f}s: " + ", ".join(
+                    f"{p} {t[p]:.2f}s" for p in ("data", "forward", "objective", "backward",
+                                                   "optimizer", "embed", "knn")))
+            print(f"  NIR flow on top of the baseline: {r['phases']['nir_flow']['total']:.2f}s "
+                  f"per epoch")
     return 0
 
 
