@@ -49,6 +49,7 @@ METHODS.add(
     "arcface",
     MethodInfo(
         name="arcface",
+        title="ArcFace",
         cls=ArcFace,
         family="proxy",
         provides_proxies=True,

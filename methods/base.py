@@ -24,6 +24,11 @@ class MethodInfo:
     family: str  # "proxy" or "pair"
     provides_proxies: bool
     paper: str
+    # How tables, verdicts and figures name the method (the paper's spelling) and where its rows
+    # go: Table 1's order for the methods the paper lists (table_rank 0, 1, ...), by title after
+    # them for the rest (None). The tables read these; they know no method by name.
+    title: str = ""
+    table_rank: int | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     # Tuning priors for the search issue: {param: {"type": "float", "low":..., "high":..., "log": bool}}
     search_space: Mapping[str, Any] = field(default_factory=dict)

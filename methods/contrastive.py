@@ -43,6 +43,7 @@ METHODS.add(
     "contrastive",
     MethodInfo(
         name="contrastive",
+        title="Contrastive",
         cls=Contrastive,
         family="pair",
         provides_proxies=False,

@@ -40,6 +40,7 @@ METHODS.add(
     "cosface",
     MethodInfo(
         name="cosface",
+        title="CosFace",
         cls=CosFace,
         family="proxy",
         provides_proxies=True,

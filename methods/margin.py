@@ -82,6 +82,7 @@ METHODS.add(
     "margin",
     MethodInfo(
         name="margin",
+        title="Margin",
         cls=Margin,
         family="pair",
         provides_proxies=False,

@@ -39,6 +39,8 @@ METHODS.add(
     "multi_similarity",
     MethodInfo(
         name="multi_similarity",
+        title="Multisimilarity",
+        table_rank=0,
         cls=MultiSimilarity,
         family="pair",
         provides_proxies=False,

@@ -40,6 +40,7 @@ METHODS.add(
     "normalized_softmax",
     MethodInfo(
         name="normalized_softmax",
+        title="NormSoftmax",
         cls=NormalizedSoftmax,
         family="proxy",
         provides_proxies=True,

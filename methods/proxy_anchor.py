@@ -32,6 +32,8 @@ METHODS.add(
     "proxy_anchor",
     MethodInfo(
         name="proxy_anchor",
+        title="ProxyAnchor",
+        table_rank=1,
         cls=ProxyAnchor,
         family="proxy",
         provides_proxies=True,

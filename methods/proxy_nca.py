@@ -39,6 +39,8 @@ METHODS.add(
     "proxy_nca",
     MethodInfo(
         name="proxy_nca",
+        title="ProxyNCA",
+        table_rank=2,
         cls=ProxyNCA,
         family="proxy",
         provides_proxies=True,

@@ -103,6 +103,8 @@ METHODS.add(
     "soft_triple",
     MethodInfo(
         name="soft_triple",
+        title="SoftTriplet",
+        table_rank=3,
         cls=SoftTriple,
         family="proxy",
         provides_proxies=True,

@@ -50,6 +50,7 @@ METHODS.add(
     "triplet",
     MethodInfo(
         name="triplet",
+        title="Triplet",
         cls=Triplet,
         family="pair",
         provides_proxies=False,

@@ -254,3 +254,28 @@ def test_cli_run_of_a_new_proxy_method_with_nir(tiny_overrides, results_dir: Pat
     for item in sets:
         argv += ["--set", item]
     assert main(argv) == 0
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_carries_its_display_metadata(name):
+    info = METHODS.get(name)
+    assert info.title and info.paper and info.family in ("proxy", "pair")
+
+
+def test_a_new_method_is_one_registration_and_tables_read_its_metadata():
+    """A toy method registered from outside: the tables' naming and order come from its
+    MethodInfo, not from a list in harness/results."""
+    from nirbench.harness.results.display import METHOD_TITLES, method_rank
+    from nirbench.methods.base import MethodInfo
+    from nirbench.methods.proxy_anchor import ProxyAnchor
+
+    METHODS.add("toy_proxy", MethodInfo(name="toy_proxy", cls=ProxyAnchor, family="proxy",
+                                        provides_proxies=True, paper="a test", title="ToyProxy",
+                                        table_rank=-1,
+                                        defaults=dict(METHODS.get("proxy_anchor").defaults)))
+    try:
+        assert METHOD_TITLES["toy_proxy"] == "ToyProxy"
+        assert sorted(["proxy_anchor", "toy_proxy", "triplet"], key=method_rank) == [
+            "toy_proxy", "proxy_anchor", "triplet"]
+    finally:
+        METHODS._entries.pop("toy_proxy")

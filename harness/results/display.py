@@ -5,6 +5,7 @@ as they are."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from nirbench.harness.results.arms import BASELINE, arm_order, arm_title
@@ -22,13 +23,28 @@ STRUCTURE_METRICS = ("rho", "pi_density", "sigma2_kappa", "g2")
 
 DATASET_ORDER = ("synth-cub", "synth-cars", "synth-sop", "cub200", "cars196", "sop")
 
-METHOD_TITLES = {"proxy_anchor": "ProxyAnchor", "multi_similarity": "Multisimilarity",
-                 "proxy_nca": "ProxyNCA", "soft_triple": "SoftTriplet",
-                 "normalized_softmax": "NormSoftmax", "arcface": "ArcFace", "cosface": "CosFace",
-                 "contrastive": "Contrastive", "triplet": "Triplet", "margin": "Margin"}
+class _MethodTitles(Mapping):
+    """method name -> its registered title (MethodInfo.title); unregistered names are absent, so
+    ``METHOD_TITLES.get(name, name)`` falls back to the name."""
 
-# Table 1's row order in the paper; methods it does not list follow by name.
-METHOD_ORDER = ("multi_similarity", "proxy_anchor", "proxy_nca", "soft_triple")
+    def _titles(self) -> dict[str, str]:
+        from nirbench.methods import METHODS
+
+        return {n: info.title or n for n, info in METHODS.items()}
+
+    def __getitem__(self, name: str) -> str:
+        return self._titles()[name]
+
+    def __iter__(self):
+        return iter(self._titles())
+
+    def __len__(self) -> int:
+        return len(self._titles())
+
+
+METHOD_TITLES: Mapping[str, str] = _MethodTitles()
+
+
 METRIC_TITLES = {"map@r": "MAP@R", "r_precision": "R-Prec", "nmi": "NMI", "map@1000": "mAP@1000",
                  "rho": "ρ", "pi_density": "π density", "sigma2_kappa": "σ²κ", "g2": "G2"}
 
@@ -45,8 +61,10 @@ def higher_is_better(metric: str) -> bool | None:
 def method_rank(method: str) -> tuple[int, str]:
     """The paper's Table 1 order (Multi-Similarity, ProxyAnchor, ProxyNCA, SoftTriple), then the
     other methods by name."""
-    title = METHOD_TITLES.get(method, method)
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), title)
+    from nirbench.methods import METHODS
+
+    rank = METHODS.get(method).table_rank if method in METHODS else None
+    return (rank if rank is not None else 1_000_000, METHOD_TITLES.get(method, method))
 
 
 def method_title(method: str, arm: str = BASELINE) -> str:
