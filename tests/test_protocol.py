@@ -243,8 +243,9 @@ def test_bench_protocol_splits_an_epoch_into_its_phases(tmp_path):
     bookkeeping aside) and the NIR flow's cost is the NIR arm minus the baseline, phase by
     phase."""
     from nirbench.harness.bench import phases
+    from nirbench.harness.bench.protocol import protocol_config
 
-    result = phases.run("synth-cub", tmp_path)
+    result = phases.run(protocol_config("synth-cub"), tmp_path)
     for arm in ("baseline", "nir"):
         t = result[arm]
         timed = sum(t[p] for p in phases.TRAIN_PHASES)

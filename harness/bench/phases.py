@@ -88,12 +88,11 @@ def _split_evaluation(trainer: Any, split: Any) -> dict[str, float]:
     return {"embed": embedded - started, "knn": time.perf_counter() - embedded}
 
 
-def run(dataset: str, cache_dir: Path) -> dict[str, Any]:
-    """The baseline and the NIR arm of ``dataset``'s default-grid cell, phase by phase."""
-    from nirbench.harness.bench.protocol import protocol_config
+def run(baseline_cfg: Any, cache_dir: Path) -> dict[str, Any]:
+    """The baseline ``baseline_cfg`` (a default-grid cell: bench.protocol.protocol_config) and
+    its NIR arm, phase by phase."""
     from nirbench.harness.config import build_config, set_dotted
 
-    baseline_cfg = protocol_config(dataset)
     raw = baseline_cfg.to_dict()
     set_dotted(raw, "regularizer", {"name": "nir"})
     nir_cfg = build_config(raw)

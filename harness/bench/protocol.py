@@ -121,7 +121,7 @@ def run(datasets: tuple[str, ...] = DATASETS, *, threads: int = 1,
                             "epochs": after_cfg.train.epochs,
                             "run_s": after["epoch_s"] * after_cfg.train.epochs}
             if phases:  # the protocol's epoch split into its parts (harness/bench/phases.py)
-                out[dataset]["phases"] = bench_phases.run(dataset, cache_dir)
+                out[dataset]["phases"] = bench_phases.run(after_cfg, cache_dir)
         out["load_average_after"] = os.getloadavg()[0]
         return out
     finally:

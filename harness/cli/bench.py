@@ -1,4 +1,4 @@
-"""``nirbench bench {eval,step,data,protocol,convergence,train,cache,gpu-check}``: argument parsing and printing only;
+"""``nirbench bench {eval,step,data,protocol,convergence,robustness,train,cache,gpu-check}``: argument parsing and printing only;
 the work is in the harness.bench module of the same name (gpu-check: harness.bench.gpu_check)."""
 from __future__ import annotations
 
@@ -16,6 +16,15 @@ caches) against the classic per-sample one, 'bench train' measures end-to-end tr
 the bare model, 'bench cache' the cache size per dataset at full scale, and 'gpu-check' runs all
 the GPU measurements in one JSON. Each prints one JSON object with --json (the README's
 Performance section quotes them).
+"""
+
+ROBUSTNESS_DESCRIPTION = """\
+Why: a CPU run is bitwise reproducible only for one ATen kernel set and one thread count; on
+another machine every number moves like another seed. This re-runs GRID into --other-results
+under ATEN_CPU_CAPABILITY=--capability, aggregates both folders the same way and compares every
+headline (R@1) comparison: both verdicts, both Δ and both 95% intervals. same_verdicts says
+whether the answer holds under the other numerics. Example, after ./run_all.sh:
+  nirbench bench robustness harness/configs/grids/default.yaml --other-results results-default-isa
 """
 
 EVAL_DESCRIPTION = """\
@@ -235,6 +244,22 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_protocol)
 
+    p = which.add_parser("robustness", parents=[common],
+                         help="re-run a grid under other CPU kernels and compare its verdicts",
+                         description=ROBUSTNESS_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("grid", help="the grid file, already run into --results-dir (the reference)")
+    p.add_argument("--other-results", required=True, metavar="DIR",
+                   help="results folder for the re-run (resumable; finished runs are skipped)")
+    p.add_argument("--capability", default="default",
+                   help="ATEN_CPU_CAPABILITY of the re-run (default: 'default', the portable "
+                        "kernels; others: avx2, avx512 where the CPU has them)")
+    p.add_argument("--skip-run", action="store_true",
+                   help="only aggregate both folders and compare (the re-run is done)")
+    p.add_argument("--workers", default="auto", help="worker processes of the re-run")
+    p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
+    p.set_defaults(func=cmd_bench_robustness)
+
     p = which.add_parser("convergence", parents=[common], help="has every default-grid baseline "
                          "plateaued at its epoch budget? (runs of grids/convergence.yaml)",
                          description=CONVERGENCE_DESCRIPTION,
@@ -409,6 +434,30 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
             print(f"  NIR flow on top of the baseline: {r['phases']['nir_flow']['total']:.2f}s "
                   f"per epoch")
     return 0
+
+
+def cmd_bench_robustness(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nirbench.harness.bench import robustness
+    from nirbench.harness.cli.common import results_dir_arg
+
+    result = robustness.run(args.grid, results_dir_arg(args.results_dir),
+                            Path(args.other_results), capability=args.capability,
+                            skip_run=args.skip_run, workers=args.workers)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"grid {result['grid']}: {result['metric']} verdicts, this machine's kernels vs "
+          f"ATEN_CPU_CAPABILITY={result['capability_other']}")
+    for r in result["comparisons"]:
+        mark = "same" if r["same"] else "DIFFERS"
+        fmt = lambda v: "n/a" if v is None else f"{100 * v:+.2f}"  # noqa: E731
+        print(f"  {r['dataset']}, {r['method']}: {r['arm']} vs {r['reference']}: "
+              f"{r['verdict']} (Δ {fmt(r['diff'])}) | {r['verdict_other']} "
+              f"(Δ {fmt(r['diff_other'])}) -> {mark}")
+    print("same verdicts: " + ("yes" if result["same_verdicts"] else "NO"))
+    return 0 if result["same_verdicts"] else 1
 
 
 def cmd_bench_eval(args: argparse.Namespace) -> int:
