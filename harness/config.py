@@ -38,7 +38,10 @@ NEUTRAL_DEFAULTS = {("eval", "every"): 1, ("eval", "full_every"): 1,
                     ("dataset", "cache"): "uint8", ("backbone", "weights"): None,
                     ("train", "fused_optimizer"): False,
                     ("backbone", "input_px"): None,
-                    ("dataset", "version"): 1}
+                    ("dataset", "version"): 1, ("eval", "kmeans_engine"): "auto"}
+
+
+KMEANS_ENGINES_CONFIG = ("auto", "torch", "faiss")  # eval.kmeans_engine
 
 
 class ConfigError(ValueError):
@@ -143,6 +146,10 @@ class EvalConfig:
     # deep as the largest class), which the convergence curves and the "still rising" rule read.
     # The final numbers never depend on it. 1 (default) = every metric at every evaluated epoch.
     full_every: int = 1
+    # The k-means engine of NMI, one per run (KMEANS_ENGINES_CONFIG): "auto" = faiss on a GPU,
+    # torch on the CPU; "torch" / "faiss" = that library on the run's device. The resolved engine
+    # is the run's nmi.kmeans_engine tag (harness/tracking/numerics.py).
+    kmeans_engine: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -247,7 +254,23 @@ def _hash(tree: Mapping[str, Any]) -> str:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load ``path`` (default: the embedded default config), apply ``key=value`` overrides."""
-    raw = apply_overrides(read_yaml(path or DEFAULT_CONFIG), overrides)
+    raw = read_yaml(path or DEFAULT_CONFIG)
+    budgets = raw.pop("budgets", None)  # a protocol file's epoch budgets (harness/budgets.py)
+    raw = apply_overrides(raw, overrides)
+    if budgets is not None and not any(o.strip().startswith("train.epochs=")
+                                       for o in overrides or []):
+        from nirbench.harness.budgets import BudgetError, parse_budgets
+
+        method = raw.get("method") or "proxy_anchor"
+        try:
+            table = parse_budgets(budgets, str(path))
+        except BudgetError as err:
+            raise ConfigError(str(err)) from None
+        epochs = table.epochs(
+            (raw.get("dataset") or {}).get("name", "synth-cub"),
+            method if isinstance(method, str) else method.get("name", "proxy_anchor"))
+        if epochs is not None:
+            raw.setdefault("train", {})["epochs"] = epochs
     return build_config(raw)
 
 
@@ -541,6 +564,10 @@ def _check_compatibility(cfg: RunConfig) -> None:
     if cfg.dataset.cache != "uint8" and "cache" not in data.options:
         raise ConfigError(f"dataset.cache={cfg.dataset.cache} applies to the real datasets only; "
                           f"{cfg.dataset.name!r} is held in memory")
+    if cfg.eval.kmeans_engine not in KMEANS_ENGINES_CONFIG:
+        raise ConfigError(f"eval.kmeans_engine must be one of {', '.join(KMEANS_ENGINES_CONFIG)} "
+                          f"(auto: faiss on a GPU, torch on the CPU), got "
+                          f"{cfg.eval.kmeans_engine!r}")
     for k in cfg.eval.recall_at or ():
         if k < 1:
             raise ConfigError(f"eval.recall_at values must be >= 1, got {k}")
