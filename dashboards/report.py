@@ -223,6 +223,26 @@ def _runs_section(runs: pd.DataFrame, epochs: pd.DataFrame, meta: dict) -> str:
             f"pattern is <code>{e(UI_URL)}</code>.</p>")
 
 
+def _numerics(runs: pd.DataFrame) -> str:
+    """The distinct values of the runs' numerics tags (harness/train/numerics.py): CPU results are
+    bitwise reproducible only for one ATen kernel set and thread count, so runs that differ here
+    differ like another seed would."""
+    from nirbench.harness.results.frames import numerics_values
+
+    values = numerics_values(runs)
+    if not values:
+        return "<p>No run recorded its numerics tags (runs of nirbench before issue 23).</p>"
+    rows = "".join(
+        f"<tr><td><code>{e(tag)}</code></td><td>"
+        + "<br>".join(f"<code>{e(v or '(empty)')}</code>: {n} run(s)" for v, n in pairs)
+        + "</td></tr>" for tag, pairs in values.items())
+    return ('<table class="plain"><thead><tr><th>tag</th><th>values over the reported runs</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table>"
+            '<p class="note">CPU results are bitwise reproducible only for one ATen kernel set '
+            "(<code>numerics.cpu_capability</code>) and one thread count; across machines they "
+            "move like another seed.</p>")
+
+
 def _provenance(runs: pd.DataFrame, meta: dict, results_dir: Path, command: str,
                 studies: list[Path]) -> str:
     from nirbench.dashboards.mlflow_ui import ui_command
@@ -245,6 +265,7 @@ def _provenance(runs: pd.DataFrame, meta: dict, results_dir: Path, command: str,
         cells = [env.get("python", ""), env.get("platform", ""), hardware, gpus, packages]
         envs.append(f"<tr><td><code>{e(env_id)}</code></td><td>{n}</td>"
                     + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
+    numerics_html = _numerics(runs)
     missing = meta.get("runs_without_environment") or []
     env_table = ('<table class="plain"><thead><tr><th>environment</th><th>runs</th><th>python</th>'
                  "<th>platform</th><th>hardware</th><th>GPUs</th><th>packages</th></tr></thead>"
@@ -271,6 +292,8 @@ def _provenance(runs: pd.DataFrame, meta: dict, results_dir: Path, command: str,
 <li>each run's exact reproduction command: runs table, tag <code>reproduce</code></li></ul>
 <h3>Environment and hardware</h3>
 {env_table}
+<h3>Numerics</h3>
+{numerics_html}
 <h3>Tracking</h3>
 <ul><li>MLflow store: <code>{store}</code>, experiment id <code>{experiment}</code>,
 grid <code>{grid}</code></li>

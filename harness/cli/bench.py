@@ -1,10 +1,11 @@
-"""``nirbench bench {eval,step,data,protocol,convergence,robustness,train,cache,gpu-check}``: argument parsing and printing only;
+"""``nirbench bench {eval,step,data,protocol,convergence,robustness,train,cache,kmeans,gpu-check}``: argument parsing and printing only;
 the work is in the harness.bench module of the same name (gpu-check: harness.bench.gpu_check)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 BENCH_DESCRIPTION = """\
@@ -16,6 +17,15 @@ caches) against the classic per-sample one, 'bench train' measures end-to-end tr
 the bare model, 'bench cache' the cache size per dataset at full scale, and 'gpu-check' runs all
 the GPU measurements in one JSON. Each prints one JSON object with --json (the README's
 Performance section quotes them).
+"""
+
+KMEANS_DESCRIPTION = """\
+NMI of one embedding (default: synthetic, 2000 points in 100 classes) with torch's and faiss' CPU
+k-means, the engines eval.kmeans_engine chooses between (auto: torch on a CPU, faiss on a GPU),
+for k-means seeds 0..S-1: per engine the NMIs, their mean and seed spread; difference = torch -
+faiss per seed (mean, mean_abs, max_abs); gpu: the GPU engines, null without a CUDA device.
+Why: the engines draw different initial centroids, so their NMIs differ like another k-means
+seed; a run therefore uses one engine throughout and records it (tag nmi.kmeans_engine).
 """
 
 ROBUSTNESS_DESCRIPTION = """\
@@ -320,6 +330,22 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_cache)
 
+    p = which.add_parser("kmeans", parents=[common], help="NMI of one embedding with torch's vs "
+                         "faiss' CPU k-means (eval.kmeans_engine)",
+                         description=KMEANS_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=2000, help="synthetic embeddings (default 2000)")
+    p.add_argument("--classes", type=int, default=100, help="classes = k (default 100)")
+    p.add_argument("--dim", type=int, default=128, help="embedding dimension (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic embedding")
+    p.add_argument("--noise", type=float, default=1.4, help="within-class noise (default 1.4)")
+    p.add_argument("--kmeans-seeds", type=int, default=5,
+                   help="k-means seeds per engine, 0..S-1 (default 5)")
+    p.add_argument("--embeddings", type=Path, default=None, metavar="FILE.npz",
+                   help="a real embedding instead: .npz with arrays 'embeddings' and 'labels'")
+    p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
+    p.set_defaults(func=cmd_bench_kmeans)
+
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from nirbench.harness.bench import train as bench_train
@@ -367,6 +393,16 @@ def cmd_bench_gpu_check(args: argparse.Namespace) -> int:
                   f"{part.get('summary', part.get('error', ''))}")
         print(f"total {result['total_s']:.1f} s; JSON written to {result['out']}")
     return 0 if all(p["status"] in ("ok", "skipped") for p in result["parts"].values()) else 1
+
+
+def cmd_bench_kmeans(args: argparse.Namespace) -> int:
+    from nirbench.harness.bench import kmeans as bench_kmeans
+
+    result = bench_kmeans.run(args.n, args.classes, args.dim, seed=args.seed, noise=args.noise,
+                              kmeans_seeds=args.kmeans_seeds, embeddings=args.embeddings,
+                              progress=_progress(args))
+    _print(result, args.json)
+    return 0
 
 
 def cmd_bench_cache(args: argparse.Namespace) -> int:

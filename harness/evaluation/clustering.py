@@ -52,6 +52,24 @@ def select_kmeans_engine(engine: str = "auto", *, caps: Capabilities | None = No
     return engine
 
 
+def resolve_kmeans_engine(choice: str = "auto", device: str = "cpu", *,
+                          caps: Capabilities | None = None) -> str:
+    """The concrete engine of a run's ``eval.kmeans_engine`` (``auto`` / ``torch`` / ``faiss``)
+    on a run whose device type is ``device`` ("cpu" or "cuda"): ``auto`` = today's choice
+    (:func:`select_kmeans_engine`: faiss-gpu on a GPU, torch-cpu on a CPU); ``torch`` = torch-cuda
+    on a CUDA run, else torch-cpu; ``faiss`` = faiss-gpu on a CUDA run where faiss' GPU kernels
+    work, else faiss-cpu. One engine per run: the NMI of every epoch comes from it."""
+    if choice == "auto":
+        return select_kmeans_engine("auto", caps=caps)
+    cuda = str(device).startswith("cuda")
+    if choice == "torch":
+        return "torch-cuda" if cuda else "torch-cpu"
+    if choice == "faiss":
+        caps = probe() if caps is None and cuda else caps
+        return "faiss-gpu" if cuda and caps.faiss_gpu_works else "faiss-cpu"
+    return select_kmeans_engine(choice, caps=caps)  # a concrete engine name, or its error
+
+
 def kmeans_assign(
     x: np.ndarray, n_clusters: int, *, niter: int = 20, seed: int = 0, engine: str = "auto"
 ) -> np.ndarray:

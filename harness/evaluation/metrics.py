@@ -77,6 +77,7 @@ def compute_metrics(
     nmi_seed: int = 0,
     normalize: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    nmi_engine: str = "auto",
 ) -> dict[str, float]:
     """All test metrics of ``embeddings`` (N, D) with integer class ``labels`` (N,).
 
@@ -92,7 +93,7 @@ def compute_metrics(
         x = l2_normalize(x)
     metrics = retrieval_metrics(x, y, recall_at, normalize=False, chunk_size=chunk_size)
     if nmi:
-        metrics["nmi"] = nmi_score(x, y, seed=nmi_seed, normalize=False)
+        metrics["nmi"] = nmi_score(x, y, seed=nmi_seed, normalize=False, engine=nmi_engine)
     return metrics
 
 

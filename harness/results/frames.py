@@ -24,6 +24,33 @@ class AggregationError(ValueError):
     pass
 
 
+# What the runs' numbers were computed with (harness/train/numerics.py): ATen kernel set, threads,
+# CPU, CUDA/cuDNN, device, the k-means engine of NMI. The report lists their distinct values.
+NUMERICS_TAGS = ("numerics.cpu_capability", "numerics.threads", "numerics.cpu_model",
+                 "numerics.cuda", "numerics.cudnn", "numerics.device",
+                 "numerics.aten_cpu_capability_env", "nmi.kmeans_engine",
+                 "numerics.changed_on_resume")
+
+
+def numerics_values(runs: pd.DataFrame) -> dict[str, list[tuple[str, int]]]:
+    """Tag -> [(distinct value, number of runs)] over ``runs`` for each numerics tag (a run
+    without the tag counts as "(not recorded)"; a tag no run has is left out;
+    ``numerics.changed_on_resume`` lists only the runs that have it)."""
+    out = {}
+    for tag in NUMERICS_TAGS:
+        if tag not in runs.columns or not runs[tag].notna().any():
+            continue
+        values = runs[tag]
+        if tag == "numerics.changed_on_resume":
+            values = values.dropna()
+            values = values[values.astype(str) != ""]
+        else:
+            values = values.map(lambda v: "(not recorded)" if pd.isna(v) else str(v))
+        counts = values.astype(str).value_counts()
+        out[tag] = sorted(((str(v), int(n)) for v, n in counts.items()), key=lambda p: (-p[1], p[0]))
+    return out
+
+
 def metric_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in NON_METRIC and "." not in c]
 
@@ -40,4 +67,4 @@ def with_arms(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = ["AggregationError", "BASELINE", "CELL", "IDENTITY", "NON_METRIC", "PROVENANCE",
-           "metric_columns", "with_arms"]
+           "NUMERICS_TAGS", "metric_columns", "numerics_values", "with_arms"]

@@ -28,6 +28,7 @@ from nirbench.harness.config import RunConfig
 from nirbench.harness.data.base import DatasetBundle, ImageSplit
 from nirbench.harness.data.sampler import ClassBalancedBatchSampler
 from nirbench.harness.evaluation.cadence import is_eval_epoch, is_full_eval_epoch
+from nirbench.harness.evaluation.clustering import resolve_kmeans_engine
 from nirbench.harness.evaluation.metrics import SHALLOW_RANKING_METRICS, compute_metrics, retrieval_metrics
 from nirbench.harness.evaluation.structure import structure_metrics
 from nirbench.harness.train.diagnostics import PROBE_AUGMENT_STREAM, PROBE_EPOCH, probe_batch, run_probe
@@ -278,7 +279,9 @@ def evaluate(trainer: Trainer, split: ImageSplit, full: bool = True) -> dict[str
     labels = split.labels.numpy()
     if not full:
         return retrieval_metrics(embeddings, labels, recall_at, include=SHALLOW_RANKING_METRICS)
-    metrics = compute_metrics(embeddings, labels, recall_at, nmi=cfg.eval.nmi, nmi_seed=cfg.seed)
+    metrics = compute_metrics(embeddings, labels, recall_at, nmi=cfg.eval.nmi, nmi_seed=cfg.seed,
+                              nmi_engine=resolve_kmeans_engine(cfg.eval.kmeans_engine,
+                                                               trainer.device.type))
     if cfg.eval.structure:
         # The paper's structure analysis, per epoch. seed stays 0 so the (SOP-size) g2 subsample
         # is the same every epoch and in every run: the curves stay comparable.

@@ -19,6 +19,7 @@ from nirbench.harness.config import RunConfig
 from nirbench.harness.data import load_dataset
 from nirbench.harness.data.validation import split_validation
 from nirbench.harness.train.diagnostics import inactivity_tags
+from nirbench.harness.train import numerics
 from nirbench.harness.train.engine import EpochCallback, RunPruned, build_trainer, fit, resolve_device
 from nirbench.harness.tracking.run_lock import RunLock
 from nirbench.harness.tracking.store import Tracker
@@ -110,6 +111,28 @@ def execute(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str = 
                       checkpoint=workdir / "checkpoint.pt", command=command)
 
 
+def _record_numerics(tracker: Tracker, run_id: str, cfg: RunConfig, device: torch.device, *,
+                     resumed: bool) -> None:
+    """Tag the run with what its numbers are computed with (harness/train/numerics.py). A run
+    resumed from a checkpoint keeps the tags it began with; where its CPU capability, thread count
+    or device changed since, it gets a WARNING and ``numerics.changed_on_resume``."""
+    now = numerics.collect_numerics(device, cfg.eval.kmeans_engine)
+    if not resumed:
+        tracker.set_tags(run_id, now)
+        return
+    original = tracker.tags(run_id)
+    tags = {k: v for k, v in now.items() if k not in original}  # a run begun by older code
+    changes = numerics.changes_on_resume(original, now)
+    if changes:
+        log.warning("run %s resumes with other numerics than it began with (%s): the rest of "
+                    "its epochs may differ like another seed would", run_id, "; ".join(changes))
+        earlier = original.get(numerics.CHANGED_TAG, "")
+        new = [c for c in changes if c not in earlier.split("; ")]
+        tags[numerics.CHANGED_TAG] = "; ".join(filter(None, [earlier, *new]))[:5000]
+    if tags:
+        tracker.set_tags(run_id, tags)
+
+
 def _train(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str, progress: bool,
            tags: dict[str, str] | None, parent_run_id: str | None,
            on_epoch_end: EpochCallback | None, checkpoint: Path | None,
@@ -157,6 +180,7 @@ def _train(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str, pr
             torch.set_num_threads(cfg.train.threads)
         torch.use_deterministic_algorithms(cfg.train.deterministic)
         device = resolve_device(cfg.train.device)
+        _record_numerics(tracker, run_id, cfg, device, resumed=resume_from is not None)
         bundle = load_dataset(cfg.dataset.name, cfg.dataset.root, results_dir / "cache" / "data",
                               allow_partial=cfg.dataset.allow_partial, cache=cfg.dataset.cache)
         if "partial" in bundle.info:  # real datasets: say in the tags whether the copy was whole
