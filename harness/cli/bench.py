@@ -1,4 +1,4 @@
-"""``nirbench bench {eval,step,data,protocol,convergence,robustness,train,cache,kmeans,gpu-check}``: argument parsing and printing only;
+"""``nirbench bench {eval,step,data,protocol,convergence,robustness,variance,train,cache,kmeans,gpu-check}``: argument parsing and printing only;
 the work is in the harness.bench module of the same name (gpu-check: harness.bench.gpu_check)."""
 from __future__ import annotations
 
@@ -26,6 +26,18 @@ for k-means seeds 0..S-1: per engine the NMIs, their mean and seed spread; diffe
 faiss per seed (mean, mean_abs, max_abs); gpu: the GPU engines, null without a CUDA device.
 Why: the engines draw different initial centroids, so their NMIs differ like another k-means
 seed; a run therefore uses one engine throughout and records it (tag nmi.kmeans_engine).
+"""
+
+VARIANCE_DESCRIPTION = """\
+Why: a verdict needs a 95% CI half-width on Δ R@1 no wider than the margin δ, and the seeds that
+takes grow with var(Δ). This splits var(Δ) over the finished pairs of a results folder into the
+parts a protocol change could cut: seed (the paired spread over seeds, what the interval is built
+from), evaluation_set (the share of it that comes from which test classes were drawn: a class
+bootstrap of both arms' per-query R@1 on the re-embedded final checkpoints; it shrinks with more
+test classes), training (the rest), and, given the folders, data_order (another train.data_seed)
+and numerics (other CPU kernels, bench robustness). Per source: sd, share of the seed variance,
+seeds needed if it were the only one left. test_split_offset_sd: what another draw of the test
+classes would move every seed's Δ by (not in the seed interval).
 """
 
 ROBUSTNESS_DESCRIPTION = """\
@@ -270,6 +282,32 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_robustness)
 
+    p = which.add_parser("variance", parents=[common],
+                         help="where the spread of a comparison's Δ R@1 comes from (seed, "
+                              "evaluation set, training, data order, numerics)",
+                         description=VARIANCE_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid", default=None, help="only runs of this grid name (default: all)")
+    p.add_argument("--datasets", default=None,
+                   help="comma-separated datasets (default: every dataset with finished pairs)")
+    p.add_argument("--method", default="proxy_anchor", help="the method compared (default "
+                   "proxy_anchor)")
+    p.add_argument("--reference", default="none", help="reference arm (default none)")
+    p.add_argument("--arm", default="nir", help="compared arm (default nir)")
+    p.add_argument("--margin", type=float, default=1.0,
+                   help="equivalence margin δ in R@1 points for the seeds-needed columns "
+                        "(default 1.0, as stats.margin)")
+    p.add_argument("--resamples", type=int, default=2000, help="class-bootstrap resamples")
+    p.add_argument("--no-eval-set", dest="eval_set", action="store_false",
+                   help="skip the evaluation-set part (it re-embeds every final checkpoint)")
+    p.add_argument("--numerics-results", type=Path, default=None, metavar="DIR",
+                   help="the same runs under other CPU numerics (bench robustness' folder)")
+    p.add_argument("--order-results", type=Path, default=None, metavar="DIR",
+                   help="the same runs with another train.data_seed (batch order and "
+                        "augmentation changed, initial weights not)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
+    p.set_defaults(func=cmd_bench_variance)
+
     p = which.add_parser("convergence", parents=[common], help="has every default-grid baseline "
                          "plateaued at its epoch budget? (runs of grids/convergence.yaml)",
                          description=CONVERGENCE_DESCRIPTION,
@@ -469,6 +507,32 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
                                                    "optimizer", "embed", "knn")))
             print(f"  NIR flow on top of the baseline: {r['phases']['nir_flow']['total']:.2f}s "
                   f"per epoch")
+    return 0
+
+
+def cmd_bench_variance(args: argparse.Namespace) -> int:
+    from nirbench.harness.bench import variance
+    from nirbench.harness.cli.common import results_dir_arg
+
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
+    result = variance.run(results_dir_arg(args.results_dir), grid=args.grid, datasets=datasets,
+                          method=args.method, reference=args.reference, arm=args.arm,
+                          margin=args.margin, resamples=args.resamples, eval_set=args.eval_set,
+                          numerics_results=args.numerics_results,
+                          order_results=args.order_results, progress=_progress(args))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['method']}: {result['arm']} vs {result['reference']}, Δ {result['metric']} "
+          f"(points), margin δ = {result['margin']}")
+    for dataset, entry in result["datasets"].items():
+        if "error" in entry:
+            print(f"  {dataset}: {entry['error']}")
+            continue
+        parts = ", ".join(f"{name} sd {src['sd']:.2f}" for name, src in entry["sources"].items()
+                          if src.get("sd") is not None)
+        print(f"  {dataset}: {entry['pairs']} pairs, Δ {entry['delta_mean']:+.2f}; {parts}; "
+              f"seeds needed {entry['seeds_needed']}")
     return 0
 
 
