@@ -1,9 +1,10 @@
 """`nirbench report`: the HTML report in results/report/index.html, from the tidy tables only.
 
 It reads what `nirbench aggregate` saved (runs/epochs parquet + meta.json), recomputes the
-statistics with the same code and bootstrap seed, draws the figures (``harness.results.plots``) and
-fills ``templates/report.html`` with ``string.Template``. Every number links to its MLflow run (a
-title attribute with the run ids and a link to the runs section, which links to the MLflow UI);
+statistics with the same code, margin and bootstrap seed, draws the figures
+(``harness.results.plots``) and fills ``templates/report.html`` with ``string.Template``. Every
+number links to its MLflow run (a title attribute with the run ids and a link to the runs
+section, which links to the MLflow UI);
 the provenance section says which code, packages, hardware and commands produced the numbers.
 The page loads nothing from the network: figures are relative PNG files, CSS and JS are inline.
 """
@@ -22,6 +23,8 @@ import pandas as pd
 from nirbench.harness import results as agg
 from nirbench.harness.results import convergence, plots, published, stats
 from nirbench.harness.results.display import cell_title, in_reading_order
+from nirbench.harness.results.layouts import margin_text
+from nirbench.harness.results.verdicts import tally
 from nirbench.harness.search.trials_table import load_trials
 
 TEMPLATE = Path(__file__).with_name("templates") / "report.html"
@@ -53,13 +56,17 @@ def find_studies(results_dir: Path, explicit: list[Path] | None = None) -> list[
 # ---------------------------------------------------------------- build
 def build_report(results_dir: Path, *, tables_dir: Path | None = None,
                  out_dir: Path | None = None, studies: list[Path] | None = None,
-                 command: str = "") -> Report:
+                 command: str = "", margin: float | None = None) -> Report:
+    """``margin``: the verdicts' δ in points; None: the one the tables were aggregated with."""
     results_dir = Path(results_dir)
     tables_dir = Path(tables_dir or results_dir / "tables")
     out_dir = Path(out_dir or results_dir / "report")
     runs, epochs, meta = agg.load_tidy(tables_dir)
+    if margin is not None:
+        meta = {**meta, "stats_margin": margin, "stats_margin_source": "nirbench report --margin"}
     analysis = agg.analyse(runs, epochs, meta.get("grid"),
                            pairs=[tuple(p) for p in meta.get("compare", [])],
+                           margin=meta.get("stats_margin", stats.DEFAULT_MARGIN),
                            resamples=meta.get("bootstrap_resamples", stats.BOOTSTRAP_RESAMPLES),
                            seed=meta.get("bootstrap_seed", stats.BOOTSTRAP_SEED))
     marks = agg.Marks.of(analysis)
@@ -125,22 +132,29 @@ def _verdict_class(verdict: str) -> str:
 
 
 def _headline(analysis: agg.Analysis, marks: agg.Marks) -> str:
-    """The answer first: one line per dataset, method and comparison (last epoch, test R@1)."""
+    """The answer first: one line per dataset, method and comparison (last epoch, test R@1):
+    the verdict, Δ, its 95% CI half-width, δ, and Holm's verdict beside the headline ones."""
     found = agg.verdicts(analysis, agg.LAST, marks)
     if not found:
         return "<p>No two arms of one dataset and method to compare.</p>"
     items = []
     for v in found:
+        holm = (f'; {e(v.holm_label)}: <span class="{_verdict_class(v.verdict_holm)}">'
+                f"{e(v.verdict_holm)}</span>" if v.headline else "")
         items.append(
             f'<li><a href="#run-{e(v.run_ids[0])}" title="MLflow runs: {e(" ".join(v.run_ids))}">'
             f"{e(v.subject)}</a>: {e(v.comparison)}: "
             f'<span class="{_verdict_class(v.verdict)}">{e(v.verdict)}</span> '
-            f"({e(v.evidence)}){' ' + e(v.marks) if v.marks else ''}</li>")
+            f"({e(v.evidence)}){holm}{' ' + e(v.marks) if v.marks else ''}</li>")
     used = "".join(v.marks for v in found)
     rules = f'<p class="note">{e(marks.rules(used).strip())}</p>' if marks.rules(used) else ""
-    detected = sum(v.verdict in ("helps", "hurts") for v in found)
-    return (f"<p><b>The answer</b> (last epoch, test R@1, arms paired by seed): {detected} of "
-            f"{len(found)} comparisons detect a difference.</p>"
+    family = sum(v.headline for v in found)
+    total = len(analysis.policy(agg.LAST.name).comparisons)
+    return (f"<p><b>The answer</b> (last epoch, test R@1, arms paired by seed, paired t 95% "
+            f"CI, margin δ = {margin_text(analysis.margin)} points): {family} headline "
+            f"comparison{'s' if family != 1 else ''}, Holm-adjusted: "
+            f"{e(tally(found, holm=True) or 'none')}; unadjusted: {e(tally(found) or 'none')}. "
+            f"{total} comparisons in all (every metric and pair, in the tables below).</p>"
             f'<ul class="verdicts">{"".join(items)}</ul>{rules}')
 
 
@@ -168,15 +182,21 @@ def _still_rising(analysis: agg.Analysis) -> str:
             f'<p class="note">{e(convergence.RULE)}</p>')
 
 
-def _rule() -> str:
-    return (f"<p><b>How the verdict is decided.</b> For every dataset and method the regularized "
-            f"run of seed <i>s</i> is paired with the baseline run of seed <i>s</i>. "
-            f"<i>helps</i> / <i>hurts</i>: the percentile bootstrap 95% interval of the mean "
-            f"difference ({stats.BOOTSTRAP_RESAMPLES} resamples, fixed seed) excludes 0 "
-            f"<i>and</i> the paired t-test gives p &lt; {stats.ALPHA}. <i>too few seeds</i>: fewer "
-            f"than {stats.MIN_PAIRS} pairs. Otherwise <i>no detectable difference</i>. The "
-            f"Wilcoxon signed-rank p is shown but not used: with n pairs it cannot go below "
-            f"2/2<sup>n</sup>, i.e. never below 0.05 with 5 or fewer seeds.</p>")
+def _rule(margin: float) -> str:
+    return (f"<p><b>How the verdict is decided.</b> For every dataset and method the run of seed "
+            f"<i>s</i> of one arm is paired with the run of seed <i>s</i> of the other, and "
+            f"Δ = B − A gets its paired t 95% confidence interval. The equivalence margin is "
+            f"δ = {margin_text(margin)} points (<code>stats.margin</code> in protocol.yaml, "
+            f"<code>--margin</code> overrides it). <i>helps</i> / <i>hurts</i>: the interval "
+            f"lies above / below 0. <i>equivalent</i>: the whole interval lies inside ±δ (two "
+            f"one-sided tests at 2.5% each). <i>inconclusive</i>: anything else; the run cannot "
+            f"tell a difference of δ from none, and the table's <i>seeds for ±δ</i> says how "
+            f"many seed pairs would (at the observed spread). The headline comparisons (R@1, "
+            f"each regularizer arm against its baseline) are also Holm-adjusted as one family "
+            f"(<i>verdict (Holm)</i>). The percentile bootstrap is shown only from "
+            f"{stats.BOOTSTRAP_MIN_PAIRS} pairs on; the Wilcoxon signed-rank p is shown but not "
+            f"used: with n pairs it cannot go below 2/2<sup>n</sup>, i.e. never below 0.05 with 5 "
+            f"or fewer seeds. docs/statistics.md has the formulas.</p>")
 
 
 def _policies_intro(analysis: agg.Analysis) -> str:
@@ -245,6 +265,7 @@ def _numerics(runs: pd.DataFrame) -> str:
 
 def _provenance(runs: pd.DataFrame, meta: dict, results_dir: Path, command: str,
                 studies: list[Path]) -> str:
+    analysis_margin = meta.get("stats_margin", stats.DEFAULT_MARGIN)
     from nirbench.dashboards.mlflow_ui import ui_command
     from nirbench.harness.tracking.store import git_state
 
@@ -298,7 +319,10 @@ def _provenance(runs: pd.DataFrame, meta: dict, results_dir: Path, command: str,
 <ul><li>MLflow store: <code>{store}</code>, experiment id <code>{experiment}</code>,
 grid <code>{grid}</code></li>
 <li>open it: <code>{e(ui)}</code>, then <code>http://127.0.0.1:5000</code></li>
-<li>bootstrap: {meta.get('bootstrap_resamples')} resamples, seed {meta.get('bootstrap_seed')};
+<li>verdict margin δ = {margin_text(analysis_margin)} points
+({e(str(meta.get('stats_margin_source', 'default')))}); bootstrap (from
+{stats.BOOTSTRAP_MIN_PAIRS} pairs on): {meta.get('bootstrap_resamples')} resamples, seed
+{meta.get('bootstrap_seed')};
 Optuna studies: {studies_text}</li></ul>"""
 
 
@@ -328,7 +352,7 @@ def _body(analysis: agg.Analysis, meta: dict, drawn: dict, results_dir: Path, ou
 
     parts += ['<h2 id="summary">Summary</h2>', _headline(analysis, marks)]
     parts += [_figure(x, out_dir) for x in drawn.get(f"forest-{agg.LAST.name}", [])]
-    parts += [_rule(), _tables(last_tables["table1"])]
+    parts += [_rule(analysis.margin), _tables(last_tables["table1"])]
     parts += ['<h2 id="comparison">Arm comparisons, paired by seed</h2>']
     for result in analysis.results:
         if not result.available:

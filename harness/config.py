@@ -256,6 +256,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load ``path`` (default: the embedded default config), apply ``key=value`` overrides."""
     raw = read_yaml(path or DEFAULT_CONFIG)
     budgets = raw.pop("budgets", None)  # a protocol file's epoch budgets (harness/budgets.py)
+    raw.pop("stats", None)  # the verdict margin (harness/results/export.py), not a run setting
     raw = apply_overrides(raw, overrides)
     if budgets is not None and not any(o.strip().startswith("train.epochs=")
                                        for o in overrides or []):

@@ -278,14 +278,25 @@ def test_write_tables_all_policies_and_formats(store):
                                                 for s in (0, 1, 2)]))
 
     comparison = pd.read_csv(out / "comparison.csv")
+    # the columns other code reads (bench robustness) keep their names; the new ones are added
+    assert {"dataset", "method", "reference", "arm", "metric", "verdict", "mean_diff", "t_lo",
+            "t_hi", "margin", "ci_half_width", "mde_80", "seeds_needed", "p_holm",
+            "verdict_holm", "contains_published_gain"} <= set(comparison.columns)
     r1 = comparison[comparison.metric == "recall@1"].iloc[0]
     assert r1["n"] == 3 and r1["verdict"] == "helps" and r1["mean_diff"] == pytest.approx(0.03,
                                                                                           abs=0.01)
+    assert r1["margin"] == pytest.approx(0.01) and r1["headline"]  # δ = 1 point, as a fraction
+    assert r1["ci_half_width"] == pytest.approx((r1["t_hi"] - r1["t_lo"]) / 2)
+    assert np.isnan(r1["boot_lo"])  # 3 pairs: no bootstrap interval
+    assert comparison.loc[comparison.metric == "rho", "margin"].isna().all()  # no margin
     assert "helps" in files.markdown and "ProxyAnchor" in files.markdown
+    assert "margin δ = 1.0 points" in files.markdown and "Holm-adjusted: 1 helps" in files.markdown
+    assert "—" in (out / "comparison.md").read_text()  # the bootstrap column, below 10 pairs
     assert (out / "table1.tex").read_text().count(r"\textbf") >= 4
     meta = json.loads((out / "meta.json").read_text())
     assert meta["policies"]["best-val"]["available"] and meta["bootstrap_resamples"] == 2000
     assert meta["command"] == "nirbench aggregate"
+    assert meta["stats_margin"] == 1.0 and meta["stats_margin_source"] == "default"
 
 
 def test_no_validation_split_is_said_not_guessed(tmp_path):
@@ -295,7 +306,14 @@ def test_no_validation_split_is_said_not_guessed(tmp_path):
     assert not (tmp_path / "t" / "best-val" / "table1.md").exists()
     assert "best validation epoch: not available: no validation split" in files.markdown
     comparison = pd.read_csv(tmp_path / "t" / "comparison.csv")
-    assert set(comparison["verdict"]) == {"too few seeds"}  # two seeds only
+    # two seeds: t with 1 degree of freedom (12.7 x the standard error) cannot decide a +3 point
+    # gain that wobbles by 1 point; the table says how many seeds would
+    assert set(comparison["verdict"]) == {"inconclusive"}
+    r1 = comparison[comparison.metric == "recall@1"].iloc[0]
+    d = np.array([synthetic_value("nir", s, 4, "recall_at_1")
+                  - synthetic_value("none", s, 4, "recall_at_1") for s in (0, 1)])
+    assert r1["ci_half_width"] == pytest.approx(sps.t.ppf(0.975, 1) * sps.sem(d))
+    assert r1["seeds_needed"] > 2 and r1["verdict_holm"] == "inconclusive"
 
     # The real datasets get the published numbers beside ours.
     tracker = make_store(tmp_path / "real", [("cub200", "proxy_anchor", r, s)
@@ -306,6 +324,12 @@ def test_no_validation_split_is_said_not_guessed(tmp_path):
     ours = 100 * np.mean([synthetic_value("nir", s, 4, "recall_at_1") for s in (0, 1)])
     assert row["paper_mean"] == 66.0 and row["difference"] == pytest.approx(ours - 66.0)
     assert "66.0 ± 0.3" in (tmp_path / "rt" / "best-test" / "published.md").read_text()
+    # ... and each comparison says whether its interval contains the paper's gain (+1.6)
+    comparison = pd.read_csv(tmp_path / "rt" / "comparison.csv")
+    head = comparison[comparison.headline].iloc[0]
+    assert head["published_gain"] == 1.6
+    assert head["contains_published_gain"] == bool(100 * head["t_lo"] <= 1.6 <= 100 * head["t_hi"])
+    assert comparison.loc[comparison.metric == "map@r", "contains_published_gain"].isna().all()
 
 
 def test_aggregate_cli_and_its_errors(tmp_path, capsys):
@@ -314,6 +338,15 @@ def test_aggregate_cli_and_its_errors(tmp_path, capsys):
                  "--bootstrap", "500", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "| ProxyAnchor |" in out and "tables written to" in out
+    assert "δ = 1.0" in out
+    assert main(["aggregate", "--results-dir", str(tmp_path / "r"), "--grid", "g1",
+                 "--bootstrap", "500", "--margin", "0.5", "--quiet"]) == 0
+    assert "δ = 0.5" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "r" / "tables" / "meta.json").read_text())
+    assert (meta["stats_margin"], meta["stats_margin_source"]) == (0.5, "--margin")
+    with pytest.raises(SystemExit):
+        main(["aggregate", "--results-dir", str(tmp_path / "r"), "--margin", "-1"])
+    assert "--margin must be a number of points > 0" in capsys.readouterr().err
     assert main(["aggregate", "--results-dir", str(tmp_path / "r"), "--grid", "nope"]) == 2
     err = capsys.readouterr().err
     assert "no finished runs of grid 'nope'" in err and "nirbench grid" in err

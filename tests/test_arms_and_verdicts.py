@@ -155,11 +155,40 @@ def test_verdict_lines_lead_with_the_answer():
     epochs = frame[["run_id", "epoch"]].assign(**{"test/recall@1": frame["recall@1"]})
     runs = frame.drop(columns=["epoch"]).assign(epochs=1)
     analysis = agg.analyse(runs, epochs, resamples=500)
-    lines = [v.line() for v in agg.verdicts(analysis)]
+    found = agg.verdicts(analysis)
+    lines = [v.line() for v in found]
     assert lines[0].startswith("synth-cub, ProxyAnchor: + NIR (no flow) vs baseline: helps "
                                "(Δ R@1 +")
-    assert "95% CI [" in lines[0] and lines[0].endswith("4 seeds)")
-    assert any("+ NIR vs + NIR (no flow): no detectable difference" in line for line in lines)
+    assert "95% CI ±" in lines[0] and lines[0].endswith("δ = 1.0; 4 seeds)")
+    # the half-width printed is the paired t interval's, in points
+    step = next(v for v in found if v.arm == "nir" and v.reference == "nir[flow=false]")
+    a = frame[frame.arm == "nir[flow=false]"].sort_values("seed")["recall@1"].to_numpy()
+    b = frame[frame.arm == "nir"].sort_values("seed")["recall@1"].to_numpy()
+    half = 100 * sps.t.ppf(0.975, 3) * sps.sem(b - a)
+    assert step.line() == (
+        f"synth-cub, ProxyAnchor: + NIR vs + NIR (no flow): inconclusive (Δ R@1 "
+        f"{100 * (b - a).mean():+.2f} pp, 95% CI ±{half:.2f}, δ = 1.0; 4 seeds; ±δ needs "
+        f"{step.seeds_needed} seeds)")
+    # the headline comparison (+ NIR vs baseline) states Holm's verdict beside its own
+    headline = next(v for v in found if v.headline)
+    assert (headline.arm, headline.reference) == ("nir", "none")
+    assert headline.line().endswith("; Holm over 1 headline comparison: helps")
+    # a wider margin re-decides the same runs without retraining: 5 points make the flow step
+    # equivalent (its CI ±1.9 lies inside ±5)
+    wide = agg.verdicts(agg.analyse(runs, epochs, resamples=500, margin=5.0))
+    assert next(v for v in wide if v.reference == "nir[flow=false]").verdict == "equivalent"
+    with pytest.raises(agg.AggregationError, match="margin must be a number of points > 0"):
+        agg.analyse(runs, epochs, margin=0.0)
+
+
+def test_zero_and_one_seed_lines_say_why():
+    frame = selected_frame()[lambda f: f.seed == 0]
+    frame = frame.assign(epoch=1)
+    epochs = frame[["run_id", "epoch"]].assign(**{"test/recall@1": frame["recall@1"]})
+    analysis = agg.analyse(frame.drop(columns=["epoch"]).assign(epochs=1), epochs)
+    line = agg.verdicts(analysis)[0].line()
+    assert ": inconclusive (" in line and "no 95% CI (1 seed pair: a t interval needs 2)" in line
+    assert line.endswith("δ = 1.0; 1 seed)")
 
 
 # ---------------------------------------------------------------- grid: declared comparisons

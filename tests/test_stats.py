@@ -1,4 +1,5 @@
-"""harness.results.stats against scipy on known inputs, and the verdict rule on clear-cut cases."""
+"""harness.results.stats against scipy on known inputs, and the verdict rule on clear-cut cases
+(the rule's edge cases, power and Holm: tests/test_verdict_rules.py)."""
 from __future__ import annotations
 
 import math
@@ -72,33 +73,42 @@ def test_bootstrap_is_deterministic_with_a_seed_and_agrees_with_scipy():
 
 
 def test_verdicts():
-    assert stats.paired_comparison(BASE, TREATED).verdict == stats.HELPS
-    assert stats.paired_comparison(TREATED, BASE).verdict == stats.HURTS
+    margin = 0.01  # one point
+    assert stats.paired_comparison(BASE, TREATED, margin=margin).verdict == stats.HELPS
+    assert stats.paired_comparison(TREATED, BASE, margin=margin).verdict == stats.HURTS
     # Lower is better: the same increase hurts.
     assert stats.paired_comparison(BASE, TREATED, higher_is_better=False).verdict == stats.HURTS
     # No direction (structure metrics): say which way it moved.
     assert stats.paired_comparison(BASE, TREATED, higher_is_better=None).verdict == stats.RAISES
     assert stats.paired_comparison(TREATED, BASE, higher_is_better=None).verdict == stats.LOWERS
-    # Two pairs: whatever the numbers, too few seeds.
-    two = stats.paired_comparison(BASE[:2], TREATED[:2] + 0.1)
-    assert two.verdict == stats.TOO_FEW and two.n == 2
-    # Differences of both signs: nothing detectable.
-    noisy = stats.paired_comparison(BASE, BASE + np.array([0.02, -0.03, 0.01, -0.01, 0.015]))
-    assert noisy.verdict == stats.NO_DIFFERENCE
+    # Two pairs: t with 1 degree of freedom, a wide interval, still a verdict.
+    two = stats.paired_comparison(BASE[:2], TREATED[:2], margin=margin)
+    assert two.verdict == stats.INCONCLUSIVE and two.n == 2 and two.t_lo < 0 < two.t_hi
+    # Differences of both signs, ±3 points: neither a difference nor equality within 1 point.
+    noisy = stats.paired_comparison(BASE, BASE + np.array([0.02, -0.03, 0.01, -0.01, 0.015]),
+                                    margin=margin)
+    assert noisy.verdict == stats.INCONCLUSIVE and noisy.seeds_needed > 5
+    # The same spread a tenth as large: equal within a point.
+    calm = stats.paired_comparison(BASE, BASE + np.array([0.002, -0.003, 0.001, -0.001, 0.0015]),
+                                   margin=margin)
+    assert calm.verdict == stats.EQUIVALENT
+    # Without a margin, equality cannot be shown.
+    assert stats.paired_comparison(BASE, BASE + np.array([0.002, -0.003, 0.001, -0.001, 0.0015])
+                                   ).verdict == stats.INCONCLUSIVE
 
 
 def test_identical_differences_without_warnings(recwarn):
-    same = stats.paired_comparison(BASE[:3], BASE[:3])
+    same = stats.paired_comparison(BASE[:3], BASE[:3], margin=0.01)
     assert (same.t_stat, same.t_p, same.wilcoxon_p) == (0.0, 1.0, 1.0)
-    assert same.verdict == stats.NO_DIFFERENCE
-    shifted = stats.paired_comparison([0.5, 0.6, 0.7], [0.51, 0.61, 0.71])
+    assert same.verdict == stats.EQUIVALENT  # the interval [0, 0]
+    shifted = stats.paired_comparison([0.5, 0.6, 0.7], [0.51, 0.61, 0.71], margin=0.005)
     assert shifted.t_p == 0.0 and shifted.t_stat == math.inf
     assert shifted.verdict == stats.HELPS
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
-def test_bad_input_is_refused():
+def test_bad_input_is_refused_and_a_nan_is_inconclusive():
     with pytest.raises(ValueError, match="equal length"):
         stats.paired_comparison([1.0, 2.0], [1.0])
-    with pytest.raises(ValueError, match="finite"):
-        stats.paired_comparison([1.0, float("nan"), 2.0], [1.0, 2.0, 3.0])
+    got = stats.paired_comparison([1.0, float("nan"), 2.0], [1.0, 2.0, 3.0])
+    assert got.verdict == stats.INCONCLUSIVE and "non-finite" in got.reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nirbench.harness.cli.aggregate import add_margin_argument
 from nirbench.harness.cli.common import results_dir_arg
 
 
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--study", dest="studies", action="append", default=None, metavar="FILE",
                    help="Optuna storage file to plot (journal file or .db); repeatable "
                         "(default: the files under RESULTS/optuna/, if any)")
+    add_margin_argument(p, "the margin `nirbench aggregate` used (tables/meta.json)")
     p.set_defaults(func=cmd_report)
 
 
@@ -31,7 +33,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = build_report(results, tables_dir=Path(args.tables) if args.tables else None,
                           out_dir=Path(args.out) if args.out else None,
                           studies=[Path(p) for p in args.studies] if args.studies else None,
-                          command=command_line())
+                          command=command_line(), margin=args.margin)
     for skipped in report.skipped:
         print(f"not drawn: {skipped.title}: {skipped.reason}")
     print(f"report: {report.index} ({len(report.figures)} figures, PNG + PDF in "

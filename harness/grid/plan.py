@@ -72,6 +72,7 @@ def load_grid(path: str | Path, extra_overrides: list[str] | None = None) -> Gri
         raise ConfigError(f"grid {path}: unknown keys {unknown}; valid: {', '.join(GRID_KEYS)}")
     base_path = (path.parent / grid["config"]) if grid.get("config") else None
     base = read_yaml(base_path) if base_path else {}
+    base.pop("stats", None)  # the verdict margin (harness/results/export.py), not a run setting
     try:
         budgets = parse_budgets(base.pop("budgets", None), f"grid {path}: {base_path}")
     except BudgetError as err:

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
-
 from nirbench.harness.results import activity, convergence, stats
 from nirbench.harness.results import published as paper
 from nirbench.harness.results.analysis import Analysis, PolicyResult
@@ -45,7 +44,7 @@ class Marks:
     inactive: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, analysis: Analysis) -> "Marks":
+    def of(cls, analysis: Analysis) -> Marks:
         conv = analysis.convergence
         rising = frozenset(tuple(r[c] for c in CELL) for _, r in conv.iterrows()
                            if r["still_rising"]) if not conv.empty else frozenset()
@@ -157,41 +156,104 @@ def _ordered_comparisons(comparisons: pd.DataFrame, metrics: list[str]) -> pd.Da
     return part.sort_values(["_rank", "_method", "_arm", "_ref", "_order"])
 
 
-def verdict_rule() -> str:
-    return (f"Verdict: 'helps'/'hurts' when the bootstrap 95% CI ({stats.BOOTSTRAP_RESAMPLES} "
-            f"resamples) excludes 0 and the paired t-test p < {stats.ALPHA}; 'too few seeds' "
-            f"below {stats.MIN_PAIRS} pairs; otherwise 'no detectable difference'. Wilcoxon "
-            f"reported, not used (it cannot reach p < 0.05 with fewer than 6 pairs).")
+def margin_text(margin: float) -> str:
+    """δ as printed beside a verdict: 1.0, 0.5, 0.25 (points)."""
+    text = f"{margin:g}"
+    return text if "." in text or "e" in text else text + ".0"
+
+
+def verdict_rule(margin: float = stats.DEFAULT_MARGIN) -> str:
+    """The rule in one paragraph (docs/statistics.md has it in full)."""
+    return (f"Verdict, from the paired t 95% CI of Δ and the margin "
+            f"δ = {margin_text(margin)} points (% metrics): 'helps'/'hurts' when the CI lies "
+            f"above/below 0; 'equivalent' when it lies inside ±δ (two one-sided tests at 2.5% each); otherwise 'inconclusive': more "
+            f"seeds decide ('seeds for ±δ': the smallest n whose half-width t·sd/√n ≤ δ at the "
+            f"observed sd). MDE: the smallest true Δ the paired t-test (two-sided, "
+            f"α = {stats.ALPHA}) detects with {stats.POWER:.0%} power at these pairs and sd. "
+            f"Bootstrap CI shown from {stats.BOOTSTRAP_MIN_PAIRS} pairs on "
+            f"({stats.BOOTSTRAP_RESAMPLES} resamples), '—' below. Wilcoxon reported, not used "
+            f"(it cannot reach p < 0.05 with fewer than 6 pairs).")
+
+
+def holm_rule(comparisons: pd.DataFrame) -> str:
+    """How many comparisons a table makes and what Holm's correction covers."""
+    family = int(comparisons["headline"].sum()) if "headline" in comparisons else 0
+    text = f"{len(comparisons)} comparisons"
+    if not family:
+        return text + "; none is a headline comparison (R@1, an arm against its baseline)."
+    which = (f"the {family} headline comparisons (R@1, each regularizer arm against its "
+             f"baseline) are Holm-adjusted as one family" if family != 1 else
+             "the one headline comparison (R@1, a regularizer arm against its baseline) is its "
+             "own Holm family")
+    return (text + f"; {which}: "
+            f"'verdict (Holm)' says helps/hurts where p (Holm) < {stats.ALPHA}, equivalent where "
+            f"the TOST p, Holm-adjusted, < {stats.ALPHA / 2}; the other rows are unadjusted.")
+
+
+def _margin_text(r, m: str, d: int) -> str:
+    return f"±{fmt(r.margin, m, d)}" if math.isfinite(r.margin) else "none"
+
+
+def _seeds_text(value) -> str:
+    return "–" if value is None or pd.isna(value) else str(int(value))
+
+
+def _bootstrap_text(r, m: str, d: int) -> str:
+    if not (math.isfinite(r.boot_lo) and math.isfinite(r.boot_hi)):
+        return "—"
+    return f"[{fmt(r.boot_lo, m, d, True)}, {fmt(r.boot_hi, m, d, True)}]"
+
+
+def _contains_text(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return "yes" if value in (True, "True", "true") else "no"
 
 
 def comparison_layout(comparisons: pd.DataFrame, policy: Policy,
                       metrics: Iterable[str] = KEY_METRICS + STRUCTURE_METRICS,
-                      marks: Marks = NO_MARKS) -> Table:
+                      marks: Marks = NO_MARKS, margin: float = stats.DEFAULT_MARGIN) -> Table:
     part = _ordered_comparisons(comparisons, list(metrics))
-    titles = ("pairs", "A", "B", "Δ = B − A", "95% t CI", "95% bootstrap CI",
-              "p (paired t)", "p (Wilcoxon)", "verdict")
+    published = ("contains_published_gain" in part
+                 and part["contains_published_gain"].map(_contains_text).ne("–").any())
+    titles = ("pairs", "A", "B", "Δ = B − A", "95% t CI", "δ", "MDE (80%)", "seeds for ±δ",
+              f"95% bootstrap CI (n ≥ {stats.BOOTSTRAP_MIN_PAIRS})", "p (paired t)",
+              "p (Wilcoxon)", "verdict", "p (Holm)", "verdict (Holm)")
+    if published:
+        titles += ("paper's gain", "CI contains it")
     rows, cells = [], []
     for r in part.itertuples(index=False):
         ids = tuple(r.baseline_run_ids.split() + r.treated_run_ids.split())
         title = (f"seeds {r.seeds}; A runs {r.baseline_run_ids}; B runs {r.treated_run_ids}"
-                 + (f"; unpaired seeds {r.unpaired_seeds}" if r.unpaired_seeds else ""))
+                 + (f"; unpaired seeds {r.unpaired_seeds}" if r.unpaired_seeds else "")
+                 + (f"; inconclusive: {r.reason}" if r.reason else ""))
         m = r.metric
         d = 2 if is_percent(m) else 3
         mark = marks.of_pair(r.dataset, r.method, r.reference, r.arm) if m == "recall@1" else ""
-        texts = (str(r.n), fmt(r.baseline_mean, m), fmt(r.treated_mean, m),
+        texts = [str(r.n), fmt(r.baseline_mean, m), fmt(r.treated_mean, m),
                  fmt(r.mean_diff, m, d, sign=True),
                  f"[{fmt(r.t_lo, m, d, True)}, {fmt(r.t_hi, m, d, True)}]",
-                 f"[{fmt(r.boot_lo, m, d, True)}, {fmt(r.boot_hi, m, d, True)}]",
-                 fmt_p(r.t_p), fmt_p(r.wilcoxon_p), r.verdict + (f" {mark}" if mark else ""))
+                 _margin_text(r, m, d), fmt(r.mde_80, m, d), _seeds_text(r.seeds_needed),
+                 _bootstrap_text(r, m, d), fmt_p(r.t_p), fmt_p(r.wilcoxon_p),
+                 r.verdict + (f" {mark}" if mark else ""),
+                 fmt_p(r.p_holm) if r.headline else "", r.verdict_holm]
+        if published:
+            texts += ["–" if pd.isna(r.published_gain) else f"{r.published_gain:+.1f}",
+                      _contains_text(r.contains_published_gain)]
         rows.append((r.dataset, METHOD_TITLES.get(r.method, r.method),
                      pair_title(r.reference, r.arm), metric_title(m)))
-        verdict_css = f"verdict-{r.verdict.replace(' ', '-')}"
-        cells.append(tuple(Cell(t, None, ids, title, verdict_css if k == len(texts) - 1 else "")
+        verdict_at = {titles.index("verdict"): r.verdict, titles.index("verdict (Holm)"):
+                      r.verdict_holm}
+        cells.append(tuple(Cell(t, None, ids, title,
+                                f"verdict-{verdict_at[k]}" if verdict_at.get(k) else "")
                            for k, t in enumerate(texts)))
     used = "".join(c.text for row in cells for c in row)
     note = (f"{policy.title.capitalize()}. Δ = B − A, paired by seed, in percentage points for % "
-            f"metrics (A = the reference arm, B = the arm compared with it). {verdict_rule()} "
-            f"Structure metrics say 'higher'/'lower' instead." + marks.rules(used))
+            f"metrics (A = the reference arm, B = the arm compared with it). {verdict_rule(margin)}"
+            f" Structure metrics have no margin: 'higher'/'lower'/'inconclusive'. "
+            f"{holm_rule(part)}"
+            + (" Paper's gain: Table 1's + NIR minus its method (points; the paper reports the "
+               "best test epoch)." if published else "") + marks.rules(used))
     return Table("comparison", f"Arm comparisons, paired by seed ({policy.title})",
                  ("Dataset", "Method", "Comparison", "Metric"), tuple(rows),
                  tuple(Column("", t) for t in titles), tuple(cells), note)
@@ -201,10 +263,10 @@ LADDER_METRICS = ("recall@1", "map@r")
 
 
 def ladder_layout(comparisons: pd.DataFrame, policy: Policy,
-                  marks: Marks = NO_MARKS) -> Table | None:
+                  marks: Marks = NO_MARKS, margin: float = stats.DEFAULT_MARGIN) -> Table | None:
     """Where a grid ran the control arm: per dataset x method, the steps baseline -> NIR without
     the flow (what the loss scale, weight decay and alignment term do) -> NIR (what the flow adds),
-    and the whole way, each with Δ, bootstrap 95% CI and verdict for R@1 and MAP@R."""
+    and the whole way, each with Δ, paired t 95% CI and verdict for R@1 and MAP@R."""
     if comparisons.empty:
         return None
     by = {(r.dataset, r.method, r.reference, r.arm, r.metric): r
@@ -232,10 +294,10 @@ def ladder_layout(comparisons: pd.DataFrame, policy: Policy,
                     mark = marks.of_pair(dataset, method, a, b) if metric == "recall@1" else ""
                     row += [Cell(fmt(r.mean_diff, metric, 2, sign=True), None, ids,
                                  f"seeds {r.seeds}"),
-                            Cell(f"[{fmt(r.boot_lo, metric, 2, True)}, "
-                                 f"{fmt(r.boot_hi, metric, 2, True)}]", None, ids),
+                            Cell(f"[{fmt(r.t_lo, metric, 2, True)}, "
+                                 f"{fmt(r.t_hi, metric, 2, True)}]", None, ids),
                             Cell(r.verdict + (f" {mark}" if mark else ""), None, ids,
-                                 css=f"verdict-{r.verdict.replace(' ', '-')}")]
+                                 css=f"verdict-{r.verdict}")]
                 rows.append((dataset, METHOD_TITLES.get(method, method), step,
                              pair_title(a, b)))
                 cells.append(tuple(row))
@@ -243,12 +305,12 @@ def ladder_layout(comparisons: pd.DataFrame, policy: Policy,
         return None
     used = "".join(c.text for row in cells for c in row)
     columns = tuple(Column(metric_title(m), t) for m in LADDER_METRICS
-                    for t in ("Δ", "95% bootstrap CI", "verdict"))
+                    for t in ("Δ", "95% t CI", "verdict"))
     note = (f"{policy.title.capitalize()}. Where does the NIR arm's difference come from? Step 1 "
             f"turns on everything the NIR arm changes except the flow (the method loss weighted "
             f"as in the NIR arm, so the same loss scale against the weight decay; for pair methods "
             f"also NIR's own proxies and their alignment term); step 2 adds the flow. Δ in "
-            f"percentage points, paired by seed. {verdict_rule()}" + marks.rules(used))
+            f"percentage points, paired by seed. {verdict_rule(margin)}" + marks.rules(used))
     return Table("ladder", f"Attribution ladder ({policy.title})",
                  ("Dataset", "Method", "Step", "Comparison"), tuple(rows), columns,
                  tuple(cells), note)
@@ -293,10 +355,11 @@ def layouts(result: PolicyResult, n_runs: int, grid: str | None,
             marks: Marks = NO_MARKS) -> dict[str, list[Table]]:
     """The tables of one policy by export name; 'ladder' only where a grid ran the control arm,
     'published' only for the real datasets."""
-    ladder = ladder_layout(result.comparisons, result.policy, marks)
+    ladder = ladder_layout(result.comparisons, result.policy, marks, result.margin)
     out = {"table1": [table1_layout(result.summary, result.policy, n_runs, grid, marks)],
            "extended": extended_layout(result.summary, result.policy, marks),
-           "comparison": [comparison_layout(result.comparisons, result.policy, marks=marks)]
+           "comparison": [comparison_layout(result.comparisons, result.policy, marks=marks,
+                                            margin=result.margin)]
            if not result.comparisons.empty else [],
            "ladder": [ladder] if ladder is not None else []}
     if not result.published.empty:

@@ -24,8 +24,10 @@ from nirbench.harness.results.display import (METHOD_TITLES, STRUCTURE_METRICS, 
                                      method_rank, metric_title, pair_title)
 
 BASE_COLOR, ARM_COLORS = "#4c72b0", ("#dd8452", "#55a868", "#c44e52", "#8172b3")
-# Structure metrics have no "better": their detectable moves get a neutral blue, not green/red.
-VERDICT_COLORS = {"helps": "#55a868", "hurts": "#c44e52", "higher": "#4c72b0", "lower": "#4c72b0"}
+# Structure metrics have no "better": their detected moves get a neutral blue, not green/red.
+# Equivalent (inside ±δ) is a decided answer too: purple; inconclusive stays grey (NEUTRAL).
+VERDICT_COLORS = {"helps": "#55a868", "hurts": "#c44e52", "higher": "#4c72b0", "lower": "#4c72b0",
+                  "equivalent": "#8172b3"}
 NEUTRAL = "#9a9a9a"
 DPI = 110
 
@@ -122,8 +124,9 @@ FOREST_METRICS = ("recall@1", "map@r")
 def forest(comparisons: pd.DataFrame, policy_name: str, policy_title: str,
            out_dir: Path) -> Figure | Skipped:
     """One row per dataset x method x comparison, Δ (arm B − arm A, paired by seed) with its
-    percentile bootstrap 95% interval as a horizontal whisker, a zero line, one panel per metric;
-    colour = verdict (green helps, red hurts, grey no detectable difference or too few seeds)."""
+    paired t 95% interval as a horizontal whisker, a zero line and the margin ±δ dotted, one panel
+    per metric; colour = verdict (green helps, red hurts, purple equivalent, grey
+    inconclusive)."""
     title = f"Arm comparisons ({policy_title})"
     if comparisons.empty:
         return Skipped(title, "no two arms of one dataset and method to compare")
@@ -153,12 +156,16 @@ def forest(comparisons: pd.DataFrame, policy_name: str, policy_title: str,
                 continue
             r = part.loc[key]
             color = VERDICT_COLORS.get(r["verdict"], NEUTRAL)
-            mean, lo, hi = (scale * r["mean_diff"], scale * r["boot_lo"], scale * r["boot_hi"])
+            mean, lo, hi = (scale * r["mean_diff"], scale * r["t_lo"], scale * r["t_hi"])
             if math.isfinite(lo) and math.isfinite(hi):
                 ax.plot([lo, hi], [yi, yi], color=color, lw=2, solid_capstyle="butt")
             ax.plot([mean], [yi], "o", color=color, ms=5, zorder=3)
             ids |= set((r["baseline_run_ids"] + " " + r["treated_run_ids"]).split())
         ax.axvline(0, color="#333", lw=0.9)
+        margins = part["margin"].dropna() if "margin" in part else part.iloc[:0]
+        if len(margins):  # the verdicts' δ: 'equivalent' needs the whisker inside the dots
+            for side in (-1, 1):
+                ax.axvline(side * scale * margins.iloc[0], color="#8172b3", lw=0.8, ls=":")
         ax.set_title(f"Δ {metric_title(metric)}", fontsize=10)
         ax.set_xlabel("Δ (percentage points)" if is_percent(metric) else "Δ")
         ax.grid(axis="x", alpha=0.3)
@@ -172,10 +179,14 @@ def forest(comparisons: pd.DataFrame, policy_name: str, policy_title: str,
     fig.suptitle(title, fontsize=11)
     key = f"forest-{policy_name}"
     png, pdf = _save(fig, out_dir, key)
+    margin = comparisons["margin"].dropna() if "margin" in comparisons else comparisons.iloc[:0]
+    delta = (f"dotted lines = the margin ±δ (δ = {100 * margin.iloc[0]:g} points)"
+             if len(margin) else "no margin")
     return Figure(key, title, "Arm B minus arm A, paired by seed; dot = mean difference, whisker "
-                  "= percentile bootstrap 95% interval of the mean difference (none with fewer "
-                  "than 2 pairs); green = helps, red = hurts, grey = no detectable difference or "
-                  "too few seeds. Rows in table order.", png, pdf, tuple(sorted(ids)))
+                  "= paired t 95% interval of the mean difference (none with fewer than 2 "
+                  f"pairs); {delta}; green = helps (interval above 0), red = hurts (below 0), "
+                  "purple = equivalent (inside ±δ), grey = inconclusive. Rows in table order.",
+                  png, pdf, tuple(sorted(ids)))
 
 
 # ---------------------------------------------------------------- NIR activity over epochs

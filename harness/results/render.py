@@ -132,7 +132,8 @@ table.results td.num[class*="verdict-"] { white-space: normal; text-align: left;
 td.verdict-helps { color: #1d7a32; font-weight: 600; }
 td.verdict-hurts { color: #b2262b; font-weight: 600; }
 td.verdict-higher, td.verdict-lower { color: #1f4e9c; font-weight: 600; }
-td.verdict-too-few-seeds, td.verdict-no-detectable-difference { color: #666; }
+td.verdict-equivalent { color: #5b4a9c; font-weight: 600; }
+td.verdict-inconclusive { color: #666; }
 div.scroll { overflow-x: auto; max-width: 100%; }
 table.results small.detail { color: #666; font-size: 0.82em; }
 p.note { font-size: 0.8em; color: #555; max-width: 70em; margin-top: 0.2em; }
