@@ -63,6 +63,22 @@ def test_report_has_every_section_figure_and_format(report):
     assert "<td>cub200</td><td>ProxyAnchor + NIR</td>" in page
 
 
+def test_every_verdict_states_its_margin_and_holm_beside_the_headline(report, tmp_path):
+    page = (report / "report" / "index.html").read_text()
+    assert "margin δ = 1.0 points" in page and "δ = 1.0; 3 seeds" in page
+    assert "Holm over 2 headline comparisons: " in page  # PA + NIR vs PA on 2 datasets
+    assert "verdict (Holm)" in page and "seeds for ±δ" in page and "MDE (80%)" in page
+    assert "95% bootstrap CI (n ≥ 10)" in page
+    assert "CI contains it" in page  # cub200: is the paper's +1.6 inside the interval?
+    for retired in ("no detectable difference", "too few seeds"):
+        assert retired not in page
+    from nirbench.dashboards.report import build_report
+
+    other = build_report(report, out_dir=tmp_path / "r", margin=0.5)
+    wider = other.index.read_text()
+    assert "margin δ = 0.5 points" in wider and "nirbench report --margin" in wider
+
+
 def test_every_number_links_to_runs_listed_in_the_runs_section(report):
     page = (report / "report" / "index.html").read_text()
     runs = pd.read_parquet(report / "tables" / "runs.parquet")

@@ -170,9 +170,8 @@ def verdict_rule(margin: float = stats.DEFAULT_MARGIN) -> str:
             f"seeds decide ('seeds for ±δ': the smallest n whose half-width t·sd/√n ≤ δ at the "
             f"observed sd). MDE: the smallest true Δ the paired t-test (two-sided, "
             f"α = {stats.ALPHA}) detects with {stats.POWER:.0%} power at these pairs and sd. "
-            f"Bootstrap CI shown from {stats.BOOTSTRAP_MIN_PAIRS} pairs on "
-            f"({stats.BOOTSTRAP_RESAMPLES} resamples), '—' below. Wilcoxon reported, not used "
-            f"(it cannot reach p < 0.05 with fewer than 6 pairs).")
+            f"Percentile bootstrap CI shown from {stats.BOOTSTRAP_MIN_PAIRS} pairs on, '—' below. "
+            f"Wilcoxon reported, not used (it cannot reach p < 0.05 with fewer than 6 pairs).")
 
 
 def holm_rule(comparisons: pd.DataFrame) -> str:
