@@ -88,7 +88,7 @@ def grid_margin(results_dir: Path, grid: str | None) -> Margin:
         if not path.is_file():
             continue  # a grid file moved since it ran: it says nothing about the margin now
         base = read_yaml(path).get("config")
-        base_path = (path.parent / base) if base else None
+        base_path = (path.parent / base).resolve() if base else None
         if base_path is None or not base_path.is_file():
             continue
         value = parse_stats_section(read_yaml(base_path).get("stats"), str(base_path))
