@@ -14,14 +14,25 @@ tagged ``dataset.partial=true``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from nirbench.harness.data.real.layouts import Listing
-
 SHOWN_IDS = 20  # ids spelled out in an error message; reports carry every id
+
+
+class ListedCopy(Protocol):
+    """What completeness reads of a dataset copy: the fields of ``layouts.Listing`` it needs.
+    Named here rather than imported, because ``layouts`` builds its split from this module's
+    ids (``official_train_mask``): the ids come first, the listing after them."""
+
+    dataset: str
+    layout: str
+    base: Path
+    class_ids: np.ndarray
+    train: np.ndarray
+    absent: list[str]
 
 
 @dataclass(frozen=True)
@@ -142,7 +153,7 @@ class Completeness:
                 "absent": self.absent[:10]}
 
 
-def completeness(listing: "Listing") -> Completeness:
+def completeness(listing: ListedCopy) -> Completeness:
     o = official(listing.dataset)
     train_present = set(np.unique(listing.class_ids[listing.train]).tolist())
     test_present = set(np.unique(listing.class_ids[~listing.train]).tolist())
@@ -161,7 +172,7 @@ class PartialDatasetError(ValueError):
     """The copy is not the complete official dataset and ``dataset.allow_partial`` is not set.
     The message lists what differs and both ways out."""
 
-    def __init__(self, listing: "Listing", report: Completeness) -> None:
+    def __init__(self, listing: ListedCopy, report: Completeness) -> None:
         self.completeness = report
         lines = "\n".join(f"  - {p}" for p in report.problems())
         super().__init__(
@@ -174,7 +185,7 @@ class PartialDatasetError(ValueError):
             f"({report.official.rule}) and the run is tagged dataset.partial=true.")
 
 
-def require_complete(listing: "Listing", allow_partial: bool) -> Completeness:
+def require_complete(listing: ListedCopy, allow_partial: bool) -> Completeness:
     """The listing's completeness; raises ``PartialDatasetError`` for a partial copy unless
     ``allow_partial``."""
     report = completeness(listing)
