@@ -158,3 +158,59 @@ def test_the_longest_runs_start_first():
     assert epochs == sorted(epochs, reverse=True) and epochs[0] == 64 and epochs[-1] == 15
     same = [st.cfg.config_hash for st in ordered if st.cfg.train.epochs == 24]
     assert same == [st.cfg.config_hash for st in states if st.cfg.train.epochs == 24]
+
+
+def test_one_session_plans_skips_and_collects_for_every_executor(tmp_path, results_dir, capsys):
+    """The grid session alone (harness/grid/session.py): states from MLflow, what a start runs
+    with and without --retry-failed, the progress's count of configurations not run, what a
+    run came to, and the exit status."""
+    from nirbench.harness.grid.executors.inline import InlineExecutor
+    from nirbench.harness.grid.session import GridSession
+    from nirbench.harness.grid.status import FAILED
+
+    grid = write_grid(tmp_path, datasets=("test-tiny", RAISES))
+    assert main(["grid", str(grid), "--results-dir", str(results_dir), "--executor",
+                 "inline"]) == 1
+    capsys.readouterr()
+
+    session = GridSession.open(str(grid), [], [], results_dir)
+    assert [str(st.state) for st in session.states] == ["finished", "failed"]
+    assert session.count()[FAILED] == 1 and session.to_run() == []
+    assert [st.cfg.dataset.name for st in session.not_run()] == ["test-tiny", RAISES]
+    assert session.exit_status() == 1  # a FAILED configuration left alone still fails the grid
+
+    retry = GridSession.open(str(grid), [], [], results_dir, retry_failed=True)
+    assert [st.cfg.dataset.name for st in retry.to_run()] == [RAISES]
+    assert retry.failed_before() == []
+    jobs = retry.jobs(retry.to_run())
+    assert retry.progress(jobs, parallel=1).done == 1  # the finished one counts as done
+    outcome = retry.run(InlineExecutor(), jobs)
+    assert [r.status for r in outcome.results] == [FAILED] and outcome.failed == outcome.results
+    assert "simulated out of memory" in outcome.failed[0].error
+    assert retry.label_of(outcome.failed[0].config_hash) == jobs[0].label
+    assert retry.exit_status(outcome) == 1
+
+
+def test_the_local_and_slurm_paths_open_the_same_session(tmp_path, results_dir, capsys,
+                                                          monkeypatch):
+    """Both commands plan through GridSession.open (the Slurm dry run renders its sbatch script
+    with submitit alone, no cluster needed)."""
+    pytest.importorskip("submitit")
+    from nirbench.harness.grid import session as session_module
+
+    opened = []
+    real_open = session_module.GridSession.open.__func__
+
+    def spy(cls, grid_file, *args, **kwargs):
+        opened.append(grid_file)
+        return real_open(cls, grid_file, *args, **kwargs)
+
+    monkeypatch.setattr(session_module.GridSession, "open", classmethod(spy))
+    grid = write_grid(tmp_path)
+    for executor in ("local", "slurm"):
+        argv = ["grid", str(grid), "--results-dir", str(results_dir), "--dry-run",
+                "--executor", executor]
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert opened == [str(grid), str(grid)]
+    assert "would submit 1 task(s) as one array" in out and "1 would run" in out

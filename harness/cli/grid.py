@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import time
-from pathlib import Path
 
 from nirbench.harness.cli.common import results_dir_arg
 
@@ -110,48 +107,38 @@ def make_executor(args: argparse.Namespace):
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from nirbench.harness.grid.executors import Job, JobSettings, default_imports
-    from nirbench.harness.grid.plan import (ELSEWHERE, FAILED, FINISHED, NEW, RESUMABLE, config_states,
-                                   load_grid, longest_first, select_configs,
-                                   write_plan_record)
-    from nirbench.harness.grid.progress import GridProgress, format_duration
-    from nirbench.harness.train.runner import command_line
-    from nirbench.harness.tracking.store import Tracker
+    from nirbench.harness.grid.plan import longest_first
+    from nirbench.harness.grid.progress import format_duration
+    from nirbench.harness.grid.session import GridSession, SessionOutcome, prepare_pretrained
+    from nirbench.harness.grid.status import ELSEWHERE, FAILED, FINISHED, NEW, RESUMABLE
 
     if args.executor == "slurm" or args.status:  # submit-and-return, or the status view
         from nirbench.harness.cli.slurm import cmd_grid_slurm
 
         return cmd_grid_slurm(args)
-    plan = load_grid(args.grid_file, args.overrides)  # a bad entry fails here, before any run
-    plan.configs = select_configs(plan.configs, args.only)
-    results = results_dir_arg(args.results_dir).resolve()
-    if not args.dry_run:
-        write_plan_record(results, plan, args.grid_file)
-    tracker = Tracker(results)
-    for reason in plan.skipped:
+    session = GridSession.open(args.grid_file, args.overrides, args.only,
+                               results_dir_arg(args.results_dir),
+                               retry_failed=args.retry_failed, record=not args.dry_run)
+    for reason in session.plan.skipped:
         print(f"not in grid (incompatible): {reason}")
-    states = config_states(plan, tracker, results)
-    count = {s: sum(st.state == s for st in states) for s in (FINISHED, FAILED, ELSEWHERE,
-                                                              RESUMABLE, NEW)}
-    runnable = {NEW, RESUMABLE} | ({FAILED} if args.retry_failed else set())
+    states, count = session.states, session.count()
     if args.prepare_only:
-        prepare_pretrained([st for st in states if st.state in runnable], results)
+        prepare_pretrained(session.to_run(), session.results_dir)
         return 0
 
     if args.dry_run:
         for st in states:
             cfg = st.cfg
-            state = st.state
+            state = str(st.state)
             if st.state == FAILED:
                 state += " (rerun by --retry-failed)" if args.retry_failed else \
                     " (skipped; --retry-failed reruns it)"
             detail = f": {st.detail}" if st.detail else ""
             print(f"{cfg.config_hash}  {cfg.dataset.name:11s} {cfg.method.name:18s} "
                   f"{cfg.regularizer_name:5s} seed={cfg.seed}  {state}{detail}")
-        would = sum(st.state in runnable for st in states)
         print(f"{len(states)} configurations: {count[FINISHED]} finished, {count[FAILED]} failed, "
               f"{count[ELSEWHERE]} running elsewhere, {count[RESUMABLE]} resumable, "
-              f"{count[NEW]} new; {would} would run")
+              f"{count[NEW]} new; {len(session.to_run())} would run")
         return 0
 
     for i, st in enumerate(states, 1):
@@ -162,74 +149,38 @@ def cmd_grid(args: argparse.Namespace) -> int:
         elif st.state == FAILED and not args.retry_failed:
             print(f"[{i}/{len(states)}] {st.label}: FAILED earlier, not rerun (--retry-failed "
                   f"reruns it): {st.detail}")
-    todo = longest_first([st for st in states if st.state in runnable])
-    jobs = [Job(st.cfg.to_yaml(), st.cfg.config_hash, st.label, st.cfg.train.epochs)
-            for st in todo]
-    settings = JobSettings(results_dir=str(results), tracking_uri=tracker.uri, grid=plan.name,
-                           command=command_line(), imports=default_imports())
+    todo = longest_first(session.to_run())
+    jobs = session.jobs(todo)
     if jobs and args.executor in ("local", "inline"):
-        prepare_pretrained(todo, results)  # once, here, not in every worker at once
-    started = time.perf_counter()
-    results_list = []
+        prepare_pretrained(todo, session.results_dir)  # once, here, not in every worker at once
+    outcome = SessionOutcome([])
     if jobs:
         executor = make_executor(args)
-        print(f"grid {plan.name!r}: {len(jobs)} to run ({count[RESUMABLE]} resumable"
+        print(f"grid {session.name!r}: {len(jobs)} to run ({count[RESUMABLE]} resumable"
               f"{', ' + str(count[FAILED]) + ' failed to retry' if args.retry_failed else ''}) on "
               f"{executor.describe()}", flush=True)
+        outcome = session.run(executor, jobs)
+    wall = outcome.wall_s
 
-        def on_crash(job: Job, cause: str) -> None:
-            """A worker died mid-run: its MLflow run would stay RUNNING; record why it stopped."""
-            run = tracker.find(job.config_hash, ("RUNNING",))
-            if run is not None:
-                tracker.fail_with(run.run_id, cause)
-
-        progress = GridProgress(jobs, parallel=executor.parallel,
-                                already_done=count[FINISHED] + count[ELSEWHERE] +
-                                (0 if args.retry_failed else count[FAILED]))
-        previous = signal.signal(signal.SIGTERM, _terminate)  # a scheduler's stop = Ctrl-C
-        try:
-            results_list = executor.run(jobs, settings, progress, on_crash=on_crash)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-    wall = time.perf_counter() - started
-
-    failed_now = [r for r in results_list if r.status == "failed"]
-    failed_before = [] if args.retry_failed else [st for st in states if st.state == FAILED]
-    elsewhere = [r for r in results_list if r.status == "running elsewhere"]
-    trained = [r for r in results_list if r.status == "finished"]
+    trained = outcome.finished
     train_total = sum(r.train_s for r in trained)
-    summary = (f"grid {plan.name!r}: {len(states)} configurations; ran {len(jobs)} in "
-               f"{format_duration(wall)}: {len(trained)} finished, {len(failed_now)} failed, "
-               f"{len(elsewhere) + count[ELSEWHERE]} running elsewhere")
+    summary = (f"grid {session.name!r}: {len(states)} configurations; ran {len(jobs)} in "
+               f"{format_duration(wall)}: {len(trained)} finished, {len(outcome.failed)} failed, "
+               f"{len(outcome.elsewhere) + count[ELSEWHERE]} running elsewhere")
     if trained and wall > 0:
         summary += (f"; runs' own training time {format_duration(train_total)} "
                     f"(sum of time/train_total_s), grid wall time / that = "
                     f"{wall / train_total:.2f}")
     print(summary)
     if trained and wall > 0 and jobs:
-        print(overhead_line(results_list, wall, executor.parallel))
-    labels = {st.cfg.config_hash: st.label for st in states}
-    for r in failed_now:
-        print(f"  failed: {labels[r.config_hash]}: {r.error}", file=sys.stderr)
+        print(overhead_line(outcome.results, wall, executor.parallel))
+    for r in outcome.failed:
+        print(f"  failed: {session.label_of(r.config_hash)}: {r.error}", file=sys.stderr)
+    failed_before = session.failed_before()
     if failed_before:
         print(f"  {len(failed_before)} configuration(s) FAILED earlier and were not rerun: "
               f"nirbench grid {args.grid_file} --retry-failed", file=sys.stderr)
-    return 1 if failed_now or failed_before else 0
-
-
-def prepare_pretrained(todo: list, results: Path) -> None:
-    """Build the embedded pretraining weights the grid's runs start from before any worker
-    starts (cached: a no-op after the first time), so that no run waits on another for them."""
-    from nirbench.harness.train.runner import pretrained_weights
-
-    for cfg in {st.cfg.backbone.weights: st.cfg for st in todo
-                if st.cfg.backbone.weights is not None}.values():
-        started = time.perf_counter()
-        path = pretrained_weights(cfg, results)
-        spent = time.perf_counter() - started
-        if spent > 1:
-            print(f"pretrained small_cnn (width {cfg.backbone.width:g}) in {spent:.0f}s: {path}",
-                  flush=True)
+    return session.exit_status(outcome)
 
 
 def overhead_line(results: list, wall: float, workers: int) -> str:
@@ -237,8 +188,9 @@ def overhead_line(results: list, wall: float, workers: int) -> str:
     book-keeping (data, model, MLflow, checkpoint artifact), or idle (waiting for the last
     runs at the end of the grid)."""
     from nirbench.harness.grid.progress import format_duration
+    from nirbench.harness.grid.status import FINISHED
 
-    trained = [r for r in results if r.status == "finished"]
+    trained = [r for r in results if r.status == FINISHED]
     epochs = sum(r.train_s for r in trained)
     per_run = sum(max(0.0, r.seconds - r.train_s) for r in trained)
     capacity = workers * wall
@@ -247,10 +199,6 @@ def overhead_line(results: list, wall: float, workers: int) -> str:
             f"{100 * epochs / capacity:.1f}%, per-run set-up and tracking "
             f"{100 * per_run / capacity:.1f}% ({per_run / max(1, len(trained)):.1f}s a run), idle "
             f"{100 * idle / capacity:.1f}% (the grid's tail)")
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 __all__ = ["register", "cmd_grid", "make_executor"]

@@ -1,5 +1,6 @@
 """`nirbench grid --executor slurm`, `nirbench grid --status` and `nirbench tune --executor slurm`:
-parse, call harness/executors/slurm.py, print.
+parse, call the grid session (harness/grid/session.py, shared with the local and Ray executors)
+and harness/grid/executors/slurm.py, print.
 
 A grid goes to Slurm as one job array with one task per configuration that is neither finished,
 nor FAILED (unless --retry-failed), nor running or queued already (its lock, or a live task of
@@ -13,7 +14,6 @@ import argparse
 import dataclasses
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -68,37 +68,26 @@ def slurm_options(args: argparse.Namespace):
 # ============================================================================ grid
 def cmd_grid_slurm(args: argparse.Namespace) -> int:
     from nirbench.harness.cli.common import results_dir_arg
-    from nirbench.harness.grid.executors import Job, JobSettings, default_imports
-    from nirbench.harness.grid.executors.slurm import SlurmExecutor, latest_tasks, slurm_folder
-    from nirbench.harness.grid.executors.slurm_status import query
-    from nirbench.harness.grid.plan import (ELSEWHERE, FAILED, FINISHED, NEW, RESUMABLE, config_states,
-                                   load_grid, select_configs)
-    from nirbench.harness.train.runner import command_line
-    from nirbench.harness.tracking.store import Tracker
+    from nirbench.harness.grid.executors.slurm import SlurmExecutor, follow, slurm_view
+    from nirbench.harness.grid.session import GridSession, SessionOutcome
+    from nirbench.harness.grid.status import ELSEWHERE, FAILED, FINISHED, NEW, RESUMABLE
 
-    plan = load_grid(args.grid_file, args.overrides)
-    plan.configs = select_configs(plan.configs, args.only)
-    results = results_dir_arg(args.results_dir).resolve()
-    tracker = Tracker(results)
-    for reason in plan.skipped:
+    session = GridSession.open(args.grid_file, args.overrides, args.only,
+                               results_dir_arg(args.results_dir),
+                               retry_failed=args.retry_failed)
+    for reason in session.plan.skipped:
         print(f"not in grid (incompatible): {reason}")
-    states = config_states(plan, tracker, results)
-    folder = slurm_folder(results, "grid", plan.name)
-    latest = latest_tasks(folder)
-    arrays = sorted({t.split("_")[0] for t in latest.values()}, key=int)
-    slurm, notes = query(arrays) if arrays else ({}, [])
-    task_of = {st.cfg.config_hash: slurm.get(latest.get(st.cfg.config_hash, "")) for st in states}
+    states, results = session.states, session.results_dir
+    view = slurm_view(results, session.name, [st.cfg.config_hash for st in states])
+    folder, task_of, latest = view.folder, view.task_of, view.latest
 
     if args.status:
-        return print_status(states, task_of, latest, notes, folder)
+        return print_status(states, task_of, latest, view.notes, folder)
 
-    runnable = {NEW, RESUMABLE} | ({FAILED} if args.retry_failed else set())
-    queued = [st for st in states if st.state in runnable and task_of[st.cfg.config_hash]
-              and task_of[st.cfg.config_hash].live]
-    todo = [st for st in states if st.state in runnable and st not in queued]
-    executor = SlurmExecutor(slurm_options(args), folder, plan.name)
-    count = {s: sum(st.state == s for st in states) for s in (FINISHED, FAILED, ELSEWHERE,
-                                                              RESUMABLE, NEW)}
+    queued = [st for st in session.to_run() if view.live(st.cfg.config_hash)]
+    todo = [st for st in session.to_run() if st not in queued]
+    executor = SlurmExecutor(slurm_options(args), folder, session.name)
+    count = session.count()
     if args.dry_run:
         print_states(states, task_of, latest)
         print(f"{len(states)} configurations: {count[FINISHED]} finished, {count[FAILED]} failed "
@@ -123,21 +112,17 @@ def cmd_grid_slurm(args: argparse.Namespace) -> int:
     for st in queued:
         print(f"{st.label}: already queued in Slurm as "
               f"{task_of[st.cfg.config_hash].describe()}, not submitted again")
-    failed_before = [] if args.retry_failed else [st for st in states if st.state == FAILED]
     if not todo:
-        print(f"grid {plan.name!r}: nothing to submit ({count[FINISHED]} finished, "
+        print(f"grid {session.name!r}: nothing to submit ({count[FINISHED]} finished, "
               f"{len(queued)} queued in Slurm, {count[ELSEWHERE]} running elsewhere, "
-              f"{len(failed_before)} failed)")
-        return 1 if failed_before else 0
+              f"{len(session.failed_before())} failed)")
+        return session.exit_status()
 
-    jobs = [Job(st.cfg.to_yaml(), st.cfg.config_hash, st.label, st.cfg.train.epochs)
-            for st in todo]
-    settings = JobSettings(results_dir=str(results), tracking_uri=tracker.uri, grid=plan.name,
-                           command=command_line(), imports=default_imports())
-    print(f"grid {plan.name!r}: submitting {len(jobs)} configuration(s) "
+    jobs = session.jobs(todo)
+    print(f"grid {session.name!r}: submitting {len(jobs)} configuration(s) "
           f"({sum(st.state == RESUMABLE for st in todo)} resumable) on {executor.describe()}",
           flush=True)
-    sub = executor.submit(jobs, settings)
+    sub = executor.submit(jobs, session.settings())
     print(f"submitted job array {sub.job_id} ({len(jobs)} tasks); sbatch script {sub.sbatch}")
     for task, key, label in sub.tasks:
         print(f"  {task}  {label}  (config {key})")
@@ -145,74 +130,18 @@ def cmd_grid_slurm(args: argparse.Namespace) -> int:
           + (f" --results-dir {results}" if args.results_dir else "")
           + f"   logs: {folder}/<task>_0_log.out/.err", flush=True)
     if not args.wait:
-        return 1 if failed_before else 0
-    results_list = follow(sub, jobs, tracker, folder, already_done=count[FINISHED] +
-                          count[ELSEWHERE] + len(queued) + len(failed_before))
-    failed_now = [r for r in results_list if r.status == "failed"]
-    finished = [r for r in results_list if r.status == "finished"]
-    print(f"grid {plan.name!r}: job array {sub.job_id} ended: {len(finished)} finished, "
-          f"{len(failed_now)} failed or interrupted, "
-          f"{sum(r.status == 'running elsewhere' for r in results_list)} running elsewhere")
-    labels = {j.config_hash: j.label for j in jobs}
-    for r in failed_now:
-        print(f"  not finished: {labels[r.config_hash]}: {r.error}", file=sys.stderr)
-    return 1 if failed_now or failed_before else 0
-
-
-def follow(sub: Any, jobs: list[Any], tracker: Any, folder: Path, *, already_done: int = 0,
-           poll_s: float | None = None) -> list[Any]:
-    """Wait for every task of ``sub`` to leave the queue, printing state changes; each task's
-    result comes from submitit's result file, else from MLflow (a cancelled or killed task)."""
-    from nirbench.harness.grid.executors import FAILED, FINISHED, JobResult
-    from nirbench.harness.grid.executors.slurm import task_result
-    from nirbench.harness.grid.executors.slurm_status import query
-    from nirbench.harness.grid.progress import GridProgress
-
-    progress = GridProgress(jobs, parallel=len(jobs), already_done=already_done)
-    by_task = {task: job for (task, _, _), job in zip(sub.tasks, jobs)}
-    running: set[str] = set()
-    seen: set[str] = set()
-    started = time.monotonic()
-    results = []
-    while by_task:
-        states, _ = query([sub.job_id])
-        for task, job in list(by_task.items()):
-            st = states.get(task)
-            if st is not None:
-                seen.add(task)
-            if st is not None and st.live:
-                if st.state == "RUNNING" and task not in running:
-                    running.add(task)
-                    progress.started(job, f"{task} on {st.node}")
-                elif st.state == "PENDING" and task in running:  # requeued (preempted, time-out)
-                    running.discard(task)
-                    print(f"{job.label}: task {task} requeued ({st.reason}); it resumes from "
-                          f"its last epoch checkpoint", flush=True)
-                continue
-            if st is None and task not in seen and time.monotonic() - started < 60:
-                continue  # not visible to squeue yet
-            outcome = task_result(folder, task)
-            if outcome is not None and outcome[0] == "success":
-                result = outcome[1]
-            else:
-                done = tracker.find(job.config_hash, ("FINISHED",))
-                if done is not None:
-                    result = JobResult(job.config_hash, FINISHED, done.run_id)
-                elif outcome is not None:
-                    last = [ln for ln in str(outcome[1]).strip().splitlines() if ln.strip()]
-                    result = JobResult(job.config_hash, FAILED,
-                                       error=f"task {task}: {last[-1] if last else 'error'}")
-                else:
-                    how = st.state if st is not None else "no longer known to Slurm"
-                    result = JobResult(job.config_hash, FAILED,
-                                       error=f"task {task} ended {how} before its run finished; "
-                                             f"the next submission resumes it")
-            progress.finished(job, result)
-            results.append(result)
-            del by_task[task]
-        if by_task:
-            time.sleep(POLL_S if poll_s is None else poll_s)
-    return results
+        return session.exit_status()
+    # Every task of the array counts as running at once; the configurations not submitted
+    # (finished, elsewhere, queued already, failed before) as done.
+    progress = session.progress(jobs, parallel=len(jobs))
+    outcome = SessionOutcome(follow(sub, jobs, session.tracker, folder, progress,
+                                    poll_s=POLL_S))
+    print(f"grid {session.name!r}: job array {sub.job_id} ended: {len(outcome.finished)} "
+          f"finished, {len(outcome.failed)} failed or interrupted, "
+          f"{len(outcome.elsewhere)} running elsewhere")
+    for r in outcome.failed:
+        print(f"  not finished: {session.label_of(r.config_hash)}: {r.error}", file=sys.stderr)
+    return session.exit_status(outcome)
 
 
 def print_states(states: list[Any], task_of: dict[str, Any], latest: dict[str, str]) -> None:
@@ -234,7 +163,7 @@ def print_states(states: list[Any], task_of: dict[str, Any], latest: dict[str, s
 def print_status(states: list[Any], task_of: dict[str, Any], latest: dict[str, str],
                  notes: list[str], folder: Path) -> int:
     from nirbench.harness.grid.executors.slurm_status import restarts
-    from nirbench.harness.grid.plan import FAILED
+    from nirbench.harness.grid.status import FAILED
 
     # Only the controller knows the requeue count (scontrol), and only of tasks it still holds.
     task_of = {h: (dataclasses.replace(t, restarts=restarts(t.task))
@@ -303,38 +232,24 @@ def cmd_tune_slurm(args: argparse.Namespace) -> int:
 
 
 def wait_for_workers(sub: Any, folder: Path, poll_s: float | None = None) -> int:
-    from nirbench.harness.grid.executors.slurm import task_result
-    from nirbench.harness.grid.executors.slurm_status import query
+    from nirbench.harness.grid.executors.slurm import ended_tasks
 
-    left = {task for task, _, _ in sub.tasks}
-    started = time.monotonic()
     status = 0
-    while left:
-        states, _ = query([sub.job_id])
-        for task in sorted(left):
-            st = states.get(task)
-            if st is not None and st.live:
-                continue
-            if st is None and time.monotonic() - started < 60:
-                continue
-            outcome = task_result(folder, task)
-            if outcome is not None and outcome[0] == "success":
-                r = outcome[1]
-                best = (f"best trial {r['best_trial']} ({r['best_value']:.4f})"
-                        if r["best_trial"] is not None else "no completed trial")
-                print(f"{task}: worker {r['worker']} ran {r['ran']} trial(s); study has "
-                      f"{r['complete']} complete, {r['pruned']} pruned, {r['failed']} failed; "
-                      f"{best}" + (f"; {len(r['final'])} final run(s)" if r["final"] else ""),
-                      flush=True)
-            else:
-                status = 1
-                why = str(outcome[1]).strip().splitlines()[-1] if outcome else \
-                    f"ended {st.state if st else 'unknown to Slurm'} without a result"
-                print(f"{task}: {why}", file=sys.stderr, flush=True)
-            left.discard(task)
-        if left:
-            time.sleep(POLL_S if poll_s is None else poll_s)
+    for task, outcome, st in ended_tasks(sub, folder, poll_s=POLL_S if poll_s is None else poll_s):
+        if outcome is not None and outcome[0] == "success":
+            r = outcome[1]
+            best = (f"best trial {r['best_trial']} ({r['best_value']:.4f})"
+                    if r["best_trial"] is not None else "no completed trial")
+            print(f"{task}: worker {r['worker']} ran {r['ran']} trial(s); study has "
+                  f"{r['complete']} complete, {r['pruned']} pruned, {r['failed']} failed; "
+                  f"{best}" + (f"; {len(r['final'])} final run(s)" if r["final"] else ""),
+                  flush=True)
+        else:
+            status = 1
+            why = str(outcome[1]).strip().splitlines()[-1] if outcome else \
+                f"ended {st.state if st else 'unknown to Slurm'} without a result"
+            print(f"{task}: {why}", file=sys.stderr, flush=True)
     return status
 
 
-__all__ = ["add_slurm_arguments", "cmd_grid_slurm", "cmd_tune_slurm", "follow"]
+__all__ = ["add_slurm_arguments", "cmd_grid_slurm", "cmd_tune_slurm"]

@@ -44,6 +44,7 @@ import yaml
 from nirbench.harness.config import (ConfigError, IncompatiblePairError, RunConfig, build_config,
                             read_yaml, set_dotted)
 from nirbench.harness.budgets import Budgets, BudgetError, budget_scale, parse_budgets
+from nirbench.harness.grid.status import ELSEWHERE, FAILED, FINISHED, NEW, RESUMABLE, Status
 
 log = logging.getLogger(__name__)
 BLOCK_KEYS = ("datasets", "methods", "regularizers", "seeds", "overrides", "dataset_overrides",
@@ -59,7 +60,7 @@ class GridPlan:
     compare: list[tuple[str, str]] = field(default_factory=list)  # declared (arm A, arm B)
 
     def arms(self) -> list[str]:
-        from nirbench.harness.results.arms import arm_of_config, arm_order
+        from nirbench.harness.grid.arms import arm_of_config, arm_order
 
         return sorted({arm_of_config(c) for c in self.configs}, key=arm_order)
 
@@ -128,7 +129,7 @@ def write_plan_record(results_dir: Path, plan: GridPlan, grid_file: str) -> Path
     """What the grid ran, for the tables: its arms and the comparisons it declared."""
     import json
 
-    from nirbench.harness.results.arms import arm_order
+    from nirbench.harness.grid.arms import arm_order
 
     path = plan_record_path(results_dir, plan.name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,14 +248,13 @@ def select_configs(configs: list, only: list[str]) -> list:
 
 # ---------------------------------------------------------------------------- state of a grid
 # What a configuration of a grid is, before a start: the MLflow store and its lock file tell.
-FINISHED, FAILED, ELSEWHERE, RESUMABLE, NEW = ("finished", "failed", "running elsewhere",
-                                               "resumable", "would run")
+# The names live in grid/status.py (shared with the executors' job results).
 
 
 @dataclass(frozen=True)
 class ConfigState:
     cfg: RunConfig
-    state: str  # one of FINISHED, FAILED, ELSEWHERE, RESUMABLE, NEW
+    state: Status  # one of status.CONFIG_STATES
     detail: str = ""  # the error of a FAILED run, the holder of the lock, the resume epoch
     run_id: str = ""
 

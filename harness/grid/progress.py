@@ -16,7 +16,8 @@ import sys
 import time
 from typing import TextIO
 
-from nirbench.harness.grid.executors.job import ELSEWHERE, FAILED, FINISHED, SKIPPED, Job, JobResult
+from nirbench.harness.grid.executors.job import Job, JobResult
+from nirbench.harness.grid.status import ELSEWHERE, FAILED, FINISHED, SKIPPED
 
 
 def format_duration(seconds: float) -> str:

@@ -16,10 +16,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nirbench.harness.grid.status import ELSEWHERE, FAILED, FINISHED, SKIPPED, Status
+
 log = logging.getLogger(__name__)
 
-# Result statuses. FAILED runs are recorded FAILED in MLflow with their cause (tag ``error``).
-FINISHED, SKIPPED, FAILED, ELSEWHERE = "finished", "skipped", "failed", "running elsewhere"
+# Result statuses (grid/status.py). FAILED runs are recorded FAILED in MLflow with their cause
+# (tag ``error``).
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class JobSettings:
 @dataclass(frozen=True)
 class JobResult:
     config_hash: str
-    status: str
+    status: Status  # one of status.JOB_RESULTS
     run_id: str = ""
     seconds: float = 0.0  # wall time of this job in its worker
     train_s: float = 0.0  # the run's own training time (sum of its epochs, as logged)
@@ -125,7 +127,9 @@ def run_job(job: Job, settings: JobSettings) -> JobResult:
         run = tracker.client.get_run(outcome.run_id)
         train_s = run.data.metrics.get(mlflow_key("time/train_total_s"), 0.0)
         metrics = {k: float(v) for k, v in outcome.metrics.items()}
-        return JobResult(job.config_hash, FINISHED if outcome.status == "finished" else SKIPPED,
+        # The runner says "finished" (trained now) or "skipped" (finished earlier): the same words
+        # as the job statuses.
+        return JobResult(job.config_hash, FINISHED if outcome.status == FINISHED else SKIPPED,
                          outcome.run_id, time.perf_counter() - started, train_s, metrics)
     except Exception as err:  # recorded FAILED in MLflow by the runner (when it got that far)
         log.debug("job %s failed", job.label, exc_info=True)

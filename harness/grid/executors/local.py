@@ -25,7 +25,8 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
-from nirbench.harness.grid.executors.job import FAILED, Job, JobResult, JobSettings, run_job, warm_up
+from nirbench.harness.grid.executors.job import Job, JobResult, JobSettings, run_job, warm_up
+from nirbench.harness.grid.status import FAILED
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 60.0  # how long an interrupted worker may take to record its run as KILLED

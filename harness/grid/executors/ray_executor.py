@@ -21,7 +21,8 @@ import logging
 import os
 import sys
 
-from nirbench.harness.grid.executors.job import FAILED, Job, JobResult, JobSettings, run_job
+from nirbench.harness.grid.executors.job import Job, JobResult, JobSettings, run_job
+from nirbench.harness.grid.status import FAILED
 
 log = logging.getLogger(__name__)
 

@@ -35,11 +35,13 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nirbench.harness.grid.executors.job import ELSEWHERE, FAILED, Job, JobResult, JobSettings, run_job
+from nirbench.harness.grid.executors.job import Job, JobResult, JobSettings, run_job
+from nirbench.harness.grid.status import ELSEWHERE, FAILED, FINISHED
 
 try:  # an extra: without it this module still imports and the CLI says what to install
     from submitit.helpers import Checkpointable
@@ -405,6 +407,112 @@ def task_result(folder: Path, task_id: str) -> tuple[str, Any] | None:
         return ("error", f"unreadable result {path}: {err}")
 
 
-__all__ = ["SearchTask", "SlurmExecutor", "SlurmOptions", "SlurmTask", "Submission", "parse_time",
-           "parse_extra", "render_sbatch", "slurm_folder", "latest_tasks", "read_manifest",
-           "task_result"]
+# ============================================================================ following a grid
+@dataclass(frozen=True)
+class SlurmView:
+    """Where each configuration of a grid stands in Slurm: its latest submitted task and what
+    squeue / sacct say about it (MLflow stays the authority on whether it is done)."""
+
+    folder: Path  # the grid's submissions and logs
+    latest: dict[str, str]  # config hash -> its most recently submitted array task id
+    task_of: dict[str, Any]  # config hash -> its latest task's slurm_status.TaskState, or None
+    notes: list[str]  # what could not be asked (no squeue here, accounting disabled)
+
+    def live(self, config_hash: str) -> bool:
+        """Whether the configuration's latest task may still run (queued, running, requeued):
+        it is not submitted again."""
+        task = self.task_of.get(config_hash)
+        return bool(task and task.live)
+
+
+def slurm_view(results_dir: Path, grid: str, config_hashes: list[str]) -> SlurmView:
+    from nirbench.harness.grid.executors.slurm_status import query
+
+    folder = slurm_folder(results_dir, "grid", grid)
+    latest = latest_tasks(folder)
+    arrays = sorted({t.split("_")[0] for t in latest.values()}, key=int)
+    slurm, notes = query(arrays) if arrays else ({}, [])
+    return SlurmView(folder, latest, {h: slurm.get(latest.get(h, "")) for h in config_hashes},
+                     notes)
+
+
+def follow(sub: Submission, jobs: list[Job], tracker: Any, folder: Path, progress: Any, *,
+           poll_s: float) -> list[JobResult]:
+    """Wait for every task of ``sub`` to leave the queue, telling ``progress`` (a GridProgress)
+    of each start, requeue and end; each task's result comes from submitit's result file, else
+    from MLflow (a cancelled or killed task)."""
+    from nirbench.harness.grid.executors.slurm_status import query
+
+    by_task = {task: job for (task, _, _), job in zip(sub.tasks, jobs)}
+    running: set[str] = set()
+    seen: set[str] = set()
+    started = time.monotonic()
+    results = []
+    while by_task:
+        states, _ = query([sub.job_id])
+        for task, job in list(by_task.items()):
+            st = states.get(task)
+            if st is not None:
+                seen.add(task)
+            if st is not None and st.live:
+                if st.state == "RUNNING" and task not in running:
+                    running.add(task)
+                    progress.started(job, f"{task} on {st.node}")
+                elif st.state == "PENDING" and task in running:  # requeued (preempted, time-out)
+                    running.discard(task)
+                    print(f"{job.label}: task {task} requeued ({st.reason}); it resumes from "
+                          f"its last epoch checkpoint", flush=True)
+                continue
+            if st is None and task not in seen and time.monotonic() - started < 60:
+                continue  # not visible to squeue yet
+            result = _ended_task_result(folder, task, job, st, tracker)
+            progress.finished(job, result)
+            results.append(result)
+            del by_task[task]
+        if by_task:
+            time.sleep(poll_s)
+    return results
+
+
+def _ended_task_result(folder: Path, task: str, job: Job, st: Any, tracker: Any) -> JobResult:
+    outcome = task_result(folder, task)
+    if outcome is not None and outcome[0] == "success":
+        return outcome[1]
+    done = tracker.find(job.config_hash, ("FINISHED",))
+    if done is not None:
+        return JobResult(job.config_hash, FINISHED, done.run_id)
+    if outcome is not None:
+        last = [ln for ln in str(outcome[1]).strip().splitlines() if ln.strip()]
+        return JobResult(job.config_hash, FAILED,
+                         error=f"task {task}: {last[-1] if last else 'error'}")
+    how = st.state if st is not None else "no longer known to Slurm"
+    return JobResult(job.config_hash, FAILED,
+                     error=f"task {task} ended {how} before its run finished; the next "
+                           f"submission resumes it")
+
+
+def ended_tasks(sub: Submission, folder: Path, *, poll_s: float
+                ) -> Iterator[tuple[str, tuple[str, Any] | None, Any]]:
+    """Wait for the tasks of ``sub`` (the workers of a search) to leave the queue; yield each as
+    it ends: (task id, its ``task_result`` or None, its last slurm_status.TaskState or None)."""
+    from nirbench.harness.grid.executors.slurm_status import query
+
+    left = {task for task, _, _ in sub.tasks}
+    started = time.monotonic()
+    while left:
+        states, _ = query([sub.job_id])
+        for task in sorted(left):
+            st = states.get(task)
+            if st is not None and st.live:
+                continue
+            if st is None and time.monotonic() - started < 60:
+                continue  # not visible to squeue yet
+            yield task, task_result(folder, task), st
+            left.discard(task)
+        if left:
+            time.sleep(poll_s)
+
+
+__all__ = ["SearchTask", "SlurmExecutor", "SlurmOptions", "SlurmTask", "SlurmView", "Submission",
+           "ended_tasks", "follow", "parse_time", "parse_extra", "render_sbatch", "slurm_folder", "slurm_view",
+           "latest_tasks", "read_manifest", "task_result"]
