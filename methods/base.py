@@ -40,6 +40,20 @@ class RegularizerInfo:
     cls: type["Regularizer"]
     paper: str
     needs_proxies: bool
+    # How tables and figures name the regularizer ("+ NIR"); the name upper-cased when empty.
+    title: str = ""
+    # The values of its ``form`` parameter (NIR: nll, the paper's formula; exp, what the
+    # published code optimised); () for a regularizer with one form.
+    forms: tuple[str, ...] = ()
+    # Whether it can bring class proxies of its own (NIR's proxy_source: own), so that a method
+    # without proxies can still take it although it ``needs_proxies``.
+    owns_proxies: bool = False
+    # The (key, value) of its control arm: everything but what it adds (NIR: flow=false). The
+    # tables compare that arm with the arm it controls for. None: no control arm.
+    control_variant: tuple[str, Any] | None = None
+    # How a variant value reads in a table row (("flow", "false") -> "no flow"); a form reads
+    # "<form> form", anything else key=value.
+    variant_titles: Mapping[tuple[str, str], str] = field(default_factory=dict)
     defaults: Mapping[str, Any] = field(default_factory=dict)
     search_space: Mapping[str, Any] = field(default_factory=dict)
     # Parameters that make a different ARM of the experiment rather than a tuned value (NIR:
@@ -50,6 +64,23 @@ class RegularizerInfo:
     # Params added after runs were recorded, with the value that reproduces the old behaviour:
     # at that value they are left out of the resolved config, so old configs keep their hash.
     identity_neutral: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.name.upper()
+
+    def compatible_with(self, method: MethodInfo) -> bool:
+        """Whether this regularizer can run on ``method``: it needs no proxies, the method has
+        class proxies, or the regularizer brings its own (config.py refuses the other pairs)."""
+        return not self.needs_proxies or method.provides_proxies or self.owns_proxies
+
+    def variant_title(self, key: str, value: str) -> str:
+        """``("flow", "false")`` -> ``no flow``, ``("form", "nll")`` -> ``nll form``."""
+        if (key, value) in self.variant_titles:
+            return self.variant_titles[(key, value)]
+        if key == "form" and value in self.forms:
+            return f"{value} form"
+        return f"{key}={value}"
 
 
 METHODS: Registry[MethodInfo] = Registry("method")
@@ -111,7 +142,10 @@ class PMLProxyTableMethod(Method):
         return [{"params": [self._table()], "lr_mult": self.proxy_lr_mult, "name": "proxies"}]
 
 
-WEIGHT_CONVENTIONS = ("lambda", "w_align")
+# How a regularizer's weight enters the total: LAMBDA -> method + weight * reg (the paper's
+# notation), W_ALIGN -> reg + weight * method (what the NIR code ran).
+LAMBDA, W_ALIGN = "lambda", "w_align"
+WEIGHT_CONVENTIONS = (LAMBDA, W_ALIGN)
 
 
 class Regularizer(nn.Module):

@@ -236,6 +236,13 @@ REGULARIZERS.add(
         cls=NIR,
         paper="Roth, Vinyals, Akata, Non-isotropy Regularization for Proxy-based DML, CVPR 2022",
         needs_proxies=True,
+        title="NIR",
+        forms=FORMS,
+        owns_proxies=True,  # proxy_source own: NIR's own proxies on a method without any
+        control_variant=("flow", False),  # the control arm of issue 14: everything but the flow
+        variant_titles={("flow", "false"): "no flow",
+                        ("weight_convention", "lambda"): "λ on NIR",
+                        ("weight_convention", "w_align"): "w_align on the method"},
         variant_keys=("flow", "form", "weight_convention"),
         defaults={
             "weight": 0.01,

@@ -279,3 +279,120 @@ def test_a_new_method_is_one_registration_and_tables_read_its_metadata():
             "toy_proxy", "proxy_anchor", "triplet"]
     finally:
         METHODS._entries.pop("toy_proxy")
+
+
+# ------------------------------------------------------------------ regularizer metadata
+@pytest.mark.parametrize("name", REGULARIZERS.names())
+def test_every_regularizer_carries_its_display_metadata(name):
+    info = REGULARIZERS.get(name)
+    assert info.title and len(info.paper) > 20
+    if "form" in info.defaults:  # its forms are registered and the default is one of them
+        assert info.forms and info.defaults["form"] in info.forms
+    if info.control_variant is not None:  # the control arm is a variant of a registered key
+        key, value = info.control_variant
+        assert key in info.variant_keys and key in info.defaults
+        assert value != info.defaults[key], "the control arm differs from the default arm"
+    assert {k for k, _ in info.variant_titles} <= set(info.variant_keys)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("regularizer", REGULARIZERS.names())
+def test_registered_compatibility_is_what_the_config_accepts(method, regularizer, tiny_overrides):
+    """``RegularizerInfo.compatible_with`` is the rule config.py applies with the default
+    parameters (NIR: any method, through its own proxies when the method has none)."""
+    from nirbench.harness.config import IncompatiblePairError
+
+    compatible = REGULARIZERS.get(regularizer).compatible_with(METHODS.get(method))
+    overrides = [*tiny_overrides, f"method={method}", f"regularizer={regularizer}"]
+    if compatible:
+        assert load_config(None, overrides).regularizer.name == regularizer
+    else:
+        with pytest.raises(IncompatiblePairError):
+            load_config(None, overrides)
+    assert REGULARIZERS.get("nir").compatible_with(METHODS.get(method))
+
+
+class ToyRegularizer(torch.nn.Module):
+    """A regularizer that is one file plus its registration: the squared distance of each
+    embedding to its class proxy, as the ``far`` or ``near`` form; ``active: false`` is its
+    control arm (no term)."""
+
+    def __init__(self, *, num_classes: int, embed_dim: int, weight: float,
+                 weight_convention: str, form: str, active: bool) -> None:
+        super().__init__()
+        self.weight, self.weight_convention = float(weight), weight_convention
+        self.form, self.active = form, active
+
+    def forward(self, embeddings, labels, proxies):
+        sq = (embeddings - proxies[labels]).pow(2).sum(1).mean()
+        return sq if self.form == "near" else -sq
+
+    def term(self, embeddings, labels, proxies):
+        return (self(embeddings, labels, proxies) if self.active else None), {}
+
+    def alignment_loss(self, embeddings, labels):
+        return None
+
+    def param_groups(self):
+        return []
+
+
+@pytest.fixture
+def toy_regularizer():
+    from nirbench.methods.base import RegularizerInfo
+
+    REGULARIZERS.add("toy", RegularizerInfo(
+        name="toy", cls=ToyRegularizer, paper="a test regularizer, no paper (2026)",
+        needs_proxies=True, title="Toy", forms=("near", "far"), control_variant=("active", False),
+        variant_titles={("active", "false"): "switched off"}, variant_keys=("active", "form"),
+        defaults={"weight": 0.5, "weight_convention": "lambda", "form": "near",
+                  "active": True}))
+    try:
+        yield REGULARIZERS.get("toy")
+    finally:
+        REGULARIZERS._entries.pop("toy")
+
+
+def test_a_new_regularizer_is_one_registration_and_arms_read_its_metadata(toy_regularizer,
+                                                                            tiny_overrides):
+    """A toy regularizer registered from outside: its arms, their titles, its control arm, the
+    comparisons, its compatibility and its loss terms come from its RegularizerInfo, not from
+    names written out in harness/."""
+    from nirbench.harness.config import IncompatiblePairError
+    from nirbench.harness.grid.arms import arm_of_config
+    from nirbench.harness.results.arms import (arm_key, arm_order, arm_title, controlled_arm,
+                                               default_pairs, is_control, ladders)
+    from nirbench.harness.train.objective import build_objective
+
+    base = [*tiny_overrides, "method=proxy_anchor", "regularizer=toy"]
+    assert arm_of_config(load_config(None, base)) == "toy"
+    control = load_config(None, [*base, "regularizer.active=false", "regularizer.form=far"])
+    assert arm_of_config(control) == "toy[active=false,form=far]"
+    assert arm_key("toy", {"toy.form": "near", "toy.active": "true"}) == "toy"
+
+    assert arm_title("toy[active=false,form=far]", "") == "+ Toy (switched off, far form)"
+    assert is_control("toy[active=false]") and not is_control("toy[form=far]")
+    assert not is_control("nir[active=false]")  # NIR's control is its own: flow=false
+    assert controlled_arm("toy[active=false,form=far]") == "toy[form=far]"
+    arms = ["toy", "none", "toy[active=false]"]
+    assert sorted(arms, key=arm_order) == ["none", "toy[active=false]", "toy"]
+    assert default_pairs(arms) == [("none", "toy[active=false]"), ("toy[active=false]", "toy"),
+                                   ("none", "toy")]
+    assert ladders(arms) == [("none", "toy[active=false]", "toy")]
+
+    # needs proxies and brings none: a pair method cannot take it, and the config says so
+    assert not toy_regularizer.compatible_with(METHODS.get("triplet"))
+    with pytest.raises(IncompatiblePairError):
+        load_config(None, [*tiny_overrides, "method=triplet", "regularizer=toy"])
+
+    # the objective names its terms after the registration and weights it by its convention
+    torch.manual_seed(0)
+    objective = build_objective("proxy_anchor", METHODS.get("proxy_anchor").defaults, "toy",
+                                toy_regularizer.defaults, num_classes=4, embed_dim=8)
+    embeddings, labels = torch.randn(8, 8), torch.arange(8) % 4
+    terms = objective(embeddings, labels)
+    assert set(terms) == {"loss/method", "loss/toy", "loss/total", "toy/term"}
+    proxies = objective.method.class_proxies()
+    expected = (embeddings - proxies[labels]).pow(2).sum(1).mean()
+    torch.testing.assert_close(terms["loss/toy"], expected)
+    torch.testing.assert_close(terms["loss/total"], terms["loss/method"] + 0.5 * expected)

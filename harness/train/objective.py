@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from nirbench.methods import METHODS, REGULARIZERS
-from nirbench.methods.base import Method, Regularizer
+from nirbench.methods.base import LAMBDA, Method, Regularizer
 
 
 class Objective(nn.Module):
@@ -48,13 +48,13 @@ class Objective(nn.Module):
             method_loss = method_loss + align
         reg_loss, diagnostics = reg.term(embeddings, labels, self.method.class_proxies())
         weighted = None
-        if reg.weight_convention == "lambda":
+        if reg.weight_convention == LAMBDA:
             if reg_loss is None:
                 terms["loss/total"] = method_loss
             else:
                 weighted = reg.weight * reg_loss
                 terms["loss/total"] = method_loss + weighted
-        else:  # w_align: the weight sits on the method (alignment) loss, as the NIR code did
+        else:  # W_ALIGN: the weight sits on the method (alignment) loss, as the NIR code did
             if reg_loss is None:
                 terms["loss/total"] = reg.weight * method_loss
             else:
