@@ -149,10 +149,12 @@ def test_the_default_grid_is_the_headline_rows_and_a_subset_of_the_zoo_grid():
     default = load_grid(CONFIG_DIR / "grids" / "default.yaml")
     zoo = load_grid(CONFIG_DIR / "grids" / "zoo.yaml")
     rows = {(c.method.name, c.regularizer_name) for c in default.configs}
-    assert rows == {("multi_similarity", "none"), ("proxy_anchor", "none"), ("proxy_anchor", "nir")}
+    assert rows == {("proxy_anchor", "none"), ("proxy_anchor", "nir")}
     assert {c.dataset.name for c in default.configs} == {"synth-cub", "synth-cars", "synth-sop"}
-    assert {c.seed for c in default.configs} == {0, 1, 2} and len(default.configs) == 27
-    assert {c.config_hash for c in default.configs} <= {c.config_hash for c in zoo.configs}
+    assert {c.seed for c in default.configs} == {0, 1, 2, 3} and len(default.configs) == 24
+    # the zoo's seeds 0-2 of these rows are the same configurations (finished runs are shared)
+    assert ({c.config_hash for c in default.configs if c.seed < 3}
+            <= {c.config_hash for c in zoo.configs})
     assert len(zoo.configs) == len(list(METHODS.names())) * 2 * 3 * 3 and not zoo.skipped
     pair_nir = [c for c in zoo.configs if c.regularizer and not
                 METHODS.get(c.method.name).provides_proxies]

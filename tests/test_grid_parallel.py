@@ -149,13 +149,13 @@ def test_the_eta_counts_epochs_not_runs():
 
 
 def test_the_longest_runs_start_first():
-    """Longest processing time first: the default grid's 64-epoch runs start before its 15-epoch
+    """Longest processing time first: the default grid's 32-epoch runs start before its 15-epoch
     ones, and equal budgets keep the grid's order."""
     plan = load_grid("harness/configs/grids/default.yaml")
     states = [ConfigState(cfg, NEW) for cfg in plan.configs]
     ordered = longest_first(states)
     epochs = [st.cfg.train.epochs for st in ordered]
-    assert epochs == sorted(epochs, reverse=True) and epochs[0] == 64 and epochs[-1] == 15
+    assert epochs == sorted(epochs, reverse=True) and epochs[0] == 32 and epochs[-1] == 15
     same = [st.cfg.config_hash for st in ordered if st.cfg.train.epochs == 24]
     assert same == [st.cfg.config_hash for st in states if st.cfg.train.epochs == 24]
 
