@@ -23,7 +23,7 @@ on the others::
 
 ``compare: [[none, "nir[flow=false]"], ...]`` declares pairs of arms (A, B) to compare (B minus
 A, paired by seed) besides the default ones (every arm against the baseline, a control arm against
-the arm it controls for); arms are named as in the tables (harness/results/arms.py). The grid
+the arm it controls for); arms are named as in the tables (harness/grid/arms.py). The grid
 records them in RESULTS/grids/<name>.json when it runs, with its configurations' hashes, where
 ``nirbench aggregate --grid NAME`` finds both (so a grid's tables include the runs another grid
 trained first: a finished configuration is never trained twice).
