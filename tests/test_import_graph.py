@@ -37,8 +37,9 @@ FOLDERS = {"harness": "nirbench.harness", "methods": "nirbench.methods",
 #   commands    `nirbench ...` (cli/), `nirbench bench ...` (bench/) and the doctor: they may
 #               import any stage, and no stage imports them
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("config", ("nirbench.harness.config", "nirbench.harness.registry",
-                "nirbench.harness.budgets")),
+    # (a prefix ending in "_" names a family of modules: config_schema.py, config_identity.py)
+    ("config", ("nirbench.harness.config", "nirbench.harness.config_",
+                "nirbench.harness.registry", "nirbench.harness.budgets")),
     ("data", ("nirbench.harness.data",)),
     ("train", ("nirbench.methods", "nirbench.harness.train")),
     ("evaluation", ("nirbench.harness.evaluation",)),
@@ -148,8 +149,9 @@ def stage_of(module: str) -> str:
     best = None
     for name, prefixes in STAGES:
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and \
-                    (best is None or len(prefix) > len(best[1])):
+            matches = module.startswith(prefix) if prefix.endswith("_") else \
+                module == prefix or module.startswith(prefix + ".")
+            if matches and (best is None or len(prefix) > len(best[1])):
                 best = (name, prefix)
     if best is None:
         raise AssertionError(f"{module} is in no stage of STAGES; add its folder to the stage "
