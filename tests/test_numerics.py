@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from nirbench.harness.config import ConfigError, load_config
+from nirbench.harness.config_identity import identity_tree
 from nirbench.harness.evaluation.clustering import resolve_kmeans_engine
 from nirbench.harness.evaluation.knn import Capabilities
 from nirbench.harness.train import numerics
@@ -42,7 +43,8 @@ def test_kmeans_engine_is_validated_and_auto_keeps_the_hash(tiny_overrides):
         load_config(overrides=tiny_overrides + ["eval.kmeans_engine=sklearn"])
     auto = load_config(overrides=tiny_overrides + ["eval.kmeans_engine=auto"])
     assert auto.config_hash == load_config(overrides=tiny_overrides).config_hash
-    assert "kmeans_engine" not in auto.to_dict()["eval"]
+    assert auto.to_dict()["eval"]["kmeans_engine"] == "auto"  # shown ...
+    assert "kmeans_engine" not in identity_tree(auto)["eval"]  # ... but not part of the identity
     assert load_config(overrides=tiny_overrides + ["eval.kmeans_engine=torch"]).config_hash \
         != auto.config_hash
 

@@ -8,6 +8,7 @@ import torch
 
 from nirbench.harness.train import engine
 from nirbench.harness.config import ConfigError, build_config, load_config
+from nirbench.harness.config_identity import identity_tree
 from nirbench.harness.data import load_dataset
 from nirbench.harness.data.base import DatasetBundle, ImageSplit
 from nirbench.harness.data.validation import ValidationSplitError, heldout_classes, split_validation
@@ -65,7 +66,8 @@ def test_impossible_splits_are_refused(kwargs, match):
 def test_validation_section_is_validated_and_inactive_keeps_old_hashes():
     base = load_config()
     raw = base.to_dict()
-    assert "validation" not in raw  # inactive: left out, so existing config hashes hold
+    assert raw["validation"]["fraction"] == 0.0  # shown ...
+    assert "validation" not in identity_tree(base)  # ... inactive: not part of the identity
     assert build_config({**raw, "validation": {"fraction": 0.0}}).config_hash == base.config_hash
     active = build_config({**raw, "validation": {"fraction": 0.2}})
     assert active.config_hash != base.config_hash

@@ -19,7 +19,6 @@ bookkeeping is the rest); ``shares`` gives each phase's part of the NIR arm's ep
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,8 @@ def split_epoch(cfg: Any, cache_dir: Path) -> dict[str, float]:
     from nirbench.harness.train.engine import build_trainer, epoch_generator
 
     # Pretrained weights change no cost: time the same network built from scratch.
-    cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, pretrained=False,
-                                                                weights=None))
+    cfg = cfg.model_copy(update={"backbone": cfg.backbone.model_copy(
+        update={"pretrained": False, "weights": None})})
     bundle = load_dataset(cfg.dataset.name, cfg.dataset.root, cache_dir)
     trainer = build_trainer(cfg, bundle, torch.device("cpu"))
     sampler = ClassBalancedBatchSampler(bundle.train.labels, cfg.train.batch_size,

@@ -70,15 +70,13 @@ def time_epoch(cfg: Any, cache_dir: Path) -> dict[str, float]:
     """One training epoch and one evaluation of ``cfg`` on the CPU, in seconds. Pretrained
     weights change no cost, so the timing builds the same network from scratch (and never waits
     for a pretraining)."""
-    import dataclasses
-
     from nirbench.harness.data import load_dataset
     from nirbench.harness.data.sampler import ClassBalancedBatchSampler
     from nirbench.harness.evaluation.cadence import is_eval_epoch, is_full_eval_epoch
     from nirbench.harness.train.engine import build_trainer, evaluate, train_one_epoch
 
-    cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, pretrained=False,
-                                                                weights=None))
+    cfg = cfg.model_copy(update={"backbone": cfg.backbone.model_copy(
+        update={"pretrained": False, "weights": None})})
     bundle = load_dataset(cfg.dataset.name, cfg.dataset.root, cache_dir)
     trainer = build_trainer(cfg, bundle, torch.device("cpu"))
     sampler = ClassBalancedBatchSampler(bundle.train.labels, cfg.train.batch_size,

@@ -44,14 +44,14 @@ from nirbench.harness.config import (
     ConfigError,
     RunConfig,
     ValidationConfig,
-    _check_validation,
-    _section,
     apply_overrides,
     build_config,
+    build_validation,
     flatten,
     read_yaml,
     set_dotted,
 )
+from nirbench.harness.config_identity import identity_tree
 from nirbench.harness.registry import closest_match_hint
 
 ARMS = ("nir", "baseline")
@@ -167,7 +167,8 @@ class TuneConfig:
         """What makes trials of one study comparable: the base config (searched keys and seed
         left out), the space, the arm, the metric, the direction and the validation split. A
         study resumed with a different fingerprint would mix incomparable trials."""
-        flat = {k: v for k, v in self.base.flat().items()
+        # The identity, not the display: keys the display gained must not refuse old studies.
+        flat = {k: v for k, v in flatten(identity_tree(self.base)).items()
                 if k != "seed" and k not in {p.key for p in self.space}}
         tree = {"base": flat, "space": {p.key: p.to_dict() for p in self.space},
                 "arm": self.arm, "metric": self.metric, "direction": self.direction,
@@ -293,8 +294,7 @@ def _validation(raw: Any) -> ValidationConfig:
         raise ConfigError(f"search.validation must be a mapping like {{fraction: 0.2}}, got "
                           f"{raw!r}")
     try:
-        v = _section({"validation": raw}, "validation", ValidationConfig)
-        _check_validation(v)
+        v = build_validation(raw)
     except ConfigError as err:
         raise ConfigError(f"search.{err}") from None
     if not v.active:

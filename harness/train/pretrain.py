@@ -20,8 +20,6 @@ config that uses them (``backbone.weights``), so changing the recipe changes the
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import time
@@ -31,49 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# The recipe and its id are part of the config (backbone.weights), so the config stage holds
+# them (it never imports from train); the pretraining below builds what they name.
+from nirbench.harness.config_weights import RECIPE, pretraining_params, recipe_id  # noqa: F401
+
 log = logging.getLogger(__name__)
-
-def pretraining_params() -> dict:
-    """The generator parameters of the pretraining data, frozen at the recipe's version: a later
-    change to a benchmark dataset (synth-sop version 2 has 1000 classes) must not change the
-    pretraining data, or every pretrained run's starting point would move with it."""
-    import dataclasses
-
-    from nirbench.harness.data.synthetic import SYNTH_PARAMS
-
-    frozen = {"synth-sop": {"num_classes": 2000}}  # as at recipe version 1
-    return {name: dataclasses.replace(SYNTH_PARAMS[name], **frozen.get(name, {}))
-            for name in RECIPE["data"]}
-
-
-RECIPE = {
-    "version": 1,
-    "data": ("synth-cub", "synth-cars", "synth-sop"),
-    "data_seed_offset": 1,  # the benchmark's data seed + 1: disjoint classes and images
-    "epochs": 8,
-    "batch_size": 128,
-    "lr": 2e-3,  # one-cycle peak
-    "warmup_share": 0.15,
-    "weight_decay": 4e-4,
-    "threads": 2,
-    "channels_last": True,  # NHWC: 1.5x faster convolutions on this CPU, same network
-    "seed": 0,
-}
-
-
-def recipe_id(width: float, input_px: int | None = None) -> str:
-    """The identity of the weights a small_cnn of ``width`` (and ``input_px``) gets: recipe,
-    architecture and the synthetic generator's version (new images, new weights)."""
-    from nirbench.harness.data.synthetic import GENERATOR_VERSION
-
-    import dataclasses
-
-    params = {name: dataclasses.asdict(p) for name, p in pretraining_params().items()}
-    blob = json.dumps({**RECIPE, "data": list(RECIPE["data"]), "width": width,
-                       "generator_version": GENERATOR_VERSION, "params": params}
-                      | ({"input_px": input_px} if input_px is not None else {}), sort_keys=True)
-    return f"synth-pretrain-v{RECIPE['version']}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
-
 
 def weights_path(cache_dir: Path, width: float, input_px: int | None = None) -> Path:
     return Path(cache_dir) / f"small_cnn-{recipe_id(width, input_px)}.pt"
