@@ -36,18 +36,13 @@ import numpy as np
 HEADLINE = "recall@1"
 
 
-def seeds_needed(sd: float, margin: float, max_seeds: int = 1000) -> int | None:
-    """Smallest n >= 2 with t(0.975, n-1) * sd / sqrt(n) <= margin (None beyond ``max_seeds``)."""
-    from scipy import stats
+def seeds_needed(sd: float, margin: float) -> int | None:
+    """The verdicts' own rule (harness/results/stats.py): smallest n >= 2 with
+    t(0.975, n-1) * sd / sqrt(n) <= margin; None where it is undefined (NaN sd)."""
+    from nirbench.harness.results.stats import seeds_needed as rule
 
-    if not math.isfinite(sd):
-        return None
-    if sd == 0:
-        return 2
-    for n in range(2, max_seeds + 1):
-        if stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) <= margin:
-            return n
-    return None
+    n = rule(sd, margin)
+    return int(n) if math.isfinite(n) else None
 
 
 def per_query_correct(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
