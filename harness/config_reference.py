@@ -29,7 +29,7 @@ overrides, whose values are read as YAML (`--set train.epochs=20`, `--set eval.r
 `--set regularizer=nir`). Every key is checked when the config is built: an unknown key names
 the closest valid one, a bad value names the key, the value and what is allowed.
 `nirbench config --all` prints every key with the value a run would use, and config.yaml and the
-MLflow params of every run hold the same keys.
+MLflow params of every run hold the same keys. `nirbench config --reference` prints this page.
 
 The run's identity (its config hash, by which finished runs are found and skipped) is computed
 from these keys by a separate, versioned function (harness/config_identity.py); it leaves out a

@@ -11,6 +11,7 @@ those keys make the run's identity is decided elsewhere (harness/config_identity
 from __future__ import annotations
 
 import functools
+import typing
 from typing import Annotated, Any, ClassVar, Literal, Mapping
 
 import yaml
@@ -20,15 +21,22 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
 from nirbench.harness import config_identity
 from nirbench.harness.config_errors import ConfigError, IncompatiblePairError, config_error
 
-BACKBONES = ("small_cnn", "resnet18", "resnet50")
-TORCHVISION_BACKBONES = ("resnet18", "resnet50")  # ImageNet weights by default
-# Keep the choice tuples and the Literal types below in step (the reference lists the Literals).
-DEVICES = ("auto", "cpu", "cuda")
-POOLINGS = ("average", "double")
-PRECISIONS = ("fp32", "bf16")
-LR_SCHEDULES = ("constant", "cosine")
-CACHE_KINDS = ("uint8", "jpeg")  # harness.data.real.cache.KINDS
-KMEANS_ENGINES_CONFIG = ("auto", "torch", "faiss")  # eval.kmeans_engine
+Backbone = Literal["small_cnn", "resnet18", "resnet50"]
+Device = Literal["auto", "cpu", "cuda"]
+Pooling = Literal["average", "double"]
+Precision = Literal["fp32", "bf16"]
+LrSchedule = Literal["constant", "cosine"]
+CacheKind = Literal["uint8", "jpeg"]  # harness.data.real.cache.KINDS
+KmeansEngine = Literal["auto", "torch", "faiss"]
+
+BACKBONES = typing.get_args(Backbone)
+TORCHVISION_BACKBONES = ("resnet18", "resnet50")  # ImageNet weights unless pretrained=false
+DEVICES = typing.get_args(Device)
+POOLINGS = typing.get_args(Pooling)
+PRECISIONS = typing.get_args(Precision)
+LR_SCHEDULES = typing.get_args(LrSchedule)
+CACHE_KINDS = typing.get_args(CacheKind)
+KMEANS_ENGINES_CONFIG = typing.get_args(KmeansEngine)  # eval.kmeans_engine
 
 
 def _int_from_text(value: Any) -> Any:
@@ -80,7 +88,7 @@ class DatasetConfig(Section):
     version: Int = Field(1, ge=1, description="Derived, never set: the registered version of the "
                                               "dataset's data (a regenerated dataset is a new "
                                               "identity).")
-    cache: Literal["uint8", "jpeg"] = Field(
+    cache: CacheKind = Field(
         "uint8", description="Real datasets: uint8 (decoded pixels, exact) or jpeg (compact, "
                              "lossy, 6-15x smaller).")
 
@@ -111,7 +119,7 @@ class DatasetConfig(Section):
 
 
 class BackboneConfig(Section):
-    name: Literal["small_cnn", "resnet18", "resnet50"] = Field(
+    name: Backbone = Field(
         "small_cnn", description="The network: the embedded small CNN or a torchvision ResNet.")
     embed_dim: Int = Field(128, ge=2, description="Embedding dimension of the linear head.")
     pretrained: bool | None = Field(
@@ -119,7 +127,7 @@ class BackboneConfig(Section):
                           "false for small_cnn (its embedded pretraining must be asked for).")
     freeze_bn: bool = Field(False, description="Freeze BatchNorm running statistics (the paper's "
                                                "ResNet50 setting).")
-    pooling: Literal["average", "double"] = Field(
+    pooling: Pooling = Field(
         "average", description="ResNets: global average pooling, or double (average + max, the "
                                "NIR code's option).")
     width: Float = Field(1.0, ge=0.125, le=4.0,
@@ -208,16 +216,22 @@ class RegularizerConfig(_Named):
     kind: ClassVar[str] = "regularizer"
 
 
-@functools.cache
 def params_model(kind: str, name: str) -> type[BaseModel]:
     """The strict model of one registered method's (or regularizer's) params: each typed as its
     registered default (a float default takes ints too; a None default takes anything)."""
     from nirbench.methods import METHODS, REGULARIZERS
 
     defaults = (METHODS if kind == "method" else REGULARIZERS).get(name).defaults
+    # keyed by the defaults too: a name registered again (a test's toy) gets its own model
+    return _params_model(kind, name, tuple((k, repr(v)) for k, v in defaults.items()),
+                         tuple(defaults.values()))
+
+
+@functools.lru_cache(maxsize=256)
+def _params_model(kind: str, name: str, signature: tuple, values: tuple) -> type[BaseModel]:
     types = {bool: bool, int: Int, float: Float, str: str}
     fields = {k: (types.get(type(v), Any) if v is not None else Any, v)
-              for k, v in defaults.items()}
+              for (k, _), v in zip(signature, values)}
     return create_model(f"{kind}_{name}_params", __config__=Section.model_config, **fields)
 
 
@@ -231,7 +245,7 @@ class TrainConfig(Section):
     weight_decay: Float = Field(4e-4, ge=0, description="Adam weight decay.")
     warmup_epochs: Int = Field(0, ge=0, description="First epochs with the backbone body frozen "
                                                     "(head, proxies and flow train).")
-    device: Literal["auto", "cpu", "cuda"] = Field(
+    device: Device = Field(
         "auto", description="Where to train; auto: cuda when available.")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms (CPU runs "
                                                    "are reproducible anyway).")
@@ -243,12 +257,12 @@ class TrainConfig(Section):
         None, description="Epochs, increasing, in [1, train.epochs), at which every lr is "
                           "multiplied by lr_gamma (MultiStepLR).")
     lr_gamma: Float = Field(0.1, gt=0, le=1, description="The lr factor at each milestone.")
-    lr_schedule: Literal["constant", "cosine"] = Field(
+    lr_schedule: LrSchedule = Field(
         "constant", description="cosine: every lr follows a half cosine to ~0 over the epochs "
                                 "after the warmup.")
     fused_optimizer: bool = Field(False, description="Adam's fused kernel: 5x faster CPU steps "
                                                      "for NIR's flow, not bitwise the same.")
-    precision: Literal["fp32", "bf16"] = Field(
+    precision: Precision = Field(
         "fp32", description="bf16: the backbone under bf16 autocast (the losses stay fp32).")
     channels_last: bool = Field(False, description="NHWC memory format: faster convolutions.")
     cudnn_benchmark: bool = Field(False, description="cudnn autotuning: faster, not bitwise "
@@ -288,7 +302,7 @@ class EvalConfig(Section):
     full_every: Int = Field(1, ge=0, description="Expensive metrics (mAP@1000, NMI, "
                                                      "structure) every N-th evaluation and the "
                                                      "last; 0: the last only.")
-    kmeans_engine: Literal["auto", "torch", "faiss"] = Field(
+    kmeans_engine: KmeansEngine = Field(
         "auto", description="NMI's k-means: auto (faiss on a GPU, torch on the CPU), torch or "
                             "faiss.")
 
