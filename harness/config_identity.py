@@ -28,6 +28,7 @@ HISTORICAL_DEFAULTS: dict[tuple[str, str], Any] = {
     ("eval", "kmeans_engine"): "auto",
     ("backbone", "width"): 1.0, ("backbone", "weights"): None, ("backbone", "input_px"): None,
     ("train", "lr_schedule"): "constant", ("train", "fused_optimizer"): False,
+    ("train", "data_seed"): None,
     ("dataset", "allow_partial"): False, ("dataset", "cache"): "uint8", ("dataset", "version"): 1,
 }
 

@@ -250,6 +250,9 @@ class TrainConfig(Section):
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms (CPU runs "
                                                    "are reproducible anyway).")
     threads: Int = Field(0, ge=0, description="torch CPU threads; 0: torch's default.")
+    data_seed: Int | None = Field(
+        None, ge=0, description="Seed of the batch order and augmentation alone; null: the run "
+                                "seed (bench variance's data-order part varies it).")
     proxy_lr_mult: Float | None = Field(
         None, gt=0, description="lr multiplier of every proxy table (the paper: x2000, x4000 with "
                                 "NIR); null: each method's own.")

@@ -70,3 +70,24 @@ def test_bench_variance_reproduces_each_runs_r1_from_its_checkpoint(tiny_overrid
     assert set(entry["sources"]) == {"seed", "evaluation_set", "training"}
     assert entry["delta_mean"] == pytest.approx(np.mean(entry["delta"]))
     assert entry["sources"]["seed"]["sd"] == pytest.approx(np.std(entry["delta"], ddof=1))
+
+
+def test_data_seed_moves_the_batches_and_not_the_initial_weights(tiny_overrides, results_dir):
+    import torch
+
+    from nirbench.harness.data import load_dataset
+    from nirbench.harness.data.sampler import ClassBalancedBatchSampler
+    from nirbench.harness.train.engine import build_trainer, data_seed
+
+    same = load_config(overrides=tiny_overrides)
+    other = load_config(overrides=tiny_overrides + ["train.data_seed=7"])
+    assert data_seed(same) == same.seed and data_seed(other) == 7
+    assert same.config_hash != other.config_hash  # another run, found and skipped as such
+    bundle = load_dataset(same.dataset.name, None, results_dir / "cache")
+    a = build_trainer(same, bundle, torch.device("cpu")).model.state_dict()
+    b = build_trainer(other, bundle, torch.device("cpu")).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    batches = [ClassBalancedBatchSampler(bundle.train.labels, same.train.batch_size,
+                                         same.train.samples_per_class, data_seed(c)).batches(0)
+               for c in (same, other)]
+    assert [list(x) for x in batches[0]] != [list(x) for x in batches[1]]

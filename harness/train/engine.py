@@ -57,6 +57,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def data_seed(cfg: RunConfig) -> int:
+    """The seed of the batch order and augmentation: ``train.data_seed``, else the run seed. The
+    initial weights always follow the run seed, so a run with another data seed differs from its
+    twin in the data order alone (bench variance's data-order part)."""
+    return cfg.seed if cfg.train.data_seed is None else cfg.train.data_seed
+
+
 def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     """A generator that depends only on (seed, epoch, stream): resumable and identical across arms."""
     g = torch.Generator()
@@ -191,7 +198,7 @@ def train_one_epoch(trainer: Trainer, split: ImageSplit, sampler: ClassBalancedB
     model.set_body_trainable(not warmup)
     model.train()
     objective.train()
-    aug_gen = epoch_generator(cfg.seed, epoch, stream=1)
+    aug_gen = epoch_generator(data_seed(cfg), epoch, stream=1)
     sums: dict[str, float] = {}
     batches = sampler.batches(epoch)
     bar = _progress(batches, f"epoch {epoch + 1}/{cfg.train.epochs}", progress)
@@ -318,7 +325,7 @@ def fit(trainer: Trainer, bundle: DatasetBundle, *, checkpoint_path: Path | None
         raise ValueError(f"eval_prefix must be 'test' or 'val', got {eval_prefix!r}")
     cfg = trainer.cfg
     sampler = ClassBalancedBatchSampler(bundle.train.labels, cfg.train.batch_size,
-                                        cfg.train.samples_per_class, cfg.seed)
+                                        cfg.train.samples_per_class, data_seed(cfg))
     pending: list[tuple[int, dict[str, float]]] = []  # epochs trained since the last checkpoint
     # The objective's per-epoch probe (NIR: nir/grad_share) on one fixed batch of the run seed;
     # harness/train/diagnostics.py says why it cannot change the run. None: nothing to probe.
