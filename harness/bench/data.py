@@ -22,6 +22,8 @@ textures with grain, quality 90) and removed afterwards.
 """
 from __future__ import annotations
 
+import math
+import os
 import shutil
 import tempfile
 import time
@@ -232,3 +234,244 @@ def _our_rounds(split, workers: int, batch: int, batches: int, dev: torch.device
 def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+
+
+# --- The full-size rehearsal of the real-data path (issue 25): a CUB_200_2011 copy -----------
+
+STEP_RATE = 2500  # img/s: the GPU step rate the loader workers are sized against
+TRAIN_SUBSET = {"train_images": 2000, "test_images": 500}
+REHEARSAL_CONFIG = ("dataset.name=cub200", "dataset.allow_partial=true", "backbone.name=resnet18",
+                    "backbone.pretrained=false", "train.epochs=1", "train.warmup_epochs=0",
+                    "train.device=cpu")
+
+
+def is_cub_official(root: str | Path | None) -> bool:
+    """``root`` holds the official CUB_200_2011 layout (at itself or in CUB_200_2011/): the
+    rehearsal's subject, rather than a plain folder of images."""
+    if root is None:
+        return False
+    base = Path(root).expanduser()
+    return any((folder / "images.txt").is_file()
+               for folder in (base, base / "CUB_200_2011", base / "cub_200_2011"))
+
+
+def rehearse(root: str | Path, *, generate: bool = False, classes: int | None = None,
+             images: int | None = None, workers: int = 2, batch: int = 64, batches: int = 8,
+             rounds: int = 2, seed: int = 0, train_images: int = TRAIN_SUBSET["train_images"],
+             test_images: int = TRAIN_SUBSET["test_images"], train: bool = True,
+             keep_caches: bool = False, progress: Callable[[str], None] | None = None,
+             ) -> dict[str, Any]:
+    """Rehearse the real-data path on the CUB copy under ``root`` (``generate``: write the
+    CUB-sized copy there first, ``harness.data.real.rehearsal``; ``classes``/``images`` make a
+    miniature one): build both caches with the real builder, measure per-worker decode +
+    augmentation rates against bare PIL decode, size the loader workers for ``STEP_RATE``, and
+    train one epoch of ResNet18 on a subset through ``nirbench run``, then aggregate and render
+    the report. Every timing is on the CPU of this machine; see docs/rehearsal.md."""
+    from nirbench.harness.bench.eval import _load_average, machine_description
+    from nirbench.harness.data.real import rehearsal
+    from nirbench.harness.data.real.datasets import list_dataset
+    from nirbench.harness.data.real.official_ids import completeness
+
+    say = progress or (lambda message: None)
+    if not 1 <= workers <= rehearsal.MAX_WORKERS or batch < 1 or batches < 1 or rounds < 1:
+        raise ValueError(f"workers must be 1-{rehearsal.MAX_WORKERS} and batch, batches, rounds "
+                         f">= 1; got workers={workers}, batch={batch}, batches={batches}, "
+                         f"rounds={rounds}")
+    root = Path(root).expanduser()
+    out: dict[str, Any] = {"mode": "rehearsal", "root": str(root),
+                           "load_average_before": _load_average()}
+    if generate:
+        counts = (rehearsal.small_counts(classes or 4, images or 12)
+                  if classes is not None or images is not None else None)
+        made = rehearsal.generate(root, counts=counts, seed=seed, workers=workers, progress=say)
+        out.update({"generated": True, "generate_s": made["generate_s"],
+                    "generate_reused": made["reused"], "generate_workers": workers,
+                    "source_bytes": made["bytes"], "mean_jpeg_bytes": made["mean_jpeg_bytes"],
+                    "image_shapes": made["shapes"], "jpeg_quality_range": made["quality_range"]})
+    elif not is_cub_official(root):
+        raise FileNotFoundError(f"{root} holds no official CUB_200_2011 layout (images.txt); "
+                                f"pass --generate to write a CUB-sized copy there")
+    else:
+        out["generated"] = False
+    listing = list_dataset("cub200", root)
+    report = completeness(listing)
+    out.update({"images": len(listing.paths), "classes": int(len(np.unique(listing.class_ids))),
+                "complete_official_copy": report.complete, **listing.split_counts()})
+    if "source_bytes" not in out:
+        out["source_bytes"] = sum((listing.base / p).stat().st_size for p in listing.paths)
+        out["mean_jpeg_bytes"] = out["source_bytes"] / len(listing.paths)
+    cache_dir = root / "nirbench_rehearsal_caches"
+    shutil.rmtree(cache_dir, ignore_errors=True)  # a build timed from scratch, every run
+    try:
+        out.update(_rehearse_caches(listing, cache_dir, workers, batch, batches, rounds, seed,
+                                    say))
+    finally:
+        if not keep_caches:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+    if train:
+        out["train_epoch"] = _train_epoch(root, train_images, test_images, say)
+    out["load_average_after"] = _load_average()  # other work on the machine skews every timing
+    out["machine"] = machine_description()
+    return out
+
+
+def _rehearse_caches(listing, cache_dir: Path, workers: int, batch: int, batches: int,
+                     rounds: int, seed: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """Both caches built by ``cache.open_or_build`` exactly as a run builds them, then the
+    per-worker rates (one process, one torch thread) of: bare PIL decode, the per-sample PIL +
+    torchvision reference, and the batched pipeline on each cache."""
+    from nirbench.harness.data.real.cache import open_or_build
+    from nirbench.harness.data.real.split import CachedImageSplit
+
+    out: dict[str, Any] = {"cache_workers": workers, "disk_bytes": {}, "cache_build_s": {},
+                           "cache_build_img_s": {}}
+    stores = {}
+    for kind in CACHES:
+        say(f"building the {kind} cache of {len(listing.paths):,} images with {workers} "
+            f"processes (cache.open_or_build, as a run does)")
+        started = time.perf_counter()
+        stores[kind], _ = open_or_build(listing.dataset, listing.layout, listing.base,
+                                        listing.paths, cache_dir, workers=workers,
+                                        progress=False, kind=kind)
+        out["cache_build_s"][kind] = time.perf_counter() - started
+        out["cache_build_img_s"][kind] = len(listing.paths) / out["cache_build_s"][kind]
+        out["disk_bytes"][kind] = _disk_bytes(stores[kind].directory)
+    files = [listing.base / p for p in listing.paths]
+    timed = batch * batches
+    sample = [files[i] for i in np.linspace(0, len(files) - 1, min(timed, len(files)))
+              .round().astype(int)]
+    labels = torch.zeros(len(files), dtype=torch.int64)
+    cpu = torch.device("cpu")
+    previous = torch.get_num_threads()
+    pil, reference_ips = [], []
+    ours: dict[str, list[float]] = {kind: [] for kind in CACHES}
+    try:
+        torch.set_num_threads(1)  # one loader worker = one process on one core
+        reference = _reference_rounds(files, 0, batch, batches, cpu, seed)
+        pipelines = {kind: _our_rounds(CachedImageSplit(store, np.arange(len(files)), labels), 1,
+                                       batch, batches, cpu, seed) for kind, store in stores.items()}
+        for r in range(rounds):
+            say(f"round {r + 1}/{rounds}: bare PIL decode of {len(sample)} JPEGs")
+            pil.append(len(sample) / _pil_decode_s(sample))
+            say(f"round {r + 1}/{rounds}: per-sample PIL + torchvision, 1 worker")
+            torch.set_num_threads(1)
+            reference_ips.append(timed / next(reference))
+            for kind, rounds_of in pipelines.items():
+                say(f"round {r + 1}/{rounds}: {kind} cache + batched augmentation, 1 thread")
+                ours[kind].append(timed / next(rounds_of))
+                torch.set_num_threads(1)
+        reference.close()
+        for rounds_of in pipelines.values():
+            rounds_of.close()
+    finally:
+        torch.set_num_threads(previous)
+    rates = {kind: max(v) for kind, v in ours.items()}
+    reference_best = max(reference_ips)
+    out.update({
+        "timed_images_per_round": timed, "rounds": rounds, "batch": batch,
+        "pil_decode_img_s": max(pil),
+        "reference_decode_aug_img_s_per_worker": reference_best,
+        "decode_aug_img_s_per_worker": rates,
+        "step_rate_img_s": STEP_RATE,
+        "workers_for_2500_img_s": {
+            **{kind: math.ceil(STEP_RATE / rate) for kind, rate in rates.items()},
+            "reference": math.ceil(STEP_RATE / reference_best)},
+        "round_img_s": {"pil_decode": pil, "reference": reference_ips, **ours},
+    })
+    return out
+
+
+def _pil_decode_s(files: list[Path]) -> float:
+    """Seconds to open, decode and convert to RGB every file with PIL: the floor any
+    per-sample JPEG pipeline pays before its first transform."""
+    from PIL import Image
+
+    started = time.perf_counter()
+    for path in files:
+        with Image.open(path) as image:
+            image.convert("RGB").load()
+    return time.perf_counter() - started
+
+
+def _disk_bytes(folder: Path) -> int:
+    """Bytes the files below ``folder`` occupy on disk (allocated blocks, as ``du`` counts)."""
+    return sum(p.stat().st_blocks * 512 for p in Path(folder).rglob("*") if p.is_file())
+
+
+def _train_epoch(root: Path, train_images: int, test_images: int,
+                 say: Callable[[str], None]) -> dict[str, Any]:
+    """One epoch of ResNet18 on a subset of the copy, through the real command line: ``nirbench
+    run`` (the real-layout loader, its cache build, training, evaluation, MLflow), ``nirbench
+    aggregate`` and ``nirbench report``, each timed, into ``root/rehearsal_results``."""
+    import csv
+    import subprocess
+
+    from nirbench.harness.bench.robustness import nirbench_command
+    from nirbench.harness.data.real import rehearsal
+
+    subset_root = root / f"subset_{train_images}_{test_images}"
+    results = root / "rehearsal_results"
+    shutil.rmtree(results, ignore_errors=True)  # a fresh run, never a skipped finished one
+    counts = rehearsal.write_subset(root, subset_root, train_images=train_images,
+                                    test_images=test_images)
+    # the protocol's 64 (32 classes x 2), fewer where a miniature subset has fewer classes
+    batch = min(64, 2 * counts["train_classes"], train_images - train_images % 2)
+    overrides = [*REHEARSAL_CONFIG, f"dataset.root={subset_root}", f"train.batch_size={batch}"]
+    out: dict[str, Any] = {"subset_root": str(subset_root), "results_dir": str(results),
+                           **counts, "backbone": "resnet18", "pretrained": False,
+                           "pretrained_note": "random initialisation: this machine has no "
+                                              "internet for the ImageNet weights",
+                           "crop_px": 224, "batch_size": batch, "device": "cpu",
+                           "overrides": overrides}
+    steps = (("run", ["run", "--results-dir", str(results), "--no-progress",
+                      *[a for o in overrides for a in ("--set", o)]]),
+             ("aggregate", ["aggregate", "--results-dir", str(results), "--quiet"]),
+             ("report", ["report", "--results-dir", str(results), "--quiet"]))
+    # the local store under results, whatever MLFLOW_TRACKING_URI this shell points at
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    for name, argv in steps:
+        say(f"train epoch: nirbench {' '.join(argv)}")
+        started = time.perf_counter()
+        done = subprocess.run(nirbench_command(*argv), capture_output=True, text=True,
+                              env=env)
+        out[f"{name}_wall_s"] = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"nirbench {name} failed (exit {done.returncode}) in the "
+                               f"rehearsal:\n{done.stderr[-3000:]}")
+    out["report_html"] = str(results / "report" / "index.html")
+    if not (results / "report" / "index.html").is_file():
+        raise RuntimeError(f"nirbench report exited 0 but wrote no {out['report_html']}")
+    with open(results / "tables" / "epochs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if len(rows) != 1:
+        raise RuntimeError(f"{results / 'tables' / 'epochs.csv'} should hold the one epoch "
+                           f"trained, has {len(rows)} rows")
+    row = rows[0]
+    timings = _run_metrics(results / "mlflow.db", row["run_id"],
+                           ("time/train_epoch_s", "time/eval_s"))
+    train_s = timings["time/train_epoch_s"]
+    out.update({"run_id": row["run_id"], "train_epoch_s": train_s,
+                "eval_s": timings["time/eval_s"], "epoch_s": float(row["time/epoch_s"]),
+                "train_img_s": train_images / train_s,
+                "run_img_s": train_images / out["run_wall_s"],
+                "test_recall_at_1": _float_or_none(row.get("test/recall@1"))})
+    return out
+
+
+def _run_metrics(db: Path, run_id: str, keys: tuple[str, ...]) -> dict[str, float]:
+    """The latest value of each metric ``keys`` of one run, read from the local MLflow sqlite
+    store (the epochs table keeps only time/epoch_s, not the training share of it)."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        found = dict(connection.execute(
+            f"SELECT key, value FROM latest_metrics WHERE run_uuid = ? AND key IN "
+            f"({', '.join('?' * len(keys))})", (run_id, *keys)).fetchall())
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise RuntimeError(f"run {run_id} in {db} logged no {missing}")
+    return {k: float(found[k]) for k in keys}
+
+
+def _float_or_none(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None

@@ -90,6 +90,16 @@ against the uint8 cache), cache_build_s (decoding every image once, W processes;
 either rate), images, workers, batch, device and the per-round rates. --root: any folder of
 images (searched recursively, e.g. CUB_200_2011/images); without it a temporary folder of 400
 CUB-like JPEGs (500x375, quality 90) is generated.
+Rehearsal (--generate, or a --root that holds CUB_200_2011/images.txt): the real-data path at full
+size on this machine's CPU. --generate writes a CUB-sized copy (200 classes, 11,788 generated JPEGs,
+official layout; harness/data/real/rehearsal.py) into --root (default /tmp/cub_rehearsal). Then
+both caches are built by the real builder and one JSON gives: generate_s, images, source_bytes,
+cache_build_s / disk_bytes {uint8, jpeg}, pil_decode_img_s (bare PIL decode, one process),
+reference_decode_aug_img_s_per_worker (per-sample PIL + torchvision), decode_aug_img_s_per_worker
+{uint8, jpeg} (batched augmentation, one thread), workers_for_2500_img_s {uint8, jpeg, reference}
+= ceil(2500 / per-worker rate), and train_epoch {...}: one epoch of ResNet18 (random init, crop
+224) on a 2,000-image subset through nirbench run, aggregate and report, with run_wall_s,
+train_epoch_s, train_img_s and the report's path. docs/rehearsal.md holds the figures.
 Why: data loading, not the GPU, is what limits DML training on small machines; this says how much
 the cache buys on yours.
 """
@@ -249,6 +259,22 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--caches", default="uint8,jpeg",
                    help="caches to measure: uint8 (always) and jpeg, the compact one "
                         "(default both, so their rates come from the same run)")
+    p.add_argument("--generate", action="store_true",
+                   help="rehearsal: first write a CUB-sized CUB_200_2011 copy (200 classes, "
+                        "11,788 generated JPEGs) into --root (default /tmp/cub_rehearsal); "
+                        "reused when already there. A --root holding CUB_200_2011 rehearses "
+                        "without it (docs/rehearsal.md)")
+    p.add_argument("--classes", type=int, default=None,
+                   help="rehearsal: a miniature generated copy of this many classes (with "
+                        "--images; default the full size)")
+    p.add_argument("--train-images", type=int, default=2000,
+                   help="rehearsal: training images of the one-epoch ResNet18 run (default 2000)")
+    p.add_argument("--test-images", type=int, default=500,
+                   help="rehearsal: test images it evaluates on (default 500)")
+    p.add_argument("--no-train", action="store_true",
+                   help="rehearsal: skip the training epoch (caches and rates only)")
+    p.add_argument("--keep-caches", action="store_true",
+                   help="rehearsal: keep the caches built in ROOT/nirbench_rehearsal_caches")
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_data)
 
@@ -584,9 +610,21 @@ def cmd_bench_step(args: argparse.Namespace) -> int:
     return 0
 
 
+REHEARSAL_ROOT = "/tmp/cub_rehearsal"
+
+
 def cmd_bench_data(args: argparse.Namespace) -> int:
     from nirbench.harness.bench import data as bench_data
 
+    if args.generate or bench_data.is_cub_official(args.root):
+        result = bench_data.rehearse(
+            args.root or REHEARSAL_ROOT, generate=args.generate, classes=args.classes,
+            images=args.images, workers=args.workers, batch=args.batch, batches=args.batches,
+            rounds=args.rounds, seed=args.seed, train_images=args.train_images,
+            test_images=args.test_images, train=not args.no_train, keep_caches=args.keep_caches,
+            progress=_rehearsal_progress(args))
+        _print(result, args.json)
+        return 0
     result = bench_data.run(root=args.root, workers=args.workers, batch=args.batch,
                             batches=args.batches, rounds=args.rounds, images=args.images,
                             device=args.device, seed=args.seed,
@@ -594,6 +632,14 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
                             progress=_progress(args))
     _print(result, args.json)
     return 0
+
+
+def _rehearsal_progress(args: argparse.Namespace):
+    """Progress on stderr whenever it is a terminal: the rehearsal takes many minutes, and the
+    JSON on stdout stays one clean line."""
+    if getattr(args, "quiet", False) or (args.json and not sys.stderr.isatty()):
+        return None
+    return lambda message: print(f"... {message}", file=sys.stderr, flush=True)
 
 
 def _progress(args: argparse.Namespace):
