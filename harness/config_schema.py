@@ -20,8 +20,9 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
 
 from nirbench.harness import config_identity
 from nirbench.harness.config_errors import ConfigError, IncompatiblePairError, config_error
+from nirbench.harness.train.backbones import backbone_names, default_pretrained_backbones
 
-Backbone = Literal["small_cnn", "resnet18", "resnet50"]
+Backbone = Literal[backbone_names()]  # the backbone registry (harness/train/backbones.py)
 Device = Literal["auto", "cpu", "cuda"]
 Pooling = Literal["average", "double"]
 Precision = Literal["fp32", "bf16"]
@@ -30,7 +31,7 @@ CacheKind = Literal["uint8", "jpeg"]  # harness.data.real.cache.KINDS
 KmeansEngine = Literal["auto", "torch", "faiss"]
 
 BACKBONES = typing.get_args(Backbone)
-TORCHVISION_BACKBONES = ("resnet18", "resnet50")  # ImageNet weights unless pretrained=false
+TORCHVISION_BACKBONES = default_pretrained_backbones()  # pretrained unless pretrained=false
 DEVICES = typing.get_args(Device)
 POOLINGS = typing.get_args(Pooling)
 PRECISIONS = typing.get_args(Precision)

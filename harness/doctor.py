@@ -10,7 +10,6 @@ still run. ``--json`` prints ``{"ok", "ready", "checks": [...], ...}`` (keys in 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sqlite3
@@ -159,33 +158,40 @@ def check_faiss_gpu(ctx: Context) -> Check:
                  "CPU's neighbours", details={"version": version, "gpus": gpus})
 
 
-WEIGHTS_BYTES = {"resnet50": 102_530_333}  # torchvision's IMAGENET1K_V1 file
-
-
 def check_weights(ctx: Context) -> Check:
-    from nirbench.harness.train.models import imagenet_weights_path
+    """The published weights of every registered backbone that has them (the ResNets' ImageNet
+    files), each hashed against its official file name as a run does before loading it."""
+    from nirbench.harness.train import weights
+    from nirbench.harness.train.backbones import BACKBONES, backbone_names
 
-    path, url = imagenet_weights_path("resnet50")
-    details = {"path": str(path), "url": url}
-    fetch = (f"on a machine with internet: curl -L -o {path.name} {url}, then copy it to {path} "
-             f"(or set TORCH_HOME so that $TORCH_HOME/hub/checkpoints holds it)")
-    if not path.is_file():
-        return Check("imagenet_weights", "warn", f"ResNet50 ImageNet weights not in the torch hub "
-                     f"cache (expected {path})", fetch, details)
-    size = path.stat().st_size
-    # torch hub names the file after the first hex digits of its sha256
-    prefix = path.stem.rsplit("-", 1)[-1]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    details.update(bytes=size, sha256=digest.hexdigest())
-    if not digest.hexdigest().startswith(prefix):
-        return Check("imagenet_weights", "fail", f"{path} is damaged ({size:,} bytes, sha256 does "
-                     f"not start with {prefix})", "delete it and fetch it again: " + fetch,
-                     details)
-    return Check("imagenet_weights", "ok", f"{path} ({size / 1e6:.1f} MB, checksum ok)",
-                 details=details)
+    rows = [weights.status(n) for n in backbone_names() if BACKBONES.get(n).weights is not None]
+    details = {"path": str(weights.hub_checkpoints_dir()), "offline": weights.offline(),
+               "mirror": weights.mirror_base(), "weights": rows}
+    corrupt = [r for r in rows if r["status"] == "corrupt"]
+    missing = [r for r in rows if r["status"] == "missing"]
+
+    def copy_by_hand(rs: list[dict]) -> str:
+        return "; ".join(f"curl -L -o {Path(r['path']).name} {r['url']}, then copy it to "
+                         f"{r['path']}" for r in rs)
+
+    if corrupt:
+        return Check("imagenet_weights", "fail", "; ".join(
+            f"{r['path']} is damaged ({r['bytes']:,} bytes, sha256 does not start with "
+            f"{r['sha256_prefix']})" for r in corrupt) + "; a run refuses it",
+            f"fetch it again: nirbench weights fetch {' '.join(r['backbone'] for r in corrupt)} "
+            f"(replaces it once the new copy verifies); without internet here, on a machine "
+            f"with it: " + copy_by_hand(corrupt), details)
+    if missing:
+        names = " ".join(r["backbone"] for r in missing)
+        return Check("imagenet_weights", "warn", "not in the torch hub cache: " + ", ".join(
+            f"{r['backbone']} (expected {r['path']})" for r in missing)
+            + ("; downloads are off (NIRBENCH_OFFLINE=1), so a run with them fails"
+               if details["offline"] else "; a run downloads them first"),
+            f"nirbench weights fetch {names} (compute nodes without internet: run it on a node "
+            f"with internet that shares TORCH_HOME, or set TORCH_HOME so that "
+            f"$TORCH_HOME/hub/checkpoints holds them; by hand: {copy_by_hand(missing)})", details)
+    return Check("imagenet_weights", "ok", "; ".join(
+        f"{r['path']} ({r['bytes'] / 1e6:.1f} MB, checksum ok)" for r in rows), details=details)
 
 
 def _dataset_check(name: str) -> Callable[[Context], Check]:

@@ -13,7 +13,7 @@ def results_dir_arg(value: str | None) -> Path:
 
 
 def common_options() -> argparse.ArgumentParser:
-    """The parent parser of every subcommand: --results-dir, --debug, --quiet."""
+    """The parent parser of every subcommand: --results-dir, --debug, --quiet, --offline."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--results-dir", default=None,
                         help="where the MLflow store, caches and tables live (default: "
@@ -21,7 +21,23 @@ def common_options() -> argparse.ArgumentParser:
                              "overrides the store.")
     common.add_argument("--debug", action="store_true", help="show full tracebacks")
     common.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    common.add_argument("--offline", action=_OfflineAction,
+                        help="never download (pretrained weights): a missing file is an error "
+                             "that says where to put it; the same as NIRBENCH_OFFLINE=1")
     return common
+
+
+class _OfflineAction(argparse.Action):
+    """``--offline`` sets NIRBENCH_OFFLINE=1 when parsed: the weights code deep inside a run reads
+    that, and the grid's worker processes and Slurm jobs inherit it (a Ray cluster's nodes need it
+    in their own environment)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        os.environ["NIRBENCH_OFFLINE"] = "1"
+        setattr(namespace, self.dest, True)
 
 
 def progress_bars(no_progress: bool) -> bool:

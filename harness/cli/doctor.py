@@ -11,7 +11,7 @@ DESCRIPTION = """\
 Can this machine run the paper profile? Checks, one line each, OK or what to do:
   torch, cuda, cudnn, gpu (model, memory), bf16          the GPU stack
   faiss_gpu          a tiny search on the GPU must give the CPU's neighbours
-  imagenet_weights   ResNet50 weights in the torch hub cache (path, checksum)
+  imagenet_weights   the ResNets' ImageNet weights in the torch hub cache (path, checksum)
   dataset:cub200, dataset:cars196, dataset:sop   found under --data-root, complete or partial
                      (official ids and image counts; images are not decoded: 'data check' does)
   tracking           the MLflow store reachable and writable

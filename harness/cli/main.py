@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # One module per subcommand, each with register(sub, common); the order is the --help order.
 SUBCOMMANDS = ("run", "grid", "tune", "aggregate", "report", "evaluate", "listing", "show_config",
-               "ui", "bench", "data", "doctor")
+               "ui", "bench", "data", "weights", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

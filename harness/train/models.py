@@ -7,10 +7,13 @@ alone gets weight decay in the paper's optimiser.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nirbench.harness.train.backbones import BACKBONES, BodyOptions
 
 
 class SmallCNN(nn.Module):
@@ -44,16 +47,18 @@ class SmallCNN(nn.Module):
 
 class TorchvisionResNet(nn.Module):
     """torchvision ResNet without its classifier; ``pooling='double'`` adds global max pooling
-    to average pooling, the variant of the NIR code."""
+    to average pooling, the variant of the NIR code. ``state_dict``: torchvision's weights for the
+    whole network (its classifier included), loaded before the classifier is dropped."""
 
-    def __init__(self, name: str, pretrained: bool, pooling: str = "average") -> None:
+    def __init__(self, name: str, state_dict: Mapping[str, torch.Tensor] | None = None,
+                 pooling: str = "average") -> None:
         super().__init__()
         import torchvision
 
         builder = getattr(torchvision.models, name)
-        net = builder(weights=None)
-        if pretrained:
-            net.load_state_dict(load_imagenet_weights(name))
+        net = builder(weights=None)  # random first either way: the same RNG draws
+        if state_dict is not None:
+            net.load_state_dict(state_dict)
         self.feature_dim = net.fc.in_features
         net.fc = nn.Identity()
         net.avgpool = nn.Identity()
@@ -70,29 +75,35 @@ class TorchvisionResNet(nn.Module):
         return pooled
 
 
-def imagenet_weights_path(name: str) -> tuple[Path, str]:
-    """Where torch hub keeps torchvision's ImageNet weights for ``name``, and their URL."""
-    import torchvision
+# The builders the backbone registry names (harness/train/backbones.py).
 
-    enum = {"resnet18": torchvision.models.ResNet18_Weights,
-            "resnet50": torchvision.models.ResNet50_Weights}[name]
-    url = enum.IMAGENET1K_V1.url  # V1: the weights the DML literature (and NIR) used
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name, url
+def small_cnn_body(name: str, state_dict: Mapping[str, torch.Tensor] | None,
+                   options: BodyOptions) -> SmallCNN:
+    body = SmallCNN(options.width, options.input_px)  # initialised either way: same RNG draws
+    if state_dict is not None:
+        body.load_state_dict(state_dict)
+    return body
+
+
+def torchvision_resnet_body(name: str, state_dict: Mapping[str, torch.Tensor] | None,
+                            options: BodyOptions) -> TorchvisionResNet:
+    return TorchvisionResNet(name, state_dict, options.pooling)
+
+
+def imagenet_weights_path(name: str) -> tuple[Path, str]:
+    """Where the torch hub cache keeps ``name``'s published (ImageNet) weights, and the URL they
+    are downloaded from (``NIRBENCH_MIRROR`` applied)."""
+    from nirbench.harness.train import weights
+
+    return weights.cache_path(name), weights.download_url(weights.downloadable(name)[1])
 
 
 def load_imagenet_weights(name: str) -> dict[str, torch.Tensor]:
-    path, url = imagenet_weights_path(name)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"ImageNet weights for {name} are not in the local torch hub cache and this harness "
-            f"never downloads at run time. Fetch {url} on a machine with internet and put it at "
-            f"{path} (or set TORCH_HOME so that $TORCH_HOME/hub/checkpoints holds it), or set "
-            f"backbone.pretrained=false.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated download is the usual cause
-        raise RuntimeError(f"could not read ImageNet weights {path}: {err}; delete it and fetch "
-                           f"{url} again") from err
+    """``name``'s published weights, verified (and downloaded unless offline) first
+    (harness/train/weights.py)."""
+    from nirbench.harness.train import weights
+
+    return weights.load_state_dict(name)
 
 
 class EmbeddingModel(nn.Module):
@@ -124,18 +135,24 @@ def build_model(name: str, embed_dim: int, pretrained: bool, freeze_bn: bool,
                 pooling: str = "average", width: float = 1.0,
                 weights_file: Path | None = None,
                 input_px: int | None = None) -> EmbeddingModel:
-    """``weights_file``: a pretrained small_cnn's body weights (harness/train/pretrain.py); the
-    ResNets find their ImageNet weights in the torch hub cache themselves."""
-    if name == "small_cnn":
-        body: nn.Module = SmallCNN(width, input_px)  # initialised either way: same RNG draws
-        if pretrained:
+    """The registered backbone ``name`` (harness/train/backbones.py) under an embedding head.
+
+    ``pretrained``: a backbone with published weights (the ResNets' ImageNet files) gets them
+    verified from the torch hub cache, downloaded first if missing and not offline; small_cnn's
+    embedded pretraining is ``weights_file`` (harness/train/pretrain.py, built by the runner)."""
+    info = BACKBONES.get(name)  # an unknown name lists the valid ones
+    state = None
+    if pretrained:
+        if info.weights is not None:
+            state = load_imagenet_weights(name)
+        elif info.embedded_pretraining:
             if weights_file is None:
-                raise ValueError("backbone small_cnn with pretrained=true needs its embedded "
-                                 "pretraining weights (harness/train/pretrain.py); build them "
-                                 "through the runner, or set backbone.pretrained=false")
-            body.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
-    elif name in ("resnet18", "resnet50"):
-        body = TorchvisionResNet(name, pretrained, pooling)
-    else:
-        raise ValueError(f"unknown backbone {name!r}")
+                raise ValueError(f"backbone {name} with pretrained=true needs its embedded "
+                                 f"pretraining weights (harness/train/pretrain.py); build them "
+                                 f"through the runner, or set backbone.pretrained=false")
+            state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        else:
+            raise ValueError(f"backbone {name} has no pretrained weights; set "
+                             f"backbone.pretrained=false")
+    body = info.builder()(name, state, BodyOptions(width, input_px, pooling))
     return EmbeddingModel(body, body.feature_dim, embed_dim, freeze_bn)

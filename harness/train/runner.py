@@ -47,6 +47,21 @@ def pretrained_weights(cfg: RunConfig, results_dir: Path) -> Path | None:
                           cfg.backbone.input_px)
 
 
+def weights_line(cfg: RunConfig, results_dir: Path) -> str:
+    """What the run starts from, for its first log line. Published weights (the ResNets') are
+    fetched if needed and verified here, so the line names the file and hash that are used."""
+    if cfg.backbone.weights is not None:  # small_cnn's embedded pretraining (the recipe id)
+        from nirbench.harness.train.pretrain import weights_path
+
+        path = weights_path(Path(results_dir) / "cache" / "pretrained", cfg.backbone.width,
+                            cfg.backbone.input_px)
+        return (f"embedded pretraining {cfg.backbone.weights} from {path}"
+                f"{'' if path.is_file() else ' (built first)'}")
+    from nirbench.harness.train.weights import describe
+
+    return describe(cfg.backbone.name, cfg.backbone.pretrained)
+
+
 def run_dir(results_dir: Path, cfg: RunConfig) -> Path:
     return results_dir / "runs" / cfg.config_hash
 
@@ -176,6 +191,7 @@ def _train(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str, pr
 
     trainer = None
     try:
+        log.info("weights: %s", weights_line(cfg, results_dir))
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         torch.use_deterministic_algorithms(cfg.train.deterministic)
