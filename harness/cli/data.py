@@ -1,5 +1,5 @@
-"""``nirbench data check``: argument parsing and printing only; the work is in
-harness.data.real.check."""
+"""``nirbench data check`` and ``nirbench data fetch``: argument parsing and printing only; the
+work is in harness.data.real.check and harness.data.real.fetch."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,8 @@ from typing import Any
 
 DATA_DESCRIPTION = """\
 The real benchmarks (CUB200-2011, Cars196, Stanford Online Products) live outside the repository;
-'data check' says whether a copy is usable before any training starts.
+'data fetch' downloads and verifies them where an official URL exists (and says where to get
+them where none does); 'data check' says whether a copy is usable before any training starts.
 """
 
 CHECK_DESCRIPTION = """\
@@ -32,6 +33,28 @@ Why: a missing class silently moves the split of a loader that takes "the first 
 classes present"; a missing or truncated file should fail here in seconds, not in epoch 37; and
 neither must ever be silently dropped (the benchmark's numbers depend on every image).
 """
+
+FETCH_DESCRIPTION = """\
+Download a real dataset's official archive into --root, verify its size and md5, extract it, and
+end with the doctor's dataset check. The URLs and checksums are one table,
+harness/data/real/downloads.py (listed in docs/downloads.md).
+  cub200   CUB_200_2011.tgz from CaltechDATA (1.15 GB)
+  sop      Stanford_Online_Products.zip from Stanford CVGL
+  cars196  no stable official URL (the original host is gone): prints where the field gets it
+           and the layouts nirbench reads, then verifies what you put under --root
+Why this way: a download interrupted half-way resumes from <root>/<file>.part (or restarts when
+the server ignores ranges) instead of starting over on a 1-3 GB file; a file whose size or md5 is
+wrong is deleted, never extracted; extraction goes to <root>/.nirbench-partial-<dataset>/ and is
+moved into place only when complete, so a failure never leaves a half-made dataset where the
+loaders look; nothing without a checksum is downloaded.
+Environment:
+  NIRBENCH_MIRROR=BASE_URL   fetch every file as BASE_URL/<official file name> (same checksum)
+  NIRBENCH_OFFLINE=1         never download (same as --offline): say what to download, from where
+                             and where to put it, then verify what is there
+Exit status 0 when the doctor's check is ok, 1 when a download or checksum failed, 2 when the
+dataset is still missing or its layout is wrong, 3 when the copy is partial.
+"""
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``data`` with ``check`` to the nirbench command line."""
@@ -57,6 +80,19 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_data_check)
 
+    f = which.add_parser("fetch", parents=[common], help="download, verify and extract a "
+                         "dataset's official archive", description=FETCH_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    f.add_argument("dataset", choices=("cub200", "cars196", "sop"))
+    f.add_argument("--root", required=True, help="folder to put the dataset in (created)")
+    if not any("--offline" in a.option_strings for a in common._actions):
+        # the shared options may already carry --offline (it sets NIRBENCH_OFFLINE=1)
+        f.add_argument("--offline", action="store_true",
+                       help="never download (as NIRBENCH_OFFLINE=1): say what to place where, "
+                            "then verify it")
+    f.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    f.set_defaults(func=cmd_data_fetch)
+
 
 def cmd_data_check(args: argparse.Namespace) -> int:
     from nirbench.harness.data.real.check import check_dataset
@@ -81,6 +117,40 @@ def cmd_data_check(args: argparse.Namespace) -> int:
               f"images); {verdict}", file=sys.stderr)
         return 0 if args.allow_partial else 3
     return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from nirbench.harness.data.real.fetch import FetchError
+
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    try:
+        offline = True if getattr(args, "offline", False) else None  # None: NIRBENCH_OFFLINE
+        result = fetch_and_check(args.dataset, args.root, offline_mode=offline,
+                                 progress=False if getattr(args, "quiet", False) else None,
+                                 say=say)
+    except FetchError as err:
+        print(f"nirbench data fetch: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result))
+    check = result["check"]
+    if check["status"] == "ok":
+        return 0
+    return 3 if check["details"].get("found") else 2
+
+
+def fetch_and_check(dataset: str, root: str, *, say=print, **options) -> dict[str, Any]:
+    """harness.data.real.fetch.fetch, then the doctor's own ``dataset:<name>`` check on the root
+    (called, not copied); its row is added as ``check`` and its verdict printed."""
+    from nirbench.harness import doctor
+    from nirbench.harness.data.real.fetch import fetch
+
+    result = fetch(dataset, root, say=say, **options)
+    checks = [c for c in doctor.CHECKS if c.__name__ == f"check_dataset_{dataset}"]
+    check = doctor.run(data_root=result["root"], checks=checks)["checks"][0]
+    say(f"doctor dataset:{dataset}: {check['status']}: {check['message']}"
+        + (f"\n  fix: {check['fix']}" if check["fix"] else ""))
+    return {**result, "check": check}
 
 
 def _print(report: dict[str, Any], as_json: bool) -> None:
