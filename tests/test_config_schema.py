@@ -21,6 +21,7 @@ CHANGED = {("eval", "every"): (2, []), ("eval", "full_every"): (0, []),
            ("backbone", "width"): (0.5, []), ("backbone", "input_px"): (24, []),
            ("backbone", "weights"): (None, ["backbone.pretrained=true"]),
            ("train", "lr_schedule"): ("cosine", []), ("train", "fused_optimizer"): (True, []),
+           ("train", "data_seed"): (7, []),
            ("dataset", "allow_partial"): (True, ["dataset.name=cub200", "dataset.root=/d"]),
            ("dataset", "cache"): ("jpeg", ["dataset.name=cub200", "dataset.root=/d"]),
            ("dataset", "version"): (None, ["dataset.name=synth-sop"])}
