@@ -20,9 +20,9 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
 
 from nirbench.harness import config_identity
 from nirbench.harness.config_errors import ConfigError, IncompatiblePairError, config_error
-from nirbench.harness.train.backbones import backbone_names, default_pretrained_backbones
+from nirbench.harness.config_backbones import backbone_names, default_pretrained_backbones
 
-Backbone = Literal[backbone_names()]  # the backbone registry (harness/train/backbones.py)
+Backbone = Literal[backbone_names()]  # the backbone registry (harness/config_backbones.py)
 Device = Literal["auto", "cpu", "cuda"]
 Pooling = Literal["average", "double"]
 Precision = Literal["fp32", "bf16"]

@@ -162,7 +162,7 @@ def check_weights(ctx: Context) -> Check:
     """The published weights of every registered backbone that has them (the ResNets' ImageNet
     files), each hashed against its official file name as a run does before loading it."""
     from nirbench.harness.train import weights
-    from nirbench.harness.train.backbones import BACKBONES, backbone_names
+    from nirbench.harness.config_backbones import BACKBONES, backbone_names
 
     rows = [weights.status(n) for n in backbone_names() if BACKBONES.get(n).weights is not None]
     details = {"path": str(weights.hub_checkpoints_dir()), "offline": weights.offline(),

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from nirbench.harness.train.backbones import (BACKBONES, BackboneInfo, BodyOptions, WeightsFile,
+from nirbench.harness.config_backbones import (BACKBONES, BackboneInfo, BodyOptions, WeightsFile,
                                               backbone_names, default_pretrained_backbones)
-from nirbench.harness.train.models import build_model, imagenet_weights_path, torchvision_resnet_body
+from nirbench.harness.train.models import (build_model, imagenet_weights_path,
+                                           torchvision_resnet_body)
 from nirbench.harness.train.weights import CorruptWeightsError
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from nirbench.harness.train import weights
-from nirbench.harness.train.backbones import BACKBONES, BackboneInfo, WeightsFile
+from nirbench.harness.config_backbones import BACKBONES, BackboneInfo, WeightsFile
 from nirbench.harness.train.models import build_model
 
 TOY = "toy_published"
@@ -285,3 +285,16 @@ def test_the_runs_first_log_line_names_its_weights(tmp_path, toy, cache, serve, 
         runner.execute(cfg, Tracker(results), results)
     ours = [r.getMessage() for r in caplog.records if r.name.startswith("nirbench")]
     assert ours[0] == "weights: random initialisation (backbone.pretrained=false)", ours[:3]
+
+
+def test_the_docs_table_is_generated_from_the_registry():
+    from pathlib import Path
+
+    from nirbench.harness.config_backbones import markdown_table
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "weights.md").read_text()
+    start = page.index("-->\n", page.index("<!-- backbones table")) + len("-->\n")
+    end = page.index("<!-- end of the backbones table -->")
+    assert page[start:end] == markdown_table(), (
+        "docs/weights.md's backbone table is stale: replace it with the output of python -c "
+        "'from nirbench.harness.config_backbones import markdown_table; print(markdown_table())'")

@@ -76,7 +76,7 @@ def cmd_weights_fetch(args: argparse.Namespace) -> int:
 
 def cmd_weights_list(args: argparse.Namespace) -> int:
     from nirbench.harness.train import weights
-    from nirbench.harness.train.backbones import BACKBONES, backbone_names
+    from nirbench.harness.config_backbones import BACKBONES, backbone_names
 
     rows = [weights.status(n) for n in backbone_names() if BACKBONES.get(n).weights is not None]
     if args.json:

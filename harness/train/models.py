@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nirbench.harness.train.backbones import BACKBONES, BodyOptions
+from nirbench.harness.config_backbones import BACKBONES, BodyOptions
 
 
 class SmallCNN(nn.Module):
@@ -75,7 +75,7 @@ class TorchvisionResNet(nn.Module):
         return pooled
 
 
-# The builders the backbone registry names (harness/train/backbones.py).
+# The builders the backbone registry names (harness/config_backbones.py).
 
 def small_cnn_body(name: str, state_dict: Mapping[str, torch.Tensor] | None,
                    options: BodyOptions) -> SmallCNN:
@@ -135,7 +135,7 @@ def build_model(name: str, embed_dim: int, pretrained: bool, freeze_bn: bool,
                 pooling: str = "average", width: float = 1.0,
                 weights_file: Path | None = None,
                 input_px: int | None = None) -> EmbeddingModel:
-    """The registered backbone ``name`` (harness/train/backbones.py) under an embedding head.
+    """The registered backbone ``name`` (harness/config_backbones.py) under an embedding head.
 
     ``pretrained``: a backbone with published weights (the ResNets' ImageNet files) gets them
     verified from the torch hub cache, downloaded first if missing and not offline; small_cnn's

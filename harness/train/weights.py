@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nirbench.harness.train.backbones import BACKBONES, BackboneInfo, WeightsFile
+from nirbench.harness.config_backbones import BACKBONES, BackboneInfo, WeightsFile
 
 log = logging.getLogger(__name__)
 

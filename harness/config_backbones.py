@@ -2,8 +2,9 @@
 the weights commands and the docs read, so that none of them writes a backbone name out.
 
 A new backbone is one builder plus one ``BACKBONES.add(name, BackboneInfo(...))``. This module
-imports neither torch nor torchvision: the config validates names against it when a config is
-built, and ``nirbench weights list`` reads it, without paying for torch. The builder is therefore
+sits in the config stage (the config validates names and the default of backbone.pretrained
+against it, and the config imports nothing from train) and imports neither torch nor
+torchvision, so ``nirbench weights list`` reads it without paying for torch. The builder is therefore
 named as ``"module:function"`` (resolved on first use) or given as a callable (a test's toy).
 
 A builder is called as ``build(name, state_dict, options)``: it constructs the body with fresh
@@ -145,3 +146,19 @@ BACKBONES.add("resnet50", BackboneInfo(
                         "torchvision ResNet50_Weights.IMAGENET1K_V1"),
     description="torchvision ResNet50 without its classifier, the paper's backbone; "
                 "backbone.pooling applies"))
+
+
+def markdown_table() -> str:
+    """The registered backbones as a Markdown table (docs/weights.md holds it; a test checks it
+    is current)."""
+    lines = ["| backbone | title | feature dim | pretrained by default | pretraining | "
+             "official file (sha256 prefix) |",
+             "|---|---|---|---|---|---|"]
+    for name in backbone_names():
+        info = BACKBONES.get(name)
+        file = (f"[`{info.weights.file_name}`]({info.weights.url}) (`{info.weights.sha256_prefix}`)"
+                if info.weights is not None else "none (nothing to download)")
+        lines.append(f"| `{name}` | {info.title} | {info.feature_dim} | "
+                     f"{'yes' if info.default_pretrained else 'no'} | {info.pretraining} | "
+                     f"{file} |")
+    return "\n".join(lines) + "\n"
