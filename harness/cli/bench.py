@@ -15,8 +15,8 @@ pytorch-metric-learning and the bare faiss search on SOP-sized embeddings, 'benc
 what NIR adds to a training step, 'bench data' measures the cached image pipeline (uint8 and JPEG
 caches) against the classic per-sample one, 'bench train' measures end-to-end training against
 the bare model, 'bench cache' the cache size per dataset at full scale, and 'gpu-check' runs all
-the GPU measurements in one JSON. Each prints one JSON object with --json (the README's
-Performance section quotes them).
+the GPU measurements in one JSON. Each prints one JSON object with --json (docs/benchmarks.md
+quotes them).
 """
 
 KMEANS_DESCRIPTION = """\
