@@ -14,10 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from nirbench.harness.config_schema import RunConfig
+
+class RunConfig(Protocol):
+    """What the identity reads of a config (the schema's RunConfig; named here as a Protocol so
+    that the schema, which calls this module, is not imported back: no import cycle)."""
+
+    regularizer: Any
+    validation: Any
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 IDENTITY_VERSION = 1
 
