@@ -8,6 +8,7 @@ section, which links to the MLflow UI);
 the provenance section says which code, packages, hardware and commands produced the numbers.
 The page loads nothing from the network: figures are relative PNG files, CSS and JS are inline.
 """
+
 from __future__ import annotations
 
 import html
@@ -47,16 +48,23 @@ def find_studies(results_dir: Path, explicit: list[Path] | None = None) -> list[
         missing = [p for p in explicit if not p.is_file()]
         if missing:
             raise FileNotFoundError(
-                f"Optuna study file(s) not found: {', '.join(map(str, missing))}")
+                f"Optuna study file(s) not found: {', '.join(map(str, missing))}"
+            )
         return list(explicit)
     folder = results_dir / "optuna"
     return sorted({p for pattern in STUDY_PATTERNS for p in folder.glob(pattern)})
 
 
 # ---------------------------------------------------------------- build
-def build_report(results_dir: Path, *, tables_dir: Path | None = None,
-                 out_dir: Path | None = None, studies: list[Path] | None = None,
-                 command: str = "", margin: float | None = None) -> Report:
+def build_report(
+    results_dir: Path,
+    *,
+    tables_dir: Path | None = None,
+    out_dir: Path | None = None,
+    studies: list[Path] | None = None,
+    command: str = "",
+    margin: float | None = None,
+) -> Report:
     """``margin``: the verdicts' δ in points; None: the one the tables were aggregated with."""
     results_dir = Path(results_dir)
     tables_dir = Path(tables_dir or results_dir / "tables")
@@ -64,11 +72,15 @@ def build_report(results_dir: Path, *, tables_dir: Path | None = None,
     runs, epochs, meta = agg.load_tidy(tables_dir)
     if margin is not None:
         meta = {**meta, "stats_margin": margin, "stats_margin_source": "nirbench report --margin"}
-    analysis = agg.analyse(runs, epochs, meta.get("grid"),
-                           pairs=[tuple(p) for p in meta.get("compare", [])],
-                           margin=meta.get("stats_margin", stats.DEFAULT_MARGIN),
-                           resamples=meta.get("bootstrap_resamples", stats.BOOTSTRAP_RESAMPLES),
-                           seed=meta.get("bootstrap_seed", stats.BOOTSTRAP_SEED))
+    analysis = agg.analyse(
+        runs,
+        epochs,
+        meta.get("grid"),
+        pairs=[tuple(p) for p in meta.get("compare", [])],
+        margin=meta.get("stats_margin", stats.DEFAULT_MARGIN),
+        resamples=meta.get("bootstrap_resamples", stats.BOOTSTRAP_RESAMPLES),
+        seed=meta.get("bootstrap_seed", stats.BOOTSTRAP_SEED),
+    )
     marks = agg.Marks.of(analysis)
     runs = analysis.runs
 
@@ -79,26 +91,42 @@ def build_report(results_dir: Path, *, tables_dir: Path | None = None,
 
     drawn: dict[str, list[plots.Figure | plots.Skipped]] = {
         "convergence": plots.convergence(runs, epochs, figures_dir),
-        "activity": plots.nir_activity(runs, epochs, figures_dir)}
+        "activity": plots.nir_activity(runs, epochs, figures_dir),
+    }
     for result in analysis.results:
         if result.available:
-            drawn[f"forest-{result.policy.name}"] = [plots.forest(
-                result.comparisons, result.policy.name, result.policy.title, figures_dir)]
+            drawn[f"forest-{result.policy.name}"] = [
+                plots.forest(
+                    result.comparisons, result.policy.name, result.policy.title, figures_dir
+                )
+            ]
     last = analysis.policy(agg.LAST.name)
     drawn["structure"] = [plots.structure(last.selected, last.policy.title, figures_dir)]
     study_files = find_studies(results_dir, studies)
-    drawn["tuning"] = (plots.tuning(load_trials(study_files), figures_dir) if study_files else
-                       [plots.Skipped("Tuning", f"no Optuna study file under "
-                                      f"{results_dir / 'optuna'} (or pass --study FILE)")])
+    drawn["tuning"] = (
+        plots.tuning(load_trials(study_files), figures_dir)
+        if study_files
+        else [
+            plots.Skipped(
+                "Tuning",
+                f"no Optuna study file under {results_dir / 'optuna'} (or pass --study FILE)",
+            )
+        ]
+    )
 
     page = Template(TEMPLATE.read_text()).substitute(
-        title=html.escape(_title(meta)), table_css=agg.TABLE_CSS,
-        body=_body(analysis, meta, drawn, results_dir, out_dir, command, study_files, marks))
+        title=html.escape(_title(meta)),
+        table_css=agg.TABLE_CSS,
+        body=_body(analysis, meta, drawn, results_dir, out_dir, command, study_files, marks),
+    )
     index = out_dir / "index.html"
     index.write_text(page)
     items = [x for group in drawn.values() for x in group]
-    return Report(index, tuple(x for x in items if isinstance(x, plots.Figure)),
-                  tuple(x for x in items if isinstance(x, plots.Skipped)))
+    return Report(
+        index,
+        tuple(x for x in items if isinstance(x, plots.Figure)),
+        tuple(x for x in items if isinstance(x, plots.Skipped)),
+    )
 
 
 def _title(meta: dict) -> str:
@@ -121,10 +149,12 @@ def _figure(item: plots.Figure | plots.Skipped, out_dir: Path) -> str:
     png = os.path.relpath(item.png, out_dir)
     pdf = os.path.relpath(item.pdf, out_dir)
     runs = " ".join(f'<a href="#run-{e(r)}">{e(r[:8])}</a>' for r in item.run_ids)
-    return (f'<figure id="fig-{e(item.key)}"><img src="{e(png)}" alt="{e(item.title)}">'
-            f"<figcaption><b>{e(item.title)}.</b> {e(item.caption)} "
-            f'<a href="{e(pdf)}">PDF</a>.{f" MLflow runs: {runs}" if runs else ""}'
-            f"</figcaption></figure>")
+    return (
+        f'<figure id="fig-{e(item.key)}"><img src="{e(png)}" alt="{e(item.title)}">'
+        f"<figcaption><b>{e(item.title)}.</b> {e(item.caption)} "
+        f'<a href="{e(pdf)}">PDF</a>.{f" MLflow runs: {runs}" if runs else ""}'
+        f"</figcaption></figure>"
+    )
 
 
 def _verdict_class(verdict: str) -> str:
@@ -139,23 +169,30 @@ def _headline(analysis: agg.Analysis, marks: agg.Marks) -> str:
         return "<p>No two arms of one dataset and method to compare.</p>"
     items = []
     for v in found:
-        holm = (f'; {e(v.holm_label)}: <span class="{_verdict_class(v.verdict_holm)}">'
-                f"{e(v.verdict_holm)}</span>" if v.headline else "")
+        holm = (
+            f'; {e(v.holm_label)}: <span class="{_verdict_class(v.verdict_holm)}">'
+            f"{e(v.verdict_holm)}</span>"
+            if v.headline
+            else ""
+        )
         items.append(
             f'<li><a href="#run-{e(v.run_ids[0])}" title="MLflow runs: {e(" ".join(v.run_ids))}">'
             f"{e(v.subject)}</a>: {e(v.comparison)}: "
             f'<span class="{_verdict_class(v.verdict)}">{e(v.verdict)}</span> '
-            f"({e(v.evidence)}){holm}{' ' + e(v.marks) if v.marks else ''}</li>")
+            f"({e(v.evidence)}){holm}{' ' + e(v.marks) if v.marks else ''}</li>"
+        )
     used = "".join(v.marks for v in found)
     rules = f'<p class="note">{e(marks.rules(used).strip())}</p>' if marks.rules(used) else ""
     family = sum(v.headline for v in found)
     total = len(analysis.policy(agg.LAST.name).comparisons)
-    return (f"<p><b>The answer</b> (last epoch, test R@1, arms paired by seed, paired t 95% "
-            f"CI, margin δ = {margin_text(analysis.margin)} points): {family} headline "
-            f"comparison{'s' if family != 1 else ''}, Holm-adjusted: "
-            f"{e(tally(found, holm=True) or 'none')}; unadjusted: {e(tally(found) or 'none')}. "
-            f"{total} comparisons in all (every metric and pair, in the tables below).</p>"
-            f'<ul class="verdicts">{"".join(items)}</ul>{rules}')
+    return (
+        f"<p><b>The answer</b> (last epoch, test R@1, arms paired by seed, paired t 95% "
+        f"CI, margin δ = {margin_text(analysis.margin)} points): {family} headline "
+        f"comparison{'s' if family != 1 else ''}, Holm-adjusted: "
+        f"{e(tally(found, holm=True) or 'none')}; unadjusted: {e(tally(found) or 'none')}. "
+        f"{total} comparisons in all (every metric and pair, in the tables below).</p>"
+        f'<ul class="verdicts">{"".join(items)}</ul>{rules}'
+    )
 
 
 def _still_rising(analysis: agg.Analysis) -> str:
@@ -163,8 +200,10 @@ def _still_rising(analysis: agg.Analysis) -> str:
     table = analysis.convergence
     if table.empty:
         return '<p class="skipped">No per-epoch test R@1: the still-rising rule cannot run.</p>'
-    ids = {cell: " ".join(part["run_id"])
-           for cell, part in analysis.runs.groupby(["dataset", "method", "arm"])}
+    ids = {
+        cell: " ".join(part["run_id"])
+        for cell, part in analysis.runs.groupby(["dataset", "method", "arm"])
+    }
     rows = []
     for r in in_reading_order(table).itertuples():
         runs = e(ids[(r.dataset, r.method, r.arm)])  # the rule's cells come from these runs
@@ -173,58 +212,75 @@ def _still_rising(analysis: agg.Analysis) -> str:
             f'<td class="num" title="runs {runs}" data-runs="{runs}">'
             f'<a href="#run-{runs.split()[0]}">{r.rise:+.2f}</a></td>'
             f'<td class="num" title="runs {runs}" data-runs="{runs}">{r.n}</td>'
-            f"<td>{convergence.STILL_RISING_MARK if r.still_rising else ''}</td></tr>")
+            f"<td>{convergence.STILL_RISING_MARK if r.still_rising else ''}</td></tr>"
+        )
     rows = "".join(rows)
-    return (f"<p><b>{e(convergence.status_line(table))}</b></p>"
-            f'<table class="results"><thead><tr><th>Dataset</th><th>Method</th>'
-            f"<th>rise over the last 20% of epochs (points, mean over seeds)</th><th>runs</th>"
-            f"<th>{convergence.STILL_RISING_MARK}</th></tr></thead><tbody>{rows}</tbody></table>"
-            f'<p class="note">{e(convergence.RULE)}</p>')
+    return (
+        f"<p><b>{e(convergence.status_line(table))}</b></p>"
+        f'<table class="results"><thead><tr><th>Dataset</th><th>Method</th>'
+        f"<th>rise over the last 20% of epochs (points, mean over seeds)</th><th>runs</th>"
+        f"<th>{convergence.STILL_RISING_MARK}</th></tr></thead><tbody>{rows}</tbody></table>"
+        f'<p class="note">{e(convergence.RULE)}</p>'
+    )
 
 
 def _rule(margin: float) -> str:
-    return (f"<p><b>How the verdict is decided.</b> For every dataset and method the run of seed "
-            f"<i>s</i> of one arm is paired with the run of seed <i>s</i> of the other, and "
-            f"Δ = B − A gets its paired t 95% confidence interval. The equivalence margin is "
-            f"δ = {margin_text(margin)} points (<code>stats.margin</code> in protocol.yaml, "
-            f"<code>--margin</code> overrides it). <i>helps</i> / <i>hurts</i>: the interval "
-            f"lies above / below 0. <i>equivalent</i>: the whole interval lies inside ±δ (two "
-            f"one-sided tests at 2.5% each). <i>inconclusive</i>: anything else; the run cannot "
-            f"tell a difference of δ from none, and the table's <i>seeds for ±δ</i> says how "
-            f"many seed pairs would (at the observed spread). The headline comparisons (R@1, "
-            f"each regularizer arm against its baseline) are also Holm-adjusted as one family "
-            f"(<i>verdict (Holm)</i>). The percentile bootstrap is shown only from "
-            f"{stats.BOOTSTRAP_MIN_PAIRS} pairs on; the Wilcoxon signed-rank p is shown but not "
-            f"used: with n pairs it cannot go below 2/2<sup>n</sup>, i.e. never below 0.05 with 5 "
-            f"or fewer seeds. docs/statistics.md has the formulas.</p>")
+    return (
+        f"<p><b>How the verdict is decided.</b> For every dataset and method the run of seed "
+        f"<i>s</i> of one arm is paired with the run of seed <i>s</i> of the other, and "
+        f"Δ = B − A gets its paired t 95% confidence interval. The equivalence margin is "
+        f"δ = {margin_text(margin)} points (<code>stats.margin</code> in protocol.yaml, "
+        f"<code>--margin</code> overrides it). <i>helps</i> / <i>hurts</i>: the interval "
+        f"lies above / below 0. <i>equivalent</i>: the whole interval lies inside ±δ (two "
+        f"one-sided tests at 2.5% each). <i>inconclusive</i>: anything else; the run cannot "
+        f"tell a difference of δ from none, and the table's <i>seeds for ±δ</i> says how "
+        f"many seed pairs would (at the observed spread). The headline comparisons (R@1, "
+        f"each regularizer arm against its baseline) are also Holm-adjusted as one family "
+        f"(<i>verdict (Holm)</i>). The percentile bootstrap is shown only from "
+        f"{stats.BOOTSTRAP_MIN_PAIRS} pairs on; the Wilcoxon signed-rank p is shown but not "
+        f"used: with n pairs it cannot go below 2/2<sup>n</sup>, i.e. never below 0.05 with 5 "
+        f"or fewer seeds. docs/statistics.md has the formulas.</p>"
+    )
 
 
 def _policies_intro(analysis: agg.Analysis) -> str:
     rows = []
     for r in analysis.results:
         state = ("available" + (f"; {r.note}" if r.note else "")) if r.available else r.note
-        rows.append(f"<tr><td>{e(r.policy.title)}</td><td>{e(r.policy.description)}</td>"
-                    f"<td>{e(state)}</td></tr>")
-    return ('<table class="plain"><thead><tr><th>policy</th><th>which epoch is reported</th>'
-            f'<th>status</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+        rows.append(
+            f"<tr><td>{e(r.policy.title)}</td><td>{e(r.policy.description)}</td>"
+            f"<td>{e(state)}</td></tr>"
+        )
+    return (
+        '<table class="plain"><thead><tr><th>policy</th><th>which epoch is reported</th>'
+        f"<th>status</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _runs_section(runs: pd.DataFrame, epochs: pd.DataFrame, meta: dict) -> str:
     best = agg.select_epochs(epochs, agg.BEST_TEST) if "test/recall@1" in epochs else None
     best_epoch = dict(zip(best["run_id"], best["selected_epoch"])) if best is not None else {}
-    head = ("<tr><th>run id</th><th>dataset</th><th>method</th><th>arm</th><th>seed</th>"
-            "<th>epochs</th><th>last R@1</th><th>last MAP@R</th><th>best test epoch</th>"
-            "<th>git sha</th><th>MLflow UI</th><th>reproduce</th></tr>")
+    head = (
+        "<tr><th>run id</th><th>dataset</th><th>method</th><th>arm</th><th>seed</th>"
+        "<th>epochs</th><th>last R@1</th><th>last MAP@R</th><th>best test epoch</th>"
+        "<th>git sha</th><th>MLflow UI</th><th>reproduce</th></tr>"
+    )
     rows = []
-    order = sorted(range(len(runs)), key=lambda i: (agg.dataset_rank(runs["dataset"].iloc[i]),
-                                                    agg.method_rank(runs["method"].iloc[i]),
-                                                    agg.arm_order(runs["arm"].iloc[i]),
-                                                    runs["seed"].iloc[i]))
+    order = sorted(
+        range(len(runs)),
+        key=lambda i: (
+            agg.dataset_rank(runs["dataset"].iloc[i]),
+            agg.method_rank(runs["method"].iloc[i]),
+            agg.arm_order(runs["arm"].iloc[i]),
+            runs["seed"].iloc[i],
+        ),
+    )
     # Records, not itertuples: metric names such as 'recall@1' are not Python identifiers.
     for row in runs.iloc[order].to_dict("records"):
         run_id = row["run_id"]
-        url = UI_URL.format(experiment_id=row.get("experiment_id") or meta.get("experiment_id"),
-                            run_id=run_id)
+        url = UI_URL.format(
+            experiment_id=row.get("experiment_id") or meta.get("experiment_id"), run_id=run_id
+        )
         values = [agg.fmt(row.get(m, float("nan")), m) for m in ("recall@1", "map@r")]
         sha = str(row.get("git_sha", ""))
         dirty = " (dirty)" if str(row.get("git_dirty", "")) == "true" else ""
@@ -236,11 +292,14 @@ def _runs_section(runs: pd.DataFrame, epochs: pd.DataFrame, meta: dict) -> str:
             + "".join(f'<td class="num" title="run {e(run_id)}">{v}</td>' for v in values)
             + f"<td>{best_epoch.get(run_id, '–')}</td><td><code>{e(sha[:10])}</code>{dirty}</td>"
             f'<td><a href="{e(url)}">open</a></td>'
-            f"<td><code>{e(str(row.get('reproduce', '')))}</code></td></tr>")
-    return (f'<table class="plain" id="runs-table"><thead>{head}</thead><tbody>{"".join(rows)}'
-            f"</tbody></table><p class=\"note\">MLflow UI links work while <code>nirbench ui "
-            f"--start</code> (or the command in the provenance section) serves this store; the "
-            f"pattern is <code>{e(UI_URL)}</code>.</p>")
+            f"<td><code>{e(str(row.get('reproduce', '')))}</code></td></tr>"
+        )
+    return (
+        f'<table class="plain" id="runs-table"><thead>{head}</thead><tbody>{"".join(rows)}'
+        f'</tbody></table><p class="note">MLflow UI links work while <code>nirbench ui '
+        f"--start</code> (or the command in the provenance section) serves this store; the "
+        f"pattern is <code>{e(UI_URL)}</code>.</p>"
+    )
 
 
 def _numerics(runs: pd.DataFrame) -> str:
@@ -255,43 +314,59 @@ def _numerics(runs: pd.DataFrame) -> str:
     rows = "".join(
         f"<tr><td><code>{e(tag)}</code></td><td>"
         + "<br>".join(f"<code>{e(v or '(empty)')}</code>: {n} run(s)" for v, n in pairs)
-        + "</td></tr>" for tag, pairs in values.items())
-    return ('<table class="plain"><thead><tr><th>tag</th><th>values over the reported runs</th>'
-            f"</tr></thead><tbody>{rows}</tbody></table>"
-            '<p class="note">CPU results are bitwise reproducible only for one ATen kernel set '
-            "(<code>numerics.cpu_capability</code>) and one thread count; across machines they "
-            "move like another seed.</p>")
+        + "</td></tr>"
+        for tag, pairs in values.items()
+    )
+    return (
+        '<table class="plain"><thead><tr><th>tag</th><th>values over the reported runs</th>'
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+        '<p class="note">CPU results are bitwise reproducible only for one ATen kernel set '
+        "(<code>numerics.cpu_capability</code>) and one thread count; across machines they "
+        "move like another seed.</p>"
+    )
 
 
-def _provenance(runs: pd.DataFrame, meta: dict, results_dir: Path, command: str,
-                studies: list[Path]) -> str:
+def _provenance(
+    runs: pd.DataFrame, meta: dict, results_dir: Path, command: str, studies: list[Path]
+) -> str:
     analysis_margin = meta.get("stats_margin", stats.DEFAULT_MARGIN)
     from nirbench.dashboards.mlflow_ui import ui_command
     from nirbench.harness.tracking.store import git_state
 
     sha, dirty = git_state()
     shas = runs.groupby(["git_sha", "git_dirty"]).size() if "git_dirty" in runs else pd.Series()
-    sha_items = "".join(f"<li><code>{e(s)}</code>{' (uncommitted changes)' if d == 'true' else ''}"
-                        f": {n} run(s)</li>" for (s, d), n in shas.items())
+    sha_items = "".join(
+        f"<li><code>{e(s)}</code>{' (uncommitted changes)' if d == 'true' else ''}: {n} run(s)</li>"
+        for (s, d), n in shas.items()
+    )
     commands = runs["command"].value_counts() if "command" in runs else pd.Series()
-    command_items = "".join(f"<li><code>{e(c or '(not recorded)')}</code>: {n} run(s)</li>"
-                            for c, n in commands.items())
+    command_items = "".join(
+        f"<li><code>{e(c or '(not recorded)')}</code>: {n} run(s)</li>" for c, n in commands.items()
+    )
     envs = []
     for env_id, env in sorted(meta.get("environments", {}).items()):
         n = int((runs.get("environment_id") == env_id).sum())
         packages = ", ".join(f"{k} {v}" for k, v in sorted(env.get("packages", {}).items()))
         gpus = ", ".join(env.get("gpus") or []) or "none"
-        hardware = (f"{env.get('processor', '')}, {env.get('cpu_count', '?')} CPUs, "
-                    f"{env.get('torch_threads', '?')} torch threads")
+        hardware = (
+            f"{env.get('processor', '')}, {env.get('cpu_count', '?')} CPUs, "
+            f"{env.get('torch_threads', '?')} torch threads"
+        )
         cells = [env.get("python", ""), env.get("platform", ""), hardware, gpus, packages]
-        envs.append(f"<tr><td><code>{e(env_id)}</code></td><td>{n}</td>"
-                    + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
+        envs.append(
+            f"<tr><td><code>{e(env_id)}</code></td><td>{n}</td>"
+            + "".join(f"<td>{e(str(c))}</td>" for c in cells)
+            + "</tr>"
+        )
     numerics_html = _numerics(runs)
     missing = meta.get("runs_without_environment") or []
-    env_table = ('<table class="plain"><thead><tr><th>environment</th><th>runs</th><th>python</th>'
-                 "<th>platform</th><th>hardware</th><th>GPUs</th><th>packages</th></tr></thead>"
-                 f'<tbody>{"".join(envs)}</tbody></table>' if envs else
-                 "<p>No run logged an <code>environment.json</code> artifact.</p>")
+    env_table = (
+        '<table class="plain"><thead><tr><th>environment</th><th>runs</th><th>python</th>'
+        "<th>platform</th><th>hardware</th><th>GPUs</th><th>packages</th></tr></thead>"
+        f"<tbody>{''.join(envs)}</tbody></table>"
+        if envs
+        else "<p>No run logged an <code>environment.json</code> artifact.</p>"
+    )
     if missing:
         links = " ".join(f'<a href="#run-{e(r)}">{e(r[:8])}</a>' for r in missing)
         env_table += f'<p class="note">No environment.json for {len(missing)} run(s): {links}</p>'
@@ -304,10 +379,10 @@ def _provenance(runs: pd.DataFrame, meta: dict, results_dir: Path, command: str,
     studies_text = e(", ".join(str(p) for p in studies) or "none")
     return f"""
 <h3>Code</h3>
-<ul><li>runs were produced by: <ul>{sha_items or '<li>(no git_sha tag)</li>'}</ul></li>
+<ul><li>runs were produced by: <ul>{sha_items or "<li>(no git_sha tag)</li>"}</ul></li>
 <li>this report was built from {here}</li></ul>
 <h3>Commands</h3>
-<ul>{command_items or '<li>(no command tag)</li>'}
+<ul>{command_items or "<li>(no command tag)</li>"}
 <li>tables: <code>{tables_cmd}</code> at {created}</li>
 <li>this report: <code>{e(command or "nirbench report")}</code></li>
 <li>each run's exact reproduction command: runs table, tag <code>reproduce</code></li></ul>
@@ -320,9 +395,9 @@ def _provenance(runs: pd.DataFrame, meta: dict, results_dir: Path, command: str,
 grid <code>{grid}</code></li>
 <li>open it: <code>{e(ui)}</code>, then <code>http://127.0.0.1:5000</code></li>
 <li>verdict margin δ = {margin_text(analysis_margin)} points
-({e(str(meta.get('stats_margin_source', 'default')))}); bootstrap (from
-{stats.BOOTSTRAP_MIN_PAIRS} pairs on): {meta.get('bootstrap_resamples')} resamples, seed
-{meta.get('bootstrap_seed')};
+({e(str(meta.get("stats_margin_source", "default")))}); bootstrap (from
+{stats.BOOTSTRAP_MIN_PAIRS} pairs on): {meta.get("bootstrap_resamples")} resamples, seed
+{meta.get("bootstrap_seed")};
 Optuna studies: {studies_text}</li></ul>"""
 
 
@@ -330,25 +405,46 @@ def _datasets(runs: pd.DataFrame) -> str:
     return ", ".join(sorted(runs["dataset"].unique(), key=agg.dataset_rank))
 
 
-def _body(analysis: agg.Analysis, meta: dict, drawn: dict, results_dir: Path, out_dir: Path,
-          command: str, studies: list[Path], marks: agg.Marks) -> str:
+def _body(
+    analysis: agg.Analysis,
+    meta: dict,
+    drawn: dict,
+    results_dir: Path,
+    out_dir: Path,
+    command: str,
+    studies: list[Path],
+    marks: agg.Marks,
+) -> str:
     n_runs = len(analysis.runs)
-    parts = [f"<h1>{e(_title(meta))}</h1>",
-             f'<p class="subtitle">Does Non-isotropy Regularization (NIR, CVPR 2022) improve '
-             f"proxy-based deep metric learning? {n_runs} finished runs, datasets "
-             f"{e(_datasets(analysis.runs))}. "
-             f"Tables built {e(str(meta.get('created_utc', '?')))}. Every number links to its "
-             f"MLflow run(s) (hover for the run ids, click for the run list).</p>"]
+    parts = [
+        f"<h1>{e(_title(meta))}</h1>",
+        f'<p class="subtitle">Does Non-isotropy Regularization (NIR, CVPR 2022) improve '
+        f"proxy-based deep metric learning? {n_runs} finished runs, datasets "
+        f"{e(_datasets(analysis.runs))}. "
+        f"Tables built {e(str(meta.get('created_utc', '?')))}. Every number links to its "
+        f"MLflow run(s) (hover for the run ids, click for the run list).</p>",
+    ]
     last = analysis.policy(agg.LAST.name)
     last_tables = agg.layouts(last, n_runs, analysis.grid, marks)
-    sections = [("summary", "Summary"), ("comparison", "Arm comparisons"),
-                ("attribution", "Attribution ladder"), ("activity", "NIR activity"),
-                ("convergence", "Convergence"), ("all-metrics", "All metrics"),
-                ("selection", "Other model-selection policies"),
-                ("published", "Published vs reproduced"), ("structure", "Embedding structure"),
-                ("tuning", "Tuning"), ("runs", "Runs"), ("provenance", "Provenance")]
-    parts.append('<nav class="toc"><ol>' + "".join(f'<li><a href="#{k}">{e(t)}</a></li>'
-                                                    for k, t in sections) + "</ol></nav>")
+    sections = [
+        ("summary", "Summary"),
+        ("comparison", "Arm comparisons"),
+        ("attribution", "Attribution ladder"),
+        ("activity", "NIR activity"),
+        ("convergence", "Convergence"),
+        ("all-metrics", "All metrics"),
+        ("selection", "Other model-selection policies"),
+        ("published", "Published vs reproduced"),
+        ("structure", "Embedding structure"),
+        ("tuning", "Tuning"),
+        ("runs", "Runs"),
+        ("provenance", "Provenance"),
+    ]
+    parts.append(
+        '<nav class="toc"><ol>'
+        + "".join(f'<li><a href="#{k}">{e(t)}</a></li>' for k, t in sections)
+        + "</ol></nav>"
+    )
 
     parts += ['<h2 id="summary">Summary</h2>', _headline(analysis, marks)]
     parts += [_figure(x, out_dir) for x in drawn.get(f"forest-{agg.LAST.name}", [])]
@@ -363,16 +459,21 @@ def _body(analysis: agg.Analysis, meta: dict, drawn: dict, results_dir: Path, ou
         if result.policy is not agg.LAST:
             parts += [_figure(x, out_dir) for x in drawn.get(f"forest-{result.policy.name}", [])]
     parts += ['<h2 id="attribution">Attribution ladder</h2>']
-    parts.append(_tables(last_tables["ladder"]) if last_tables["ladder"] else
-                 '<p class="skipped">Not run: no grid here ran the control arm '
-                 '(<code>regularizer: {name: nir, flow: false}</code>) next to its baseline and '
-                 'NIR arms; <code>harness/configs/grids/attribution.yaml</code> does.</p>')
+    parts.append(
+        _tables(last_tables["ladder"])
+        if last_tables["ladder"]
+        else '<p class="skipped">Not run: no grid here ran the control arm '
+        "(<code>regularizer: {name: nir, flow: false}</code>) next to its baseline and "
+        "NIR arms; <code>harness/configs/grids/attribution.yaml</code> does.</p>"
+    )
     parts += ['<h2 id="activity">NIR activity</h2>']
     parts += [_figure(x, out_dir) for x in drawn["activity"]]
     parts += ['<h2 id="convergence">Convergence</h2>', _still_rising(analysis)]
     parts += [_figure(x, out_dir) for x in drawn["convergence"]]
-    parts += ['<h2 id="all-metrics">All metrics (last epoch)</h2>',
-              _tables(last_tables["extended"])]
+    parts += [
+        '<h2 id="all-metrics">All metrics (last epoch)</h2>',
+        _tables(last_tables["extended"]),
+    ]
 
     parts += ['<h2 id="selection">Other model-selection policies</h2>', _policies_intro(analysis)]
     for result in analysis.results:
@@ -394,16 +495,20 @@ def _body(analysis: agg.Analysis, meta: dict, drawn: dict, results_dir: Path, ou
             parts.append(f"<h3>{e(result.policy.title.capitalize())}</h3>")
             parts.append(_tables(agg.layouts(result, n_runs, analysis.grid)["published"]))
     if not shown:
-        parts.append(f'<p class="skipped">Not applicable: the paper reports '
-                     f"{e(', '.join(published.DATASETS))}; these runs use "
-                     f"{e(_datasets(analysis.runs))}.</p>")
+        parts.append(
+            f'<p class="skipped">Not applicable: the paper reports '
+            f"{e(', '.join(published.DATASETS))}; these runs use "
+            f"{e(_datasets(analysis.runs))}.</p>"
+        )
     parts += ['<h2 id="structure">Embedding structure</h2>']
     parts += [_figure(x, out_dir) for x in drawn["structure"]]
     parts += ['<h2 id="tuning">Tuning</h2>']
     parts += [_figure(x, out_dir) for x in drawn["tuning"]]
     parts += ['<h2 id="runs">Runs</h2>', _runs_section(analysis.runs, analysis.epochs, meta)]
-    parts += ['<h2 id="provenance">Provenance</h2>',
-              _provenance(analysis.runs, meta, results_dir, command, studies)]
+    parts += [
+        '<h2 id="provenance">Provenance</h2>',
+        _provenance(analysis.runs, meta, results_dir, command, studies),
+    ]
     return "\n".join(parts)
 
 

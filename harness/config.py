@@ -7,6 +7,7 @@ a batch size that does not split into classes, NIR on a method without proxies) 
 the config is built, before any work starts. The config is the first stage: it imports nothing
 from train, grid or results.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,19 +17,55 @@ from typing import Any, Mapping
 import yaml
 
 from nirbench.harness.config_errors import ConfigError, IncompatiblePairError
-from nirbench.harness.config_schema import (BACKBONES, CACHE_KINDS, DEVICES,
-                                            KMEANS_ENGINES_CONFIG, LR_SCHEDULES, POOLINGS,
-                                            PRECISIONS, BackboneConfig, DatasetConfig, EvalConfig,
-                                            MethodConfig, RegularizerConfig, RunConfig,
-                                            TrainConfig, ValidationConfig, flatten,
-                                            validate_run_config, validate_section)
+from nirbench.harness.config_schema import (
+    BACKBONES,
+    CACHE_KINDS,
+    DEVICES,
+    KMEANS_ENGINES_CONFIG,
+    LR_SCHEDULES,
+    POOLINGS,
+    PRECISIONS,
+    BackboneConfig,
+    DatasetConfig,
+    EvalConfig,
+    MethodConfig,
+    RegularizerConfig,
+    RunConfig,
+    TrainConfig,
+    ValidationConfig,
+    flatten,
+    validate_run_config,
+    validate_section,
+)
 
-__all__ = ["BACKBONES", "CACHE_KINDS", "CONFIG_DIR", "DEFAULT_CONFIG", "DEVICES",
-           "KMEANS_ENGINES_CONFIG", "LR_SCHEDULES", "POOLINGS", "PRECISIONS", "BackboneConfig",
-           "ConfigError", "DatasetConfig", "EvalConfig", "IncompatiblePairError", "MethodConfig",
-           "RegularizerConfig", "RunConfig", "TrainConfig", "ValidationConfig", "apply_overrides",
-           "build_config", "build_validation", "flatten", "load_config", "read_yaml",
-           "set_dotted"]
+__all__ = [
+    "BACKBONES",
+    "CACHE_KINDS",
+    "CONFIG_DIR",
+    "DEFAULT_CONFIG",
+    "DEVICES",
+    "KMEANS_ENGINES_CONFIG",
+    "LR_SCHEDULES",
+    "POOLINGS",
+    "PRECISIONS",
+    "BackboneConfig",
+    "ConfigError",
+    "DatasetConfig",
+    "EvalConfig",
+    "IncompatiblePairError",
+    "MethodConfig",
+    "RegularizerConfig",
+    "RunConfig",
+    "TrainConfig",
+    "ValidationConfig",
+    "apply_overrides",
+    "build_config",
+    "build_validation",
+    "flatten",
+    "load_config",
+    "read_yaml",
+    "set_dotted",
+]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
@@ -40,8 +77,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     budgets = raw.pop("budgets", None)  # a protocol file's epoch budgets (harness/budgets.py)
     raw.pop("stats", None)  # the verdict margin (harness/results/export.py), not a run setting
     raw = apply_overrides(raw, overrides)
-    if budgets is not None and not any(o.strip().startswith("train.epochs=")
-                                       for o in overrides or []):
+    if budgets is not None and not any(
+        o.strip().startswith("train.epochs=") for o in overrides or []
+    ):
         from nirbench.harness.budgets import BudgetError, parse_budgets
 
         method = raw.get("method") or "proxy_anchor"
@@ -51,7 +89,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(str(err)) from None
         epochs = table.epochs(
             (raw.get("dataset") or {}).get("name", "synth-cub"),
-            method if isinstance(method, str) else method.get("name", "proxy_anchor"))
+            method if isinstance(method, str) else method.get("name", "proxy_anchor"),
+        )
         if epochs is not None:
             raw.setdefault("train", {})["epochs"] = epochs
     return build_config(raw)

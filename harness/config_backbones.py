@@ -12,6 +12,7 @@ random weights (the same RNG draws whether or not weights follow, so a pretraine
 of one seed initialise their heads alike), loads ``state_dict`` when it is not None, and returns a
 module whose ``feature_dim`` attribute is the width of the features it emits.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -29,8 +30,10 @@ def sha256_prefix_of(file_name: str) -> str:
     """``resnet50-0676ba61.pth`` -> ``0676ba61``: the hash a file of that name must start with."""
     found = _HASH_IN_NAME.search(file_name)
     if found is None:
-        raise ValueError(f"weights file name {file_name!r} carries no sha256 prefix: name it "
-                         f"<arch>-<first 8+ hex digits of its sha256>.pth, as torchvision does")
+        raise ValueError(
+            f"weights file name {file_name!r} carries no sha256 prefix: name it "
+            f"<arch>-<first 8+ hex digits of its sha256>.pth, as torchvision does"
+        )
     return found.group(1)
 
 
@@ -81,14 +84,20 @@ class BackboneInfo:
 
     def __post_init__(self) -> None:
         if self.weights is not None and self.embedded_pretraining:
-            raise ValueError(f"backbone {self.name!r}: pretrained either from a published file "
-                             f"(weights) or by the embedded pretraining, not both")
+            raise ValueError(
+                f"backbone {self.name!r}: pretrained either from a published file "
+                f"(weights) or by the embedded pretraining, not both"
+            )
         if self.default_pretrained and not self.has_pretraining:
-            raise ValueError(f"backbone {self.name!r}: default_pretrained=True needs weights "
-                             f"(a WeightsFile) or embedded_pretraining=True")
+            raise ValueError(
+                f"backbone {self.name!r}: default_pretrained=True needs weights "
+                f"(a WeightsFile) or embedded_pretraining=True"
+            )
         if isinstance(self.build, str) and ":" not in self.build:
-            raise ValueError(f"backbone {self.name!r}: build={self.build!r} must be "
-                             f"'package.module:function' or a callable")
+            raise ValueError(
+                f"backbone {self.name!r}: build={self.build!r} must be "
+                f"'package.module:function' or a callable"
+            )
 
     @property
     def has_pretraining(self) -> bool:
@@ -99,8 +108,11 @@ class BackboneInfo:
         """In words, for docs and listings."""
         if self.weights is not None:
             return f"{self.weights.trained_on} ({self.weights.source})"
-        return "embedded pretraining (harness/train/pretrain.py)" if self.embedded_pretraining \
+        return (
+            "embedded pretraining (harness/train/pretrain.py)"
+            if self.embedded_pretraining
             else "none"
+        )
 
     def builder(self) -> Callable[..., Any]:
         if callable(self.build):
@@ -122,43 +134,78 @@ def default_pretrained_backbones() -> tuple[str, ...]:
     return tuple(n for n in backbone_names() if BACKBONES.get(n).default_pretrained)
 
 
-BACKBONES.add("small_cnn", BackboneInfo(
-    name="small_cnn", title="Small CNN", feature_dim=256, order=0,
-    build="nirbench.harness.train.models:small_cnn_body", embedded_pretraining=True,
-    description="four conv stages, 0.39 M parameters at width 1: the CPU-sized backbone of the "
-                "embedded 32 px datasets; backbone.width and backbone.input_px apply"))
+BACKBONES.add(
+    "small_cnn",
+    BackboneInfo(
+        name="small_cnn",
+        title="Small CNN",
+        feature_dim=256,
+        order=0,
+        build="nirbench.harness.train.models:small_cnn_body",
+        embedded_pretraining=True,
+        description="four conv stages, 0.39 M parameters at width 1: the CPU-sized backbone of the "
+        "embedded 32 px datasets; backbone.width and backbone.input_px apply",
+    ),
+)
 
 # The ImageNet weights of the DML literature and of the NIR code are torchvision's V1 files (the
 # original ones); V2 (a newer training recipe) would start every method elsewhere. The URLs are
 # written here, not read from torchvision, so this table imports without it;
 # tests/test_weights.py checks them against torchvision's weights enums.
-BACKBONES.add("resnet18", BackboneInfo(
-    name="resnet18", title="ResNet18", feature_dim=512, order=10,
-    build="nirbench.harness.train.models:torchvision_resnet_body", default_pretrained=True,
-    weights=WeightsFile("https://download.pytorch.org/models/resnet18-f37072fd.pth",
-                        "torchvision ResNet18_Weights.IMAGENET1K_V1"),
-    description="torchvision ResNet18 without its classifier; backbone.pooling applies"))
+BACKBONES.add(
+    "resnet18",
+    BackboneInfo(
+        name="resnet18",
+        title="ResNet18",
+        feature_dim=512,
+        order=10,
+        build="nirbench.harness.train.models:torchvision_resnet_body",
+        default_pretrained=True,
+        weights=WeightsFile(
+            "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+            "torchvision ResNet18_Weights.IMAGENET1K_V1",
+        ),
+        description="torchvision ResNet18 without its classifier; backbone.pooling applies",
+    ),
+)
 
-BACKBONES.add("resnet50", BackboneInfo(
-    name="resnet50", title="ResNet50", feature_dim=2048, order=20,
-    build="nirbench.harness.train.models:torchvision_resnet_body", default_pretrained=True,
-    weights=WeightsFile("https://download.pytorch.org/models/resnet50-0676ba61.pth",
-                        "torchvision ResNet50_Weights.IMAGENET1K_V1"),
-    description="torchvision ResNet50 without its classifier, the paper's backbone; "
-                "backbone.pooling applies"))
+BACKBONES.add(
+    "resnet50",
+    BackboneInfo(
+        name="resnet50",
+        title="ResNet50",
+        feature_dim=2048,
+        order=20,
+        build="nirbench.harness.train.models:torchvision_resnet_body",
+        default_pretrained=True,
+        weights=WeightsFile(
+            "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+            "torchvision ResNet50_Weights.IMAGENET1K_V1",
+        ),
+        description="torchvision ResNet50 without its classifier, the paper's backbone; "
+        "backbone.pooling applies",
+    ),
+)
 
 
 def markdown_table() -> str:
     """The registered backbones as a Markdown table (docs/weights.md holds it; a test checks it
     is current)."""
-    lines = ["| backbone | title | feature dim | pretrained by default | pretraining | "
-             "official file (sha256 prefix) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| backbone | title | feature dim | pretrained by default | pretraining | "
+        "official file (sha256 prefix) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in backbone_names():
         info = BACKBONES.get(name)
-        file = (f"[`{info.weights.file_name}`]({info.weights.url}) (`{info.weights.sha256_prefix}`)"
-                if info.weights is not None else "none (nothing to download)")
-        lines.append(f"| `{name}` | {info.title} | {info.feature_dim} | "
-                     f"{'yes' if info.default_pretrained else 'no'} | {info.pretraining} | "
-                     f"{file} |")
+        file = (
+            f"[`{info.weights.file_name}`]({info.weights.url}) (`{info.weights.sha256_prefix}`)"
+            if info.weights is not None
+            else "none (nothing to download)"
+        )
+        lines.append(
+            f"| `{name}` | {info.title} | {info.feature_dim} | "
+            f"{'yes' if info.default_pretrained else 'no'} | {info.pretraining} | "
+            f"{file} |"
+        )
     return "\n".join(lines) + "\n"

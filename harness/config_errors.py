@@ -5,6 +5,7 @@ The schema (harness/config_schema.py) states every type, choice and bound once; 
 its failures the way the old hand-written checks did, so a user reads ``train.epochs must be
 >= 1, got 0`` rather than pydantic's ``Input should be greater than or equal to 1``.
 """
+
 from __future__ import annotations
 
 import types
@@ -29,26 +30,37 @@ class IncompatiblePairError(ConfigError):
 _KINDS = {"int": "int", "float": "float", "bool": "bool", "string": "str"}
 
 
-def config_error(err: ValidationError, model: type[BaseModel], prefix: str = "", *,
-                 unknown: str = "unknown config key") -> ConfigError:
+def config_error(
+    err: ValidationError,
+    model: type[BaseModel],
+    prefix: str = "",
+    *,
+    unknown: str = "unknown config key",
+) -> ConfigError:
     """The ConfigError for ``err``, raised while validating ``model`` at dotted ``prefix``. A
     ConfigError raised by a validator comes back as itself (its class kept: a grid skips an
     IncompatiblePairError); several problems come back as one message, one line each."""
     problems = err.errors()
-    raised = [p["ctx"]["error"] for p in problems
-              if p["type"] == "value_error" and isinstance(p.get("ctx", {}).get("error"),
-                                                           ConfigError)]
+    raised = [
+        p["ctx"]["error"]
+        for p in problems
+        if p["type"] == "value_error" and isinstance(p.get("ctx", {}).get("error"), ConfigError)
+    ]
     if len(problems) == 1 and raised:
         return raised[0]
     lines = list(dict.fromkeys(_describe(p, model, prefix, unknown) for p in problems))
-    return ConfigError(lines[0] if len(lines) == 1 else
-                       f"{len(lines)} problems in the config:\n  " + "\n  ".join(lines))
+    return ConfigError(
+        lines[0]
+        if len(lines) == 1
+        else f"{len(lines)} problems in the config:\n  " + "\n  ".join(lines)
+    )
 
 
 def _describe(problem: dict[str, Any], model: type[BaseModel], prefix: str, unknown: str) -> str:
     loc = [part for part in problem["loc"] if part != "__root__"]
-    key = prefix + "".join(f"[{p}]" if isinstance(p, int) else ("." if i else "") + str(p)
-                           for i, p in enumerate(loc))
+    key = prefix + "".join(
+        f"[{p}]" if isinstance(p, int) else ("." if i else "") + str(p) for i, p in enumerate(loc)
+    )
     value, kind = problem.get("input"), problem["type"]
     if kind == "value_error" and "error" in problem.get("ctx", {}):
         return str(problem["ctx"]["error"])
@@ -59,8 +71,10 @@ def _describe(problem: dict[str, Any], model: type[BaseModel], prefix: str, unkn
         if unknown == "unknown parameter":
             return f"unknown parameter {key}; valid: {', '.join(valid) or 'none'}.{hint}"
         where = (prefix + ".".join(str(p) for p in loc[:-1])).rstrip(".")
-        return (f"{unknown} {key!r}; valid keys under {where + '.' if where else 'the top level'}: "
-                f"{', '.join(valid) or 'none'}.{hint}")
+        return (
+            f"{unknown} {key!r}; valid keys under {where + '.' if where else 'the top level'}: "
+            f"{', '.join(valid) or 'none'}.{hint}"
+        )
     field = _field_at(model, loc)
     about = f" ({key}: {field.description})" if field is not None and field.description else ""
     if kind in ("model_type", "model_attributes_type", "dict_type"):

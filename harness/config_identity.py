@@ -10,6 +10,7 @@ hashes of every shipped grid's configs.
 Bump ``IDENTITY_VERSION`` only together with a deliberate change of this function (and new pins):
 it names the rules below, so a results folder can say which rules its hashes follow.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,17 +27,25 @@ class RunConfig(Protocol):
 
     def to_dict(self) -> dict[str, Any]: ...
 
+
 IDENTITY_VERSION = 1
 
 # Keys added after runs were recorded, with the value those runs implicitly had. Only here may
 # a key be left out of the identity, and only while it holds exactly this value.
 HISTORICAL_DEFAULTS: dict[tuple[str, str], Any] = {
-    ("eval", "every"): 1, ("eval", "full_every"): 1, ("eval", "dense_tail"): False,
+    ("eval", "every"): 1,
+    ("eval", "full_every"): 1,
+    ("eval", "dense_tail"): False,
     ("eval", "kmeans_engine"): "auto",
-    ("backbone", "width"): 1.0, ("backbone", "weights"): None, ("backbone", "input_px"): None,
-    ("train", "lr_schedule"): "constant", ("train", "fused_optimizer"): False,
+    ("backbone", "width"): 1.0,
+    ("backbone", "weights"): None,
+    ("backbone", "input_px"): None,
+    ("train", "lr_schedule"): "constant",
+    ("train", "fused_optimizer"): False,
     ("train", "data_seed"): None,
-    ("dataset", "allow_partial"): False, ("dataset", "cache"): "uint8", ("dataset", "version"): 1,
+    ("dataset", "allow_partial"): False,
+    ("dataset", "cache"): "uint8",
+    ("dataset", "version"): 1,
 }
 
 
@@ -52,8 +61,11 @@ def identity_tree(cfg: RunConfig) -> dict[str, Any]:
             del tree[section][key]
     if cfg.regularizer is not None:
         neutral = REGULARIZERS.get(cfg.regularizer.name).identity_neutral
-        tree["regularizer"] = {k: v for k, v in tree["regularizer"].items()
-                               if not (k in neutral and _same(v, neutral[k]))}
+        tree["regularizer"] = {
+            k: v
+            for k, v in tree["regularizer"].items()
+            if not (k in neutral and _same(v, neutral[k]))
+        }
     return tree
 
 

@@ -5,6 +5,7 @@ models of harness/config_schema.py and the method and regularizer registries, so
 drift from the code (tests/test_config_reference.py fails when the committed page is stale).
 Regenerate it with ``python -m nirbench.harness.config_reference > docs/configuration.md``.
 """
+
 from __future__ import annotations
 
 import types
@@ -52,8 +53,13 @@ def reference_markdown() -> str:
     return "\n".join(parts)
 
 
-def _table(title: str, prefix: str, model: type[BaseModel], skip: set[str] = frozenset(),
-           doc: str | None = None) -> str:
+def _table(
+    title: str,
+    prefix: str,
+    model: type[BaseModel],
+    skip: set[str] = frozenset(),
+    doc: str | None = None,
+) -> str:
     lines = [f"## {title}", ""]
     if doc and model.__doc__ != BaseModel.__doc__ and "\n" in doc:
         lines += [" ".join(doc.split()), ""]
@@ -62,8 +68,10 @@ def _table(title: str, prefix: str, model: type[BaseModel], skip: set[str] = fro
         if name in skip:
             continue
         default = "" if field.default is PydanticUndefined else f"`{_yaml(field.default)}`"
-        lines.append(f"| `{prefix}{name}` | {_type(field.annotation)} | {default} | "
-                     f"{bounds_text(field) or ''} | {field.description or ''} |")
+        lines.append(
+            f"| `{prefix}{name}` | {_type(field.annotation)} | {default} | "
+            f"{bounds_text(field) or ''} | {field.description or ''} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -74,16 +82,28 @@ def _named(kind: str) -> str:
 
     registry = METHODS if kind == "method" else REGULARIZERS
     field = RunConfig.model_fields[kind]
-    lines = [f"## `{kind}`", "", field.description or "", "",
-             f"`{kind}.name` picks one of the registered names below; its params are written "
-             f"inline (`{kind}: {{name: NAME, PARAM: VALUE}}` or `--set {kind}.PARAM=VALUE`), "
-             f"and a param not given takes its registered default. A param is typed by its "
-             f"default (a float takes integers too).", ""]
+    lines = [
+        f"## `{kind}`",
+        "",
+        field.description or "",
+        "",
+        f"`{kind}.name` picks one of the registered names below; its params are written "
+        f"inline (`{kind}: {{name: NAME, PARAM: VALUE}}` or `--set {kind}.PARAM=VALUE`), "
+        f"and a param not given takes its registered default. A param is typed by its "
+        f"default (a float takes integers too).",
+        "",
+    ]
     if kind == "regularizer":
         lines += ["`regularizer: null` (the default) trains without one.", ""]
     for name, info in registry.items():
-        lines += [f"### `{kind}: {name}`", "", f"{info.paper}.", "",
-                  "| key | type | default |", "|---|---|---|"]
+        lines += [
+            f"### `{kind}: {name}`",
+            "",
+            f"{info.paper}.",
+            "",
+            "| key | type | default |",
+            "|---|---|---|",
+        ]
         for param, default in info.defaults.items():
             kind_name = type(default).__name__ if default is not None else "any"
             lines.append(f"| `{kind}.{param}` | {kind_name} | `{_yaml(default)}` |")

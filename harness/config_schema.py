@@ -8,6 +8,7 @@ YAML 1.1) is a float. Derived keys (``backbone.pretrained`` when not given, ``ba
 object, ``nirbench config``, config.yaml and the MLflow params all show what a run uses. Which of
 those keys make the run's identity is decided elsewhere (harness/config_identity.py).
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,8 +16,15 @@ import typing
 from typing import Annotated, Any, ClassVar, Literal, Mapping
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-                      create_model, model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from nirbench.harness import config_identity
 from nirbench.harness.config_errors import ConfigError, IncompatiblePairError, config_error
@@ -65,8 +73,9 @@ def _int_list(value: Any) -> Any:
 Int = Annotated[int, BeforeValidator(_int_from_text)]
 Float = Annotated[float, BeforeValidator(_float_from_text)]
 IntList = Annotated[tuple[Int, ...], BeforeValidator(_int_list), Field(min_length=1)]
-RecallList = Annotated[tuple[Annotated[Int, Field(ge=1)], ...], BeforeValidator(_int_list),
-                       Field(min_length=1)]
+RecallList = Annotated[
+    tuple[Annotated[Int, Field(ge=1)], ...], BeforeValidator(_int_list), Field(min_length=1)
+]
 
 
 class Section(BaseModel):
@@ -81,17 +90,29 @@ def _derive(model: BaseModel, **values: Any) -> None:
 
 class DatasetConfig(Section):
     name: str = Field("synth-cub", description="Registered dataset (`nirbench list datasets`).")
-    root: str | None = Field(None, description="Real datasets: the folder holding the official "
-                                               "layout; embedded ones are generated.")
-    allow_partial: bool = Field(False, description="Real datasets: train on an incomplete copy "
-                                                   "(tests, debugging); the run is tagged "
-                                                   "dataset.partial.")
-    version: Int = Field(1, ge=1, description="Derived, never set: the registered version of the "
-                                              "dataset's data (a regenerated dataset is a new "
-                                              "identity).")
+    root: str | None = Field(
+        None,
+        description="Real datasets: the folder holding the official "
+        "layout; embedded ones are generated.",
+    )
+    allow_partial: bool = Field(
+        False,
+        description="Real datasets: train on an incomplete copy "
+        "(tests, debugging); the run is tagged "
+        "dataset.partial.",
+    )
+    version: Int = Field(
+        1,
+        ge=1,
+        description="Derived, never set: the registered version of the "
+        "dataset's data (a regenerated dataset is a new "
+        "identity).",
+    )
     cache: CacheKind = Field(
-        "uint8", description="Real datasets: uint8 (decoded pixels, exact) or jpeg (compact, "
-                             "lossy, 6-15x smaller).")
+        "uint8",
+        description="Real datasets: uint8 (decoded pixels, exact) or jpeg (compact, "
+        "lossy, 6-15x smaller).",
+    )
 
     @model_validator(mode="after")
     def _against_the_registry(self) -> DatasetConfig:
@@ -103,66 +124,99 @@ class DatasetConfig(Section):
         except UnknownNameError as err:
             raise ConfigError(f"dataset.name: {err}") from None
         if data.needs_root and not self.root:
-            raise ConfigError(f"dataset {self.name!r} needs dataset.root (the folder that holds "
-                              f"its official layout)")
+            raise ConfigError(
+                f"dataset {self.name!r} needs dataset.root (the folder that holds "
+                f"its official layout)"
+            )
         if self.allow_partial and "allow_partial" not in data.options:
-            raise ConfigError(f"dataset.allow_partial applies to the real datasets only; "
-                              f"{self.name!r} is always complete")
+            raise ConfigError(
+                f"dataset.allow_partial applies to the real datasets only; "
+                f"{self.name!r} is always complete"
+            )
         if self.cache != "uint8" and "cache" not in data.options:
-            raise ConfigError(f"dataset.cache={self.cache} applies to the real datasets only; "
-                              f"{self.name!r} is held in memory")
+            raise ConfigError(
+                f"dataset.cache={self.cache} applies to the real datasets only; "
+                f"{self.name!r} is held in memory"
+            )
         if self.version not in (1, data.version):
-            raise ConfigError(f"dataset.version={self.version} is not the data this code has for "
-                              f"{self.name!r} (version {data.version}); leave dataset.version "
-                              f"out, it is derived")
+            raise ConfigError(
+                f"dataset.version={self.version} is not the data this code has for "
+                f"{self.name!r} (version {data.version}); leave dataset.version "
+                f"out, it is derived"
+            )
         _derive(self, version=data.version)
         return self
 
 
 class BackboneConfig(Section):
     name: Backbone = Field(
-        "small_cnn", description="The network: the embedded small CNN or a torchvision ResNet.")
+        "small_cnn", description="The network: the embedded small CNN or a torchvision ResNet."
+    )
     embed_dim: Int = Field(128, ge=2, description="Embedding dimension of the linear head.")
     pretrained: bool | None = Field(
-        None, description="Start from pretrained weights; unset: true for the ResNets (ImageNet), "
-                          "false for small_cnn (its embedded pretraining must be asked for).")
-    freeze_bn: bool = Field(False, description="Freeze BatchNorm running statistics (the paper's "
-                                               "ResNet50 setting).")
+        None,
+        description="Start from pretrained weights; unset: true for the ResNets (ImageNet), "
+        "false for small_cnn (its embedded pretraining must be asked for).",
+    )
+    freeze_bn: bool = Field(
+        False, description="Freeze BatchNorm running statistics (the paper's ResNet50 setting)."
+    )
     pooling: Pooling = Field(
-        "average", description="ResNets: global average pooling, or double (average + max, the "
-                               "NIR code's option).")
-    width: Float = Field(1.0, ge=0.125, le=4.0,
-                         description="small_cnn: channel width multiplier (0.5: about 4x fewer "
-                                     "multiply-adds); ResNets keep 1.0.")
-    input_px: Int | None = Field(None, ge=8, le=64,
-                                 description="small_cnn: downsample the input to N x N px first "
-                                             "(antialiased); null: the images as they are.")
-    weights: str | None = Field(None, description="Derived, never set: the embedded pretraining "
-                                                  "recipe id of a pretrained small_cnn, else null.")
+        "average",
+        description="ResNets: global average pooling, or double (average + max, the "
+        "NIR code's option).",
+    )
+    width: Float = Field(
+        1.0,
+        ge=0.125,
+        le=4.0,
+        description="small_cnn: channel width multiplier (0.5: about 4x fewer "
+        "multiply-adds); ResNets keep 1.0.",
+    )
+    input_px: Int | None = Field(
+        None,
+        ge=8,
+        le=64,
+        description="small_cnn: downsample the input to N x N px first "
+        "(antialiased); null: the images as they are.",
+    )
+    weights: str | None = Field(
+        None,
+        description="Derived, never set: the embedded pretraining "
+        "recipe id of a pretrained small_cnn, else null.",
+    )
 
     @model_validator(mode="after")
     def _resolve_and_check(self) -> BackboneConfig:
         small = self.name == "small_cnn"
         if self.input_px is not None and not small:
-            raise ConfigError(f"backbone.input_px={self.input_px} applies to small_cnn only "
-                              f"(null: the images as they are)")
+            raise ConfigError(
+                f"backbone.input_px={self.input_px} applies to small_cnn only "
+                f"(null: the images as they are)"
+            )
         if self.width != 1.0 and not small:
-            raise ConfigError(f"backbone.width={self.width} applies to small_cnn only; "
-                              f"{self.name} keeps its published width (set 1.0)")
+            raise ConfigError(
+                f"backbone.width={self.width} applies to small_cnn only; "
+                f"{self.name} keeps its published width (set 1.0)"
+            )
         if self.pooling != "average" and small:
-            raise ConfigError("backbone.pooling=double needs a ResNet backbone (small_cnn pools "
-                              "once)")
-        pretrained = (self.name in TORCHVISION_BACKBONES if self.pretrained is None
-                      else self.pretrained)
+            raise ConfigError(
+                "backbone.pooling=double needs a ResNet backbone (small_cnn pools once)"
+            )
+        pretrained = (
+            self.name in TORCHVISION_BACKBONES if self.pretrained is None else self.pretrained
+        )
         wanted = None
         if small and pretrained:
             from nirbench.harness.config_weights import recipe_id
 
             wanted = recipe_id(self.width, self.input_px)
         if self.weights not in (None, wanted):
-            raise ConfigError(f"backbone.weights={self.weights!r} is not what this code builds "
-                              f"({wanted!r}); leave backbone.weights out, it is derived from "
-                              f"backbone.name, backbone.pretrained, width and input_px")
+            raise ConfigError(
+                f"backbone.weights={self.weights!r} is not what this code builds "
+                f"({wanted!r}); leave backbone.weights out, it is derived from "
+                f"backbone.name, backbone.pretrained, width and input_px"
+            )
         _derive(self, pretrained=pretrained, weights=wanted)
         return self
 
@@ -202,13 +256,14 @@ class _Named(Section):
             params = model.model_validate(given)
         except ValidationError as err:
             raise config_error(err, model, key + ".", unknown="unknown parameter") from None
-        return {"name": name, "params": {**info.defaults, **params.model_dump(
-            exclude_unset=True)}}
+        return {"name": name, "params": {**info.defaults, **params.model_dump(exclude_unset=True)}}
 
 
 class MethodConfig(_Named):
-    name: str = Field("proxy_anchor", description="Registered DML method (`nirbench list "
-                                                  "methods`); its params go inline.")
+    name: str = Field(
+        "proxy_anchor",
+        description="Registered DML method (`nirbench list methods`); its params go inline.",
+    )
     kind: ClassVar[str] = "method"
 
 
@@ -224,91 +279,134 @@ def params_model(kind: str, name: str) -> type[BaseModel]:
 
     defaults = (METHODS if kind == "method" else REGULARIZERS).get(name).defaults
     # keyed by the defaults too: a name registered again (a test's toy) gets its own model
-    return _params_model(kind, name, tuple((k, repr(v)) for k, v in defaults.items()),
-                         tuple(defaults.values()))
+    return _params_model(
+        kind, name, tuple((k, repr(v)) for k, v in defaults.items()), tuple(defaults.values())
+    )
 
 
 @functools.lru_cache(maxsize=256)
 def _params_model(kind: str, name: str, signature: tuple, values: tuple) -> type[BaseModel]:
     types = {bool: bool, int: Int, float: Float, str: str}
-    fields = {k: (types.get(type(v), Any) if v is not None else Any, v)
-              for (k, _), v in zip(signature, values)}
+    fields = {
+        k: (types.get(type(v), Any) if v is not None else Any, v)
+        for (k, _), v in zip(signature, values)
+    }
     return create_model(f"{kind}_{name}_params", __config__=Section.model_config, **fields)
 
 
 class TrainConfig(Section):
     epochs: Int = Field(8, ge=1, description="Training epochs.")
-    batch_size: Int = Field(64, ge=2, description="Images per batch: batch_size / "
-                                                  "samples_per_class whole classes.")
-    samples_per_class: Int = Field(2, ge=1, description="Images of each class in a batch (the "
-                                                        "paper: 2).")
+    batch_size: Int = Field(
+        64, ge=2, description="Images per batch: batch_size / samples_per_class whole classes."
+    )
+    samples_per_class: Int = Field(
+        2, ge=1, description="Images of each class in a batch (the paper: 2)."
+    )
     lr: Float = Field(1e-3, gt=0, description="Adam learning rate of the backbone and head.")
     weight_decay: Float = Field(4e-4, ge=0, description="Adam weight decay.")
-    warmup_epochs: Int = Field(0, ge=0, description="First epochs with the backbone body frozen "
-                                                    "(head, proxies and flow train).")
-    device: Device = Field(
-        "auto", description="Where to train; auto: cuda when available.")
-    deterministic: bool = Field(False, description="torch.use_deterministic_algorithms (CPU runs "
-                                                   "are reproducible anyway).")
+    warmup_epochs: Int = Field(
+        0,
+        ge=0,
+        description="First epochs with the backbone body frozen (head, proxies and flow train).",
+    )
+    device: Device = Field("auto", description="Where to train; auto: cuda when available.")
+    deterministic: bool = Field(
+        False, description="torch.use_deterministic_algorithms (CPU runs are reproducible anyway)."
+    )
     threads: Int = Field(0, ge=0, description="torch CPU threads; 0: torch's default.")
     data_seed: Int | None = Field(
-        None, ge=0, description="Seed of the batch order and augmentation alone; null: the run "
-                                "seed (bench variance's data-order part varies it).")
+        None,
+        ge=0,
+        description="Seed of the batch order and augmentation alone; null: the run "
+        "seed (bench variance's data-order part varies it).",
+    )
     proxy_lr_mult: Float | None = Field(
-        None, gt=0, description="lr multiplier of every proxy table (the paper: x2000, x4000 with "
-                                "NIR); null: each method's own.")
+        None,
+        gt=0,
+        description="lr multiplier of every proxy table (the paper: x2000, x4000 with "
+        "NIR); null: each method's own.",
+    )
     lr_milestones: IntList | None = Field(
-        None, description="Epochs, increasing, in [1, train.epochs), at which every lr is "
-                          "multiplied by lr_gamma (MultiStepLR).")
+        None,
+        description="Epochs, increasing, in [1, train.epochs), at which every lr is "
+        "multiplied by lr_gamma (MultiStepLR).",
+    )
     lr_gamma: Float = Field(0.1, gt=0, le=1, description="The lr factor at each milestone.")
     lr_schedule: LrSchedule = Field(
-        "constant", description="cosine: every lr follows a half cosine to ~0 over the epochs "
-                                "after the warmup.")
-    fused_optimizer: bool = Field(False, description="Adam's fused kernel: 5x faster CPU steps "
-                                                     "for NIR's flow, not bitwise the same.")
+        "constant",
+        description="cosine: every lr follows a half cosine to ~0 over the epochs "
+        "after the warmup.",
+    )
+    fused_optimizer: bool = Field(
+        False,
+        description="Adam's fused kernel: 5x faster CPU steps "
+        "for NIR's flow, not bitwise the same.",
+    )
     precision: Precision = Field(
-        "fp32", description="bf16: the backbone under bf16 autocast (the losses stay fp32).")
+        "fp32", description="bf16: the backbone under bf16 autocast (the losses stay fp32)."
+    )
     channels_last: bool = Field(False, description="NHWC memory format: faster convolutions.")
-    cudnn_benchmark: bool = Field(False, description="cudnn autotuning: faster, not bitwise "
-                                                     "reproducible.")
+    cudnn_benchmark: bool = Field(
+        False, description="cudnn autotuning: faster, not bitwise reproducible."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.batch_size % self.samples_per_class:
-            raise ConfigError(f"train.batch_size ({self.batch_size}) must be divisible by "
-                              f"train.samples_per_class ({self.samples_per_class}): a batch holds "
-                              f"batch_size / samples_per_class whole classes")
+            raise ConfigError(
+                f"train.batch_size ({self.batch_size}) must be divisible by "
+                f"train.samples_per_class ({self.samples_per_class}): a batch holds "
+                f"batch_size / samples_per_class whole classes"
+            )
         if self.warmup_epochs >= self.epochs:
-            raise ConfigError(f"train.warmup_epochs ({self.warmup_epochs}) must be < train.epochs "
-                              f"({self.epochs}), or the backbone never trains")
+            raise ConfigError(
+                f"train.warmup_epochs ({self.warmup_epochs}) must be < train.epochs "
+                f"({self.epochs}), or the backbone never trains"
+            )
         milestones = list(self.lr_milestones or ())
-        if milestones != sorted(set(milestones)) or any(not 1 <= m < self.epochs
-                                                        for m in milestones):
-            raise ConfigError(f"train.lr_milestones must be increasing epochs in [1, train.epochs="
-                              f"{self.epochs}), got {milestones}")
+        if milestones != sorted(set(milestones)) or any(
+            not 1 <= m < self.epochs for m in milestones
+        ):
+            raise ConfigError(
+                f"train.lr_milestones must be increasing epochs in [1, train.epochs="
+                f"{self.epochs}), got {milestones}"
+            )
         if self.lr_schedule != "constant" and milestones:
-            raise ConfigError("train.lr_schedule=cosine and train.lr_milestones both set the lr; "
-                              "use one of them")
+            raise ConfigError(
+                "train.lr_schedule=cosine and train.lr_milestones both set the lr; use one of them"
+            )
         return self
 
 
 class EvalConfig(Section):
-    recall_at: RecallList | None = Field(None, description="Recall@k list (each k >= 1); null: "
-                                                        "the dataset's customary one.")
+    recall_at: RecallList | None = Field(
+        None, description="Recall@k list (each k >= 1); null: the dataset's customary one."
+    )
     nmi: bool = Field(True, description="Measure NMI (k-means on the test embeddings).")
     batch_size: Int = Field(512, ge=1, description="Images per embedding batch.")
-    structure: bool = Field(True, description="Measure rho, pi_density, sigma2_kappa and g2 "
-                                              "(harness/evaluation/structure.py).")
-    every: Int = Field(1, ge=1, description="Evaluate every N epochs, and always after the last "
-                                            "one.")
-    dense_tail: bool = Field(False, description="Also evaluate every epoch of the last 20% (the "
-                                                "still-rising rule's window).")
-    full_every: Int = Field(1, ge=0, description="Expensive metrics (mAP@1000, NMI, "
-                                                     "structure) every N-th evaluation and the "
-                                                     "last; 0: the last only.")
+    structure: bool = Field(
+        True,
+        description="Measure rho, pi_density, sigma2_kappa and g2 "
+        "(harness/evaluation/structure.py).",
+    )
+    every: Int = Field(
+        1, ge=1, description="Evaluate every N epochs, and always after the last one."
+    )
+    dense_tail: bool = Field(
+        False,
+        description="Also evaluate every epoch of the last 20% (the still-rising rule's window).",
+    )
+    full_every: Int = Field(
+        1,
+        ge=0,
+        description="Expensive metrics (mAP@1000, NMI, "
+        "structure) every N-th evaluation and the "
+        "last; 0: the last only.",
+    )
     kmeans_engine: KmeansEngine = Field(
-        "auto", description="NMI's k-means: auto (faiss on a GPU, torch on the CPU), torch or "
-                            "faiss.")
+        "auto",
+        description="NMI's k-means: auto (faiss on a GPU, torch on the CPU), torch or faiss.",
+    )
 
 
 class ValidationConfig(Section):
@@ -320,13 +418,19 @@ class ValidationConfig(Section):
     touched. Give either ``fraction`` or ``folds`` (+ ``fold``); ``seed`` picks the classes and is
     independent of the run seed."""
 
-    fraction: Float = Field(0.0, ge=0.0, lt=1.0, description="Share of the training classes held "
-                                                             "out; 0: no validation split.")
-    folds: Int = Field(0, ge=0, description="k-fold split of the training classes (0: none, else "
-                                            ">= 2).")
+    fraction: Float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Share of the training classes held out; 0: no validation split.",
+    )
+    folds: Int = Field(
+        0, ge=0, description="k-fold split of the training classes (0: none, else >= 2)."
+    )
     fold: Int = Field(0, ge=0, description="Which fold is held out, in [0, folds).")
-    seed: Int = Field(0, ge=0, description="Picks the held-out classes; independent of the run "
-                                           "seed.")
+    seed: Int = Field(
+        0, ge=0, description="Picks the held-out classes; independent of the run seed."
+    )
 
     @property
     def active(self) -> bool:
@@ -337,8 +441,10 @@ class ValidationConfig(Section):
         if self.folds == 1:
             raise ConfigError(f"validation.folds must be 0 (none) or >= 2, got {self.folds}")
         if self.fraction > 0 and self.folds > 0:
-            raise ConfigError(f"validation: give either fraction ({self.fraction}) or folds "
-                              f"({self.folds}), not both")
+            raise ConfigError(
+                f"validation: give either fraction ({self.fraction}) or folds "
+                f"({self.folds}), not both"
+            )
         if self.folds and not self.fold < self.folds:
             raise ConfigError(f"validation.fold must be in [0, {self.folds}), got {self.fold}")
         if not self.folds and self.fold:
@@ -356,10 +462,13 @@ class RunConfig(Section):
     method: MethodConfig = Field(
         default_factory=lambda: MethodConfig.model_validate("proxy_anchor"),
         description="A registered DML method with its params inline: a name or {name: ..., "
-                    "param: value}.")
+        "param: value}.",
+    )
     regularizer: RegularizerConfig | None = Field(
-        None, description="null, or a registered regularizer with its params: the only key in "
-                          "which the two arms differ.")
+        None,
+        description="null, or a registered regularizer with its params: the only key in "
+        "which the two arms differ.",
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
@@ -390,13 +499,16 @@ class RunConfig(Section):
 
             source = reg.params["proxy_source"]
             if source not in PROXY_SOURCE_CHOICES:
-                raise ConfigError(f"regularizer.proxy_source must be one of "
-                                  f"{PROXY_SOURCE_CHOICES}, got {source!r}"
-                                  + closest_match_hint(str(source), list(PROXY_SOURCE_CHOICES)))
+                raise ConfigError(
+                    f"regularizer.proxy_source must be one of "
+                    f"{PROXY_SOURCE_CHOICES}, got {source!r}"
+                    + closest_match_hint(str(source), list(PROXY_SOURCE_CHOICES))
+                )
             if source == "auto":  # the resolved config names the concrete mode
                 resolved = "method" if method.provides_proxies else "own"
-                reg = RegularizerConfig.model_validate({"name": reg.name, **reg.params,
-                                                        "proxy_source": resolved})
+                reg = RegularizerConfig.model_validate(
+                    {"name": reg.name, **reg.params, "proxy_source": resolved}
+                )
                 _derive(self, regularizer=reg)
         if reg is not None:
             needs = REGULARIZERS.get(reg.name).needs_proxies
@@ -407,7 +519,8 @@ class RunConfig(Section):
                     f"{self.method.name!r} ({method.family}-based) provides none; set "
                     f"regularizer.proxy_source=own (NIR with its own proxies and ProxyAnchor "
                     f"alignment, as the published code) or use a proxy-based method "
-                    f"({', '.join(with_proxies)})")
+                    f"({', '.join(with_proxies)})"
+                )
         return self
 
     # ------------------------------------------------------------------ display
@@ -419,8 +532,11 @@ class RunConfig(Section):
         for section in SECTIONS:
             out[section] = getattr(self, section).model_dump(mode="json")
         out["method"] = {"name": self.method.name, **self.method.params}
-        out["regularizer"] = (None if self.regularizer is None else
-                              {"name": self.regularizer.name, **self.regularizer.params})
+        out["regularizer"] = (
+            None
+            if self.regularizer is None
+            else {"name": self.regularizer.name, **self.regularizer.params}
+        )
         return out
 
     def to_yaml(self) -> str:

@@ -4,6 +4,7 @@ The recipe is part of the config (``backbone.weights`` of a pretrained small_cnn
 with the config, the first stage; harness/train/pretrain.py builds the weights from it. A change
 to the recipe, the architecture or the synthetic generator is a new id, so a new run identity.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,10 @@ def pretraining_params() -> dict:
     from nirbench.harness.data.synthetic import SYNTH_PARAMS
 
     frozen = {"synth-sop": {"num_classes": 2000}}  # as at recipe version 1
-    return {name: dataclasses.replace(SYNTH_PARAMS[name], **frozen.get(name, {}))
-            for name in RECIPE["data"]}
+    return {
+        name: dataclasses.replace(SYNTH_PARAMS[name], **frozen.get(name, {}))
+        for name in RECIPE["data"]
+    }
 
 
 def recipe_id(width: float, input_px: int | None = None) -> str:
@@ -42,7 +45,15 @@ def recipe_id(width: float, input_px: int | None = None) -> str:
     from nirbench.harness.data.synthetic import GENERATOR_VERSION
 
     params = {name: dataclasses.asdict(p) for name, p in pretraining_params().items()}
-    blob = json.dumps({**RECIPE, "data": list(RECIPE["data"]), "width": width,
-                       "generator_version": GENERATOR_VERSION, "params": params}
-                      | ({"input_px": input_px} if input_px is not None else {}), sort_keys=True)
+    blob = json.dumps(
+        {
+            **RECIPE,
+            "data": list(RECIPE["data"]),
+            "width": width,
+            "generator_version": GENERATOR_VERSION,
+            "params": params,
+        }
+        | ({"input_px": input_px} if input_px is not None else {}),
+        sort_keys=True,
+    )
     return f"synth-pretrain-v{RECIPE['version']}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"

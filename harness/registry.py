@@ -3,6 +3,7 @@
 Strict because a typo in a grid file must fail before any GPU-hour is spent: registering a name
 twice is an error, and looking up an unknown name lists every valid name plus the closest match.
 """
+
 from __future__ import annotations
 
 import difflib

@@ -1,4 +1,5 @@
 """DML methods and regularizers, one file each, registered on import."""
+
 from nirbench.methods import (  # noqa: F401  (register on import)
     arcface,
     contrastive,
@@ -12,6 +13,13 @@ from nirbench.methods import (  # noqa: F401  (register on import)
     soft_triple,
     triplet,
 )
-from nirbench.methods.base import METHODS, REGULARIZERS, Method, MethodInfo, Regularizer, RegularizerInfo
+from nirbench.methods.base import (
+    METHODS,
+    REGULARIZERS,
+    Method,
+    MethodInfo,
+    Regularizer,
+    RegularizerInfo,
+)
 
 __all__ = ["METHODS", "REGULARIZERS", "Method", "MethodInfo", "Regularizer", "RegularizerInfo"]

@@ -14,6 +14,7 @@ The class weights are the proxies: PML stores ``W`` as (embed_dim, C); ``class_p
 returns ``W.t()``. They are drawn from the global torch RNG at construction (PML: ``normal_``),
 so the method must be built BEFORE the regularizer for fair arms (see methods/proxy_anchor.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -38,11 +39,14 @@ class ArcFace(PMLProxyTableMethod):
     ) -> None:
         super().__init__(num_classes=num_classes, embed_dim=embed_dim)
         if not 0 <= margin < math.pi / 2:
-            raise ValueError(f"arcface margin is an angle in radians and must be in [0, pi/2), "
-                             f"got {margin} (the paper uses 0.5)")
+            raise ValueError(
+                f"arcface margin is an angle in radians and must be in [0, pi/2), "
+                f"got {margin} (the paper uses 0.5)"
+            )
         self.proxy_lr_mult = float(proxy_lr_mult)
-        self.loss = ArcFaceLoss(num_classes, embed_dim, margin=math.degrees(float(margin)),
-                                scale=float(scale))
+        self.loss = ArcFaceLoss(
+            num_classes, embed_dim, margin=math.degrees(float(margin)), scale=float(scale)
+        )
 
 
 METHODS.add(
@@ -54,7 +58,7 @@ METHODS.add(
         family="proxy",
         provides_proxies=True,
         paper="Deng, Guo, Xue, Zafeiriou, ArcFace: Additive Angular Margin Loss for Deep Face "
-              "Recognition, CVPR 2019",
+        "Recognition, CVPR 2019",
         defaults={"margin": 0.5, "scale": 64.0, "proxy_lr_mult": 100.0},
         search_space={
             "margin": {"type": "float", "low": 0.05, "high": 0.8, "log": False},

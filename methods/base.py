@@ -4,6 +4,7 @@ A *method* is a DML loss that owns its parameters (proxies, learnable margins). 
 (NIR) adds loss terms on top of a method and may read the method's class proxies. Both are plain
 ``nn.Module``s built from explicit keyword arguments: they never see the global run config.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

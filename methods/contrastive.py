@@ -12,6 +12,7 @@ and (j, i) of a pair are counted). This is the non-squared hinge used by the DML
 paper squares both terms. Defaults: m_pos = 0 (the paper pulls positives together fully) and
 m_neg = 1.0, half of the largest distance (2) between unit vectors.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,10 @@ class Contrastive(Method):
     ) -> None:
         super().__init__(num_classes=num_classes, embed_dim=embed_dim)
         if pos_margin >= neg_margin:
-            raise ValueError(f"contrastive pos_margin ({pos_margin}) must be < neg_margin "
-                             f"({neg_margin}); otherwise no distance satisfies both")
+            raise ValueError(
+                f"contrastive pos_margin ({pos_margin}) must be < neg_margin "
+                f"({neg_margin}); otherwise no distance satisfies both"
+            )
         self.loss = ContrastiveLoss(pos_margin=float(pos_margin), neg_margin=float(neg_margin))
 
     def compute_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -48,7 +51,7 @@ METHODS.add(
         family="pair",
         provides_proxies=False,
         paper="Hadsell, Chopra, LeCun, Dimensionality Reduction by Learning an Invariant "
-              "Mapping, CVPR 2006",
+        "Mapping, CVPR 2006",
         defaults={"pos_margin": 0.0, "neg_margin": 1.0},
         search_space={
             "pos_margin": {"type": "float", "low": 0.0, "high": 0.5, "log": False},

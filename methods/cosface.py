@@ -11,6 +11,7 @@ The class weights are the proxies: PML stores ``W`` as (embed_dim, C); ``class_p
 returns ``W.t()``. They are drawn from the global torch RNG at construction (PML: ``normal_``),
 so the method must be built BEFORE the regularizer for fair arms (see methods/proxy_anchor.py).
 """
+
 from __future__ import annotations
 
 from pytorch_metric_learning.losses import CosFaceLoss
@@ -45,7 +46,7 @@ METHODS.add(
         family="proxy",
         provides_proxies=True,
         paper="Wang, Wang, Zhou, Ji, Gong, Zhou, Li, Liu, CosFace: Large Margin Cosine Loss for "
-              "Deep Face Recognition, CVPR 2018",
+        "Deep Face Recognition, CVPR 2018",
         defaults={"margin": 0.35, "scale": 64.0, "proxy_lr_mult": 100.0},
         search_space={
             "margin": {"type": "float", "low": 0.05, "high": 0.6, "log": False},

@@ -18,6 +18,7 @@ Two FrEIA 0.2 behaviours are neutralised here:
   Those show up in ``parameters()`` (inflating counts, reaching optimizers) and make
   ``module.requires_grad_(True)`` raise. They are turned into buffers (same state_dict keys).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager

@@ -27,6 +27,7 @@ class, init 1.2) and margin alpha = 0.2:
 rate of the Roth et al. (2020) re-implementation. beta is a loss-owned parameter without weight
 decay; it needs no RNG at construction (all ones * beta).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -56,12 +57,19 @@ class Margin(Method):
             raise ValueError(
                 f"margin sampler cutoffs must satisfy 0 < sampler_cutoff ({sampler_cutoff}) < "
                 f"sampler_nonzero_loss_cutoff ({sampler_nonzero_loss_cutoff}) <= 2 (distances "
-                f"between unit vectors lie in [0, 2]); the paper uses 0.5 and 1.4")
+                f"between unit vectors lie in [0, 2]); the paper uses 0.5 and 1.4"
+            )
         self.beta_lr_mult = float(beta_lr_mult)
-        self.miner = DistanceWeightedMiner(cutoff=float(sampler_cutoff),
-                                           nonzero_loss_cutoff=float(sampler_nonzero_loss_cutoff))
-        self.loss = MarginLoss(margin=float(margin), nu=float(nu), beta=float(beta),
-                               learn_beta=True, num_classes=num_classes)
+        self.miner = DistanceWeightedMiner(
+            cutoff=float(sampler_cutoff), nonzero_loss_cutoff=float(sampler_nonzero_loss_cutoff)
+        )
+        self.loss = MarginLoss(
+            margin=float(margin),
+            nu=float(nu),
+            beta=float(beta),
+            learn_beta=True,
+            num_classes=num_classes,
+        )
 
     def compute_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels = labels.long()
@@ -87,9 +95,15 @@ METHODS.add(
         family="pair",
         provides_proxies=False,
         paper="Wu, Manmatha, Smola, Kraehenbuehl, Sampling Matters in Deep Embedding Learning, "
-              "ICCV 2017",
-        defaults={"margin": 0.2, "beta": 1.2, "nu": 0.0, "beta_lr_mult": 0.5,
-                  "sampler_cutoff": 0.5, "sampler_nonzero_loss_cutoff": 1.4},
+        "ICCV 2017",
+        defaults={
+            "margin": 0.2,
+            "beta": 1.2,
+            "nu": 0.0,
+            "beta_lr_mult": 0.5,
+            "sampler_cutoff": 0.5,
+            "sampler_nonzero_loss_cutoff": 1.4,
+        },
         search_space={
             "margin": {"type": "float", "low": 0.05, "high": 0.5, "log": False},
             "beta": {"type": "float", "low": 0.6, "high": 1.6, "log": False},

@@ -5,6 +5,7 @@ When the miner keeps no pair, PML returns ``sum(embeddings * 0)``: a zero that s
 PML quirk: it also returns that zero when the miner keeps at most ONE positive and ONE negative
 pair in the whole batch (``GenericPairLoss``: ``all(len(x) <= 1 ...)``).
 """
+
 from __future__ import annotations
 
 import torch

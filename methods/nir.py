@@ -37,6 +37,7 @@ keeps everything else exactly as the NIR arm weights it: ``w_align`` x method lo
 proxies' alignment term in ``own`` mode). It separates the flow from the loss scale (which under
 Adam with coupled weight decay acts as a 1/w_align stronger decay) and from the alignment term.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -113,9 +114,12 @@ class NIR(Regularizer):
                 # Drawn inside the forked RNG too: the own proxies must not shift the global
                 # stream either (the baseline arm never draws them).
                 torch.manual_seed(_seed_from_global_torch_rng("nir.own_proxies"))
-                self.alignment = ProxyAnchorLoss(num_classes, embed_dim,
-                                                 margin=float(own_align_margin),
-                                                 alpha=float(own_align_alpha))
+                self.alignment = ProxyAnchorLoss(
+                    num_classes,
+                    embed_dim,
+                    margin=float(own_align_margin),
+                    alpha=float(own_align_alpha),
+                )
                 with torch.no_grad():  # the published code's init: randn / 8
                     self.alignment.proxies.copy_(torch.randn(num_classes, embed_dim) / 8)
             self.flow: ConditionalGlow | None = None
@@ -158,12 +162,18 @@ class NIR(Regularizer):
         return self._term(embeddings, labels, proxies, diagnostics=True)
 
     def _term(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor | None,
-        *, diagnostics: bool,
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        proxies: torch.Tensor | None,
+        *,
+        diagnostics: bool,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.flow is None:
-            raise RuntimeError("this NIR was built with flow=false (the control arm): it has no "
-                               "term; Objective weights its method side only")
+            raise RuntimeError(
+                "this NIR was built with flow=false (the control arm): it has no "
+                "term; Objective weights its method side only"
+            )
         if self.alignment is not None:
             proxies = self.alignment.proxies
         if proxies is None:
@@ -185,9 +195,11 @@ class NIR(Regularizer):
         sq = z.pow(2).sum(dim=1)
         stats: dict[str, torch.Tensor] = {}
         if diagnostics:
-            stats = {"logdet": logdet.detach().mean(),
-                     "z_sq_per_dim": sq.detach().mean() / z.shape[1],
-                     "clamp_share": scales.clamp_share.to(z.device)}
+            stats = {
+                "logdet": logdet.detach().mean(),
+                "z_sq_per_dim": sq.detach().mean() / z.shape[1],
+                "clamp_share": scales.clamp_share.to(z.device),
+            }
         if self.form == "nll":
             per_sample = sq - logdet
             self._check(per_sample, "nll", bound=None)
@@ -210,8 +222,7 @@ class NIR(Regularizer):
             return
         what = "exponent 0.5*||z||^2 - logdet" if form == "exp" else "per-sample ||z||^2 - logdet"
         reason = (
-            "is not finite" if not finite
-            else f"exceeds {bound:g} (exp would overflow float32)"
+            "is not finite" if not finite else f"exceeds {bound:g} (exp would overflow float32)"
         )
         raise NonFiniteLossError(
             f"NIR form {form!r} overflowed: the {what} {reason}; max = {vmax:.4g}. "
@@ -224,8 +235,13 @@ class NIR(Regularizer):
             params = [p for p in self.flow.parameters() if p.requires_grad]
             groups.append({"params": params, "lr_mult": self.flow_lr_mult, "name": "flow"})
         if self.alignment is not None:
-            groups.append({"params": [self.alignment.proxies], "lr_mult": self.own_proxy_lr_mult,
-                           "name": "nir_proxies"})
+            groups.append(
+                {
+                    "params": [self.alignment.proxies],
+                    "lr_mult": self.own_proxy_lr_mult,
+                    "name": "nir_proxies",
+                }
+            )
         return groups
 
 
@@ -240,9 +256,11 @@ REGULARIZERS.add(
         forms=FORMS,
         owns_proxies=True,  # proxy_source own: NIR's own proxies on a method without any
         control_variant=("flow", False),  # the control arm of issue 14: everything but the flow
-        variant_titles={("flow", "false"): "no flow",
-                        ("weight_convention", "lambda"): "λ on NIR",
-                        ("weight_convention", "w_align"): "w_align on the method"},
+        variant_titles={
+            ("flow", "false"): "no flow",
+            ("weight_convention", "lambda"): "λ on NIR",
+            ("weight_convention", "w_align"): "w_align on the method",
+        },
         variant_keys=("flow", "form", "weight_convention"),
         defaults={
             "weight": 0.01,

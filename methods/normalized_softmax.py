@@ -10,6 +10,7 @@ as in the paper. The class weights are the proxies: PML stores ``W`` as (embed_d
 Weights are drawn from the global torch RNG at construction (PML: ``normal_``), so the method must
 be built BEFORE the regularizer for fair arms (see methods/proxy_anchor.py).
 """
+
 from __future__ import annotations
 
 from pytorch_metric_learning.losses import NormalizedSoftmaxLoss

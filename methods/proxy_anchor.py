@@ -4,6 +4,7 @@ Proxies are drawn from the global torch RNG at construction (PML: kaiming_normal
 same seed gives the same proxies with or without NIR as long as the method is built BEFORE the
 regularizer (NIR's own construction is RNG-neutral, see methods/nir.py).
 """
+
 from __future__ import annotations
 
 from pytorch_metric_learning.losses import ProxyAnchorLoss

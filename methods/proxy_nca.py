@@ -14,6 +14,7 @@ normalises both), averaged over the batch. Two choices to know about:
 Proxies are drawn from the global torch RNG at construction (PML: ``normal_``), so the method must
 be built BEFORE the regularizer for fair arms (see methods/proxy_anchor.py).
 """
+
 from __future__ import annotations
 
 from pytorch_metric_learning.losses import ProxyNCALoss
@@ -45,7 +46,7 @@ METHODS.add(
         family="proxy",
         provides_proxies=True,
         paper="Movshovitz-Attias, Toshev, Leung, Ioffe, Singh, No Fuss Distance Metric Learning "
-              "using Proxies, ICCV 2017",
+        "using Proxies, ICCV 2017",
         defaults={"softmax_scale": 9.0, "proxy_lr_mult": 100.0},
         search_space={
             "softmax_scale": {"type": "float", "low": 1.0, "high": 32.0, "log": True},

@@ -25,6 +25,7 @@ with a large norm from dominating the direction; NIR normalises the result again
 Centres are drawn from the global torch RNG at construction (PML: kaiming_uniform_, a=sqrt(5)),
 so the method must be built BEFORE the regularizer for fair arms (see methods/proxy_anchor.py).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -51,19 +52,23 @@ class SoftTriple(Method):
     ) -> None:
         super().__init__(num_classes=num_classes, embed_dim=embed_dim)
         if centers_per_class < 1:
-            raise ValueError(f"soft_triple centers_per_class must be >= 1, got "
-                             f"{centers_per_class}")
+            raise ValueError(f"soft_triple centers_per_class must be >= 1, got {centers_per_class}")
         if center_reg_weight < 0:
-            raise ValueError(f"soft_triple center_reg_weight must be >= 0 (0 = off), got "
-                             f"{center_reg_weight}")
+            raise ValueError(
+                f"soft_triple center_reg_weight must be >= 0 (0 = off), got {center_reg_weight}"
+            )
         self.centers_per_class = int(centers_per_class)
         self.proxy_lr_mult = float(proxy_lr_mult)
         # The centre regularizer compares centres of one class: meaningless with a single
         # centre, so K = 1 or tau = 0 switch it off.
         self.center_reg_weight = float(center_reg_weight) if centers_per_class > 1 else 0.0
         self.loss = SoftTripleLoss(
-            num_classes, embed_dim, centers_per_class=self.centers_per_class, la=float(la),
-            gamma=float(gamma), margin=float(margin),
+            num_classes,
+            embed_dim,
+            centers_per_class=self.centers_per_class,
+            la=float(la),
+            gamma=float(gamma),
+            margin=float(margin),
         )
 
     def compute_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -88,8 +93,7 @@ class SoftTriple(Method):
 
     def class_centers(self) -> torch.Tensor:
         """(num_classes, K, embed_dim): class c's K centres, in PML's column order."""
-        return self.loss.fc.t().reshape(self.num_classes, self.centers_per_class,
-                                        self.embed_dim)
+        return self.loss.fc.t().reshape(self.num_classes, self.centers_per_class, self.embed_dim)
 
     def class_proxies(self) -> torch.Tensor:
         """(num_classes, embed_dim): the L2-normalised mean of each class's normalised centres."""
@@ -109,9 +113,15 @@ METHODS.add(
         family="proxy",
         provides_proxies=True,
         paper="Qian, Shang, Sun, Hu, Li, Jin, SoftTriple Loss: Deep Metric Learning Without "
-              "Triplet Sampling, ICCV 2019",
-        defaults={"centers_per_class": 10, "la": 20.0, "gamma": 0.1, "margin": 0.01,
-                  "center_reg_weight": 0.2, "proxy_lr_mult": 100.0},
+        "Triplet Sampling, ICCV 2019",
+        defaults={
+            "centers_per_class": 10,
+            "la": 20.0,
+            "gamma": 0.1,
+            "margin": 0.01,
+            "center_reg_weight": 0.2,
+            "proxy_lr_mult": 100.0,
+        },
         search_space={
             "la": {"type": "float", "low": 5.0, "high": 50.0, "log": True},
             "gamma": {"type": "float", "low": 0.01, "high": 0.5, "log": True},

@@ -13,6 +13,7 @@ and the loss is the mean over the kept triplets of [d(a, p) - d(a, n) + alpha]_+
 ``AvgNonZeroReducer``: triplets with zero loss are not counted). When no triplet is semi-hard
 the loss is PML's ``sum(embeddings * 0)``: zero, with a graph.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,12 +33,15 @@ class Triplet(Method):
     def __init__(self, *, num_classes: int, embed_dim: int, margin: float) -> None:
         super().__init__(num_classes=num_classes, embed_dim=embed_dim)
         if margin <= 0:
-            raise ValueError(f"triplet margin must be > 0 (semi-hard mining keeps triplets "
-                             f"within it), got {margin}")
+            raise ValueError(
+                f"triplet margin must be > 0 (semi-hard mining keeps triplets "
+                f"within it), got {margin}"
+            )
         # Miner and loss must agree on the distance and the margin, or "semi-hard" means
         # something else to each of them.
-        self.miner = TripletMarginMiner(margin=float(margin), type_of_triplets="semihard",
-                                        distance=squared_euclidean())
+        self.miner = TripletMarginMiner(
+            margin=float(margin), type_of_triplets="semihard", distance=squared_euclidean()
+        )
         self.loss = TripletMarginLoss(margin=float(margin), distance=squared_euclidean())
 
     def compute_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -55,7 +59,7 @@ METHODS.add(
         family="pair",
         provides_proxies=False,
         paper="Schroff, Kalenichenko, Philbin, FaceNet: A Unified Embedding for Face Recognition "
-              "and Clustering, CVPR 2015",
+        "and Clustering, CVPR 2015",
         defaults={"margin": 0.2},
         search_space={
             "margin": {"type": "float", "low": 0.05, "high": 1.0, "log": True},

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny registered dataset so pipeline tests run in seconds, and an isolated
 results folder so no test ever touches the user's MLflow store."""
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,7 @@ def _tiny_split(num_classes: int, per_class: int, seed: int) -> ImageSplit:
         base = torch.zeros(3, 16, 16)
         base[c % 3] = 0.3 + 0.05 * c
         r, col = (c * 5) % 12, (c * 3) % 12
-        base[:, r:r + 4, col:col + 4] = 1.0
+        base[:, r : r + 4, col : col + 4] = 1.0
         for _ in range(per_class):
             noisy = (base + 0.15 * torch.randn(3, 16, 16, generator=g)).clamp(0, 1)
             images.append((noisy * 255).to(torch.uint8))
@@ -34,9 +35,16 @@ def _load_tiny(root: str | None, cache_dir: str) -> DatasetBundle:
 
 
 if TINY not in DATASETS:
-    DATASETS.add(TINY, DatasetInfo(name=TINY, load=_load_tiny, recall_at=(1, 2, 4),
-                                   description="8+8 classes of 16 px squares, tests only",
-                                   needs_root=False))
+    DATASETS.add(
+        TINY,
+        DatasetInfo(
+            name=TINY,
+            load=_load_tiny,
+            recall_at=(1, 2, 4),
+            description="8+8 classes of 16 px squares, tests only",
+            needs_root=False,
+        ),
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -54,8 +62,15 @@ def results_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny_overrides() -> list[str]:
-    return [f"dataset.name={TINY}", "train.epochs=2", "train.batch_size=8",
-            "train.samples_per_class=2", "backbone.embed_dim=16", "eval.recall_at=1,2", "seed=0"]
+    return [
+        f"dataset.name={TINY}",
+        "train.epochs=2",
+        "train.batch_size=8",
+        "train.samples_per_class=2",
+        "backbone.embed_dim=16",
+        "eval.recall_at=1,2",
+        "seed=0",
+    ]
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -1,6 +1,7 @@
 """Datasets that break on purpose, for the grid's failure-isolation tests. Registered on import;
 grid worker processes import this module too (``default_imports`` finds it), so the failures
 happen inside real workers: one raises, one kills its own process as the OOM killer would."""
+
 from __future__ import annotations
 
 import os
@@ -21,13 +22,28 @@ def _dies(root: str | None, cache_dir: str):
 
 for _name, _load in ((RAISES, _raises), (DIES, _dies)):
     if _name not in DATASETS:
-        DATASETS.add(_name, DatasetInfo(name=_name, load=_load, recall_at=(1, 2),
-                                        description="breaks on purpose, tests only",
-                                        needs_root=False))
+        DATASETS.add(
+            _name,
+            DatasetInfo(
+                name=_name,
+                load=_load,
+                recall_at=(1, 2),
+                description="breaks on purpose, tests only",
+                needs_root=False,
+            ),
+        )
 
 
-def write_grid(folder, *, name: str = "tiny", datasets=("test-tiny",), methods=("proxy_anchor",),
-               regularizers=("null",), seeds=(0,), epochs: int = 2):
+def write_grid(
+    folder,
+    *,
+    name: str = "tiny",
+    datasets=("test-tiny",),
+    methods=("proxy_anchor",),
+    regularizers=("null",),
+    seeds=(0,),
+    epochs: int = 2,
+):
     """A grid file (and its base config) over the tiny test datasets; returns its path."""
     from pathlib import Path
 
@@ -40,10 +56,10 @@ def write_grid(folder, *, name: str = "tiny", datasets=("test-tiny",), methods=(
     grid.write_text(f"""
 name: {name}
 config: base.yaml
-datasets: [{', '.join(datasets)}]
-methods: [{', '.join(methods)}]
-regularizers: [{', '.join(regularizers)}]
-seeds: [{', '.join(map(str, seeds))}]
+datasets: [{", ".join(datasets)}]
+methods: [{", ".join(methods)}]
+regularizers: [{", ".join(regularizers)}]
+seeds: [{", ".join(map(str, seeds))}]
 overrides: [train.epochs={epochs}, train.batch_size=8, backbone.embed_dim=16,
             "eval.recall_at=[1, 2]"]
 """)

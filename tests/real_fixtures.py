@@ -7,6 +7,7 @@ The copies use the datasets' real class ids, with gaps, as a filtered copy of th
 would (e.g. CUB ids 1, 3 train and 101, 104 test): they are partial copies, so loading them needs
 ``allow_partial``, and a loader that split "the first half of the ids present" instead of by
 official id would get them wrong whenever the halves are uneven (``cub_ids``, ``cars_ids``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,8 +29,9 @@ class Truth:
     super_of_class: dict = field(default_factory=dict)  # SOP: class id -> super-class id
 
 
-def write_jpeg(path: Path, rng: np.random.Generator, size: tuple[int, int] = (40, 30),
-               quality: int = 90) -> None:
+def write_jpeg(
+    path: Path, rng: np.random.Generator, size: tuple[int, int] = (40, 30), quality: int = 90
+) -> None:
     """A random-texture RGB JPEG of size (width, height): blocky colour noise, so decode and
     resize produce non-trivial pixels."""
     w, h = size
@@ -47,16 +49,20 @@ def corrupt(path: Path) -> None:
 
 def _size(rng: np.random.Generator) -> tuple[int, int]:
     # landscape and portrait, so shorter-side resizing is exercised both ways
-    return (int(rng.integers(36, 60)), int(rng.integers(28, 44))) if rng.random() < 0.7 else (
-        int(rng.integers(28, 40)), int(rng.integers(40, 64)))
+    return (
+        (int(rng.integers(36, 60)), int(rng.integers(28, 44)))
+        if rng.random() < 0.7
+        else (int(rng.integers(28, 40)), int(rng.integers(40, 64)))
+    )
 
 
 def _gapped_ids(n: int, first_test: int) -> tuple[int, ...]:
     """n official ids with gaps: the first n // 2 odd ids 1, 3, 5, ... train, the rest
     first_test, first_test + 3, ... test."""
     half = n // 2
-    return tuple(1 + 2 * k for k in range(half)) + tuple(first_test + 3 * k
-                                                         for k in range(n - half))
+    return tuple(1 + 2 * k for k in range(half)) + tuple(
+        first_test + 3 * k for k in range(n - half)
+    )
 
 
 def cub_ids(n: int) -> tuple[int, ...]:
@@ -71,16 +77,24 @@ def _truth(base: Path, folder: Path, ids, per_class, last_train: int, paths) -> 
     counts = dict(zip(ids, per_class))
     train = {i for i in ids if i <= last_train}
     test = set(ids) - train
-    return Truth(base, folder, train, test, sum(counts[i] for i in train),
-                 sum(counts[i] for i in test), paths)
+    return Truth(
+        base,
+        folder,
+        train,
+        test,
+        sum(counts[i] for i in train),
+        sum(counts[i] for i in test),
+        paths,
+    )
 
 
 def cub_name(class_id: int) -> str:
     return f"{class_id:03d}.Bird_{class_id}"
 
 
-def make_cub_official(base: Path, per_class=(3, 2, 2, 3), seed: int = 0, *,
-                      ids: tuple[int, ...] | None = None) -> Truth:
+def make_cub_official(
+    base: Path, per_class=(3, 2, 2, 3), seed: int = 0, *, ids: tuple[int, ...] | None = None
+) -> Truth:
     """base/CUB_200_2011/{images.txt, image_class_labels.txt, classes.txt, images/...}: images of
     the official class ids ``ids`` (default ``cub_ids``), classes.txt with all 200 classes as in
     the real archive; image ids interleave the classes, as in the real archive's text files they
@@ -101,12 +115,14 @@ def make_cub_official(base: Path, per_class=(3, 2, 2, 3), seed: int = 0, *,
     (folder / "images.txt").write_text("\n".join(images) + "\n")
     (folder / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
     (folder / "classes.txt").write_text(
-        "\n".join(f"{c} {cub_name(c)}" for c in range(1, 201)) + "\n")
+        "\n".join(f"{c} {cub_name(c)}" for c in range(1, 201)) + "\n"
+    )
     return _truth(base, folder, ids, per_class, 100, paths)
 
 
-def make_cub_flat(base: Path, per_class=(2, 3, 2, 2), seed: int = 1, *,
-                  ids: tuple[int, ...] | None = None) -> Truth:
+def make_cub_flat(
+    base: Path, per_class=(2, 3, 2, 2), seed: int = 1, *, ids: tuple[int, ...] | None = None
+) -> Truth:
     """base/cub200/images/<NNN.Name>/<file>.jpg (official ids in the folder names)."""
     rng = np.random.default_rng(seed)
     ids = ids or cub_ids(len(per_class))
@@ -136,8 +152,9 @@ def car_names_196() -> list[str]:
     return names
 
 
-def make_cars_official(base: Path, per_class=(3, 2, 2, 3), seed: int = 2, *,
-                       ids: tuple[int, ...] | None = None) -> Truth:
+def make_cars_official(
+    base: Path, per_class=(3, 2, 2, 3), seed: int = 2, *, ids: tuple[int, ...] | None = None
+) -> Truth:
     """base/cars196/{cars_annos.mat, car_ims/000001.jpg, ...} with images of the official class
     ids ``ids`` (default CAR_IDS) and all 196 class names. File numbers do not follow the class
     ids, and the ``test`` flag (the classification split) deliberately disagrees with the
@@ -149,18 +166,25 @@ def make_cars_official(base: Path, per_class=(3, 2, 2, 3), seed: int = 2, *,
     folder = base / "cars196"
     classes = np.concatenate([[c] * n for c, n in zip(ids, per_class)])
     classes = classes[rng.permutation(len(classes))]
-    dtype = [(f, object) for f in ("relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2",
-                                   "bbox_y2", "class", "test")]
+    dtype = [
+        (f, object)
+        for f in ("relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test")
+    ]
     annotations = np.zeros((1, len(classes)), dtype=dtype)
     paths = []
     for k, c in enumerate(classes):
         rel = f"car_ims/{k + 1:06d}.jpg"
         size = _size(rng)
         write_jpeg(folder / rel, rng, size)
-        annotations[0, k] = (rel, np.array([[1]], np.uint16), np.array([[2]], np.uint16),
-                             np.array([[size[0] - 1]], np.uint16),
-                             np.array([[size[1] - 1]], np.uint16),
-                             np.array([[c]], np.uint8), np.array([[k % 2]], np.uint8))
+        annotations[0, k] = (
+            rel,
+            np.array([[1]], np.uint16),
+            np.array([[2]], np.uint16),
+            np.array([[size[0] - 1]], np.uint16),
+            np.array([[size[1] - 1]], np.uint16),
+            np.array([[c]], np.uint8),
+            np.array([[k % 2]], np.uint8),
+        )
         paths.append(rel)
     names = car_names_196()
     class_names = np.empty((1, len(names)), dtype=object)
@@ -170,8 +194,9 @@ def make_cars_official(base: Path, per_class=(3, 2, 2, 3), seed: int = 2, *,
     return _truth(base, folder, ids, per_class, 98, paths)
 
 
-def make_cars_flat(base: Path, per_class=(2, 2, 3, 2), seed: int = 3, *,
-                   style: str = "names") -> Truth:
+def make_cars_flat(
+    base: Path, per_class=(2, 2, 3, 2), seed: int = 3, *, style: str = "names"
+) -> Truth:
     """Class-folder Cars layouts whose alphabetical folder order disagrees with the ids:
     ``names``: base/cars196/images/<class name>/ + names.csv (all 196, official order);
     ``ids``: base/cars196/images/<id>.<name>/ with ids 2, 3 (train) and 99, 100 (string order
@@ -191,8 +216,11 @@ def make_cars_flat(base: Path, per_class=(2, 2, 3, 2), seed: int = 3, *,
         (folder / "names.csv").write_text("\n".join(car_names_196()) + "\n")
     for f, n in zip(folders, per_class):
         for k in range(n):
-            sub = ("car_data/car_data/" + ("train" if k % 2 == 0 else "test")
-                   if style == "kaggle" else "images")
+            sub = (
+                "car_data/car_data/" + ("train" if k % 2 == 0 else "test")
+                if style == "kaggle"
+                else "images"
+            )
             rel = f"{sub}/{f}/{k:05d}.jpg"
             write_jpeg(folder / rel, rng, _size(rng))
             paths.append(rel)
@@ -226,12 +254,21 @@ def make_sop(base: Path, seed: int = 4) -> Truth:
     header = "image_id class_id super_class_id path"
     (folder / "Ebay_train.txt").write_text("\n".join([header, *rows[True]]) + "\n")
     (folder / "Ebay_test.txt").write_text("\n".join([header, *rows[False]]) + "\n")
-    return Truth(base, folder, set(SOP_TRAIN_IDS), set(SOP_TEST_IDS), 7, 5, paths,
-                 {c: s for c, (s, _) in classes.items()})
+    return Truth(
+        base,
+        folder,
+        set(SOP_TRAIN_IDS),
+        set(SOP_TEST_IDS),
+        7,
+        5,
+        paths,
+        {c: s for c, (s, _) in classes.items()},
+    )
 
 
-def make_image_folder(base: Path, classes: int = 3, per_class: int = 4, size=(64, 48),
-                      seed: int = 5) -> list[Path]:
+def make_image_folder(
+    base: Path, classes: int = 3, per_class: int = 4, size=(64, 48), seed: int = 5
+) -> list[Path]:
     """ImageFolder-style base/<class>/<file>.jpg; returns the files."""
     rng = np.random.default_rng(seed)
     files = []

@@ -12,6 +12,7 @@ run as root). ``KillWait`` is short so that a cancelled task dies within seconds
 ``start_cluster`` raises ``ClusterUnavailable`` with the reason (binaries missing, a daemon that
 does not start or a node that never comes up); tests turn that into a skip, never a pass.
 """
+
 from __future__ import annotations
 
 import os
@@ -66,18 +67,27 @@ class SlurmCluster:
     _daemons: list[tuple[str, Path]] = field(default_factory=list)  # (name, pid file)
     munge_socket: Path | None = None
 
-    def run(self, *argv: str, check: bool = True, timeout: float = 30
-            ) -> subprocess.CompletedProcess:
-        return subprocess.run(list(argv), env={**os.environ, **self.env}, capture_output=True,
-                              text=True, check=check, timeout=timeout)
+    def run(
+        self, *argv: str, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            list(argv),
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
 
     def logs(self) -> str:
         out = []
         for name in ("slurmctld.log", "slurmd.log", "munged.log"):
             path = self.home / name
             if path.is_file():
-                out.append(f"--- {name} (last 40 lines)\n"
-                           + "\n".join(path.read_text(errors="replace").splitlines()[-40:]))
+                out.append(
+                    f"--- {name} (last 40 lines)\n"
+                    + "\n".join(path.read_text(errors="replace").splitlines()[-40:])
+                )
         return "\n".join(out)
 
     def stop(self) -> None:
@@ -125,13 +135,20 @@ def missing_binaries() -> list[str]:
     return [b for b in BINARIES if _which(b) is None]
 
 
-def start_cluster(cpus: int | None = None, *, partition: str = "debug",
-                  kill_wait_s: int = 1, timeout_s: float = 60) -> SlurmCluster:
+def start_cluster(
+    cpus: int | None = None,
+    *,
+    partition: str = "debug",
+    kill_wait_s: int = 1,
+    timeout_s: float = 60,
+) -> SlurmCluster:
     """Start munged, slurmctld and slurmd for a one-node cluster named after this host."""
     missing = missing_binaries()
     if missing:
-        raise ClusterUnavailable(f"Slurm/munge binaries not found: {', '.join(missing)} "
-                                 f"(apt-get install slurmctld slurmd slurm-client munge)")
+        raise ClusterUnavailable(
+            f"Slurm/munge binaries not found: {', '.join(missing)} "
+            f"(apt-get install slurmctld slurmd slurm-client munge)"
+        )
     if os.geteuid() != 0:
         raise ClusterUnavailable("a private slurmd must run as root (SlurmdUser=root)")
     try:
@@ -147,8 +164,9 @@ def start_cluster(cpus: int | None = None, *, partition: str = "debug",
     os.chmod(home, 0o755)
     node = socket.gethostname().split(".")[0]
     cpus = cpus or os.cpu_count() or 1
-    cluster = SlurmCluster(home=home, conf=home / "slurm.conf", node=node, partition=partition,
-                           cpus=cpus)
+    cluster = SlurmCluster(
+        home=home, conf=home / "slurm.conf", node=node, partition=partition, cpus=cpus
+    )
     try:
         _start_munge(cluster, munge_user, key)
         ctld_port, slurmd_port = _free_port(), _free_port()
@@ -191,12 +209,16 @@ PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """)
         cluster.env = {"SLURM_CONF": str(cluster.conf)}
         env = {**os.environ, **cluster.env}
-        for name, argv in (("slurmctld", [_which("slurmctld"), "-i"]),
-                           ("slurmd", [_which("slurmd"), "-N", node])):
+        for name, argv in (
+            ("slurmctld", [_which("slurmctld"), "-i"]),
+            ("slurmd", [_which("slurmd"), "-N", node]),
+        ):
             result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
             if result.returncode != 0:
-                raise ClusterUnavailable(f"{name} did not start ({result.returncode}): "
-                                         f"{(result.stderr or result.stdout).strip()[-500:]}")
+                raise ClusterUnavailable(
+                    f"{name} did not start ({result.returncode}): "
+                    f"{(result.stderr or result.stdout).strip()[-500:]}"
+                )
             cluster._daemons.append((name, home / f"{name}.pid"))
         _wait_for_idle_node(cluster, timeout_s)
         return cluster
@@ -213,9 +235,14 @@ def _start_munge(cluster: SlurmCluster, user: pwd.struct_passwd, key: Path) -> N
     home = cluster.home
     cluster.munge_socket = home / "munge.socket"
     pid_file = home / "munged.pid"
-    argv = [_which("munged"), f"--socket={cluster.munge_socket}", f"--key-file={key}",
-            f"--pid-file={pid_file}", f"--log-file={home}/munged.log",
-            f"--seed-file={home}/munged.seed"]
+    argv = [
+        _which("munged"),
+        f"--socket={cluster.munge_socket}",
+        f"--key-file={key}",
+        f"--pid-file={pid_file}",
+        f"--log-file={home}/munged.log",
+        f"--seed-file={home}/munged.seed",
+    ]
     # munged refuses root; the key is readable by the munge user only.
     for path in ("munged.log", "munged.seed"):
         (home / path).touch()
@@ -224,11 +251,14 @@ def _start_munge(cluster: SlurmCluster, user: pwd.struct_passwd, key: Path) -> N
     runuser = shutil.which("runuser")
     if runuser is None:
         raise ClusterUnavailable("runuser not found: munged must be started as the munge user")
-    result = subprocess.run([runuser, "-u", user.pw_name, "--", *argv], capture_output=True,
-                            text=True, timeout=30)
+    result = subprocess.run(
+        [runuser, "-u", user.pw_name, "--", *argv], capture_output=True, text=True, timeout=30
+    )
     if result.returncode != 0:
-        raise ClusterUnavailable(f"munged did not start ({result.returncode}): "
-                                 f"{(result.stderr or result.stdout).strip()[-500:]}")
+        raise ClusterUnavailable(
+            f"munged did not start ({result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()[-500:]}"
+        )
     cluster._daemons.append(("munged", pid_file))
 
 
@@ -241,8 +271,9 @@ def _wait_for_idle_node(cluster: SlurmCluster, timeout_s: float) -> None:
         if result.returncode == 0 and last.rstrip("*") in ("idle", "mixed", "allocated"):
             return
         time.sleep(0.5)
-    raise ClusterUnavailable(f"node {cluster.node} did not become idle within {timeout_s:.0f} s "
-                             f"(sinfo says {last!r})")
+    raise ClusterUnavailable(
+        f"node {cluster.node} did not become idle within {timeout_s:.0f} s (sinfo says {last!r})"
+    )
 
 
 def wait_for_empty_queue(cluster: SlurmCluster, timeout_s: float = 30) -> None:

@@ -2,6 +2,7 @@
 scipy, published-vs-reproduced, table renderers (LaTeX bold-best), and the whole
 MLflow -> tidy -> tables path on small synthetic MLflow stores logged directly with MlflowClient
 (no training, so each store takes a second)."""
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,23 @@ from nirbench.harness.results import published
 from nirbench.harness.cli.main import main
 from nirbench.harness.tracking.store import Tracker
 
-ENVIRONMENT = {"python": "3.11.9", "platform": "Linux-test", "processor": "x86_64",
-               "cpu_count": 2, "torch_threads": 2, "gpus": [],
-               "packages": {"torch": "2.14.1", "mlflow": "3.17.2"}}
-BASE_VALUES = {"recall_at_1": 0.50, "recall_at_2": 0.62, "map_at_r": 0.20, "r_precision": 0.28,
-               "map_at_1000": 0.25, "nmi": 0.55}
+ENVIRONMENT = {
+    "python": "3.11.9",
+    "platform": "Linux-test",
+    "processor": "x86_64",
+    "cpu_count": 2,
+    "torch_threads": 2,
+    "gpus": [],
+    "packages": {"torch": "2.14.1", "mlflow": "3.17.2"},
+}
+BASE_VALUES = {
+    "recall_at_1": 0.50,
+    "recall_at_2": 0.62,
+    "map_at_r": 0.20,
+    "r_precision": 0.28,
+    "map_at_1000": 0.25,
+    "nmi": 0.55,
+}
 STRUCTURE_VALUES = {"rho": 0.20, "pi_density": 0.60, "g2": 0.080}
 # Test R@1 peaks at epoch 3 of 4, so "best test epoch" and "last epoch" differ; validation R@1
 # peaks at epoch 2, so "best validation epoch" differs from both.
@@ -39,8 +52,15 @@ def synthetic_value(reg: str, seed: int, epoch: int, metric: str, curve=TEST_CUR
     return base + gain + noise + curve[epoch - 1]
 
 
-def make_store(results_dir: Path, runs, *, epochs: int = 4, val: bool = False,
-               structure: bool = False, grid: str = "synthetic") -> Tracker:
+def make_store(
+    results_dir: Path,
+    runs,
+    *,
+    epochs: int = 4,
+    val: bool = False,
+    structure: bool = False,
+    grid: str = "synthetic",
+) -> Tracker:
     """A Tracker whose experiment holds FINISHED runs with per-epoch histories, tags and an
     environment.json, as the runner would log them. ``runs``: (dataset, method, reg, seed)."""
     tracker = Tracker(results_dir, uri=f"sqlite:///{results_dir.resolve()}/mlflow.db")
@@ -48,25 +68,40 @@ def make_store(results_dir: Path, runs, *, epochs: int = 4, val: bool = False,
     now = int(time.time() * 1000)
     for dataset, method, reg, seed in runs:
         arm = f"{dataset}-{method}-{reg}"
-        tags = {"dataset": dataset, "method": method, "regularizer": reg, "seed": str(seed),
-                "backbone": "small_cnn", "config_hash": f"{arm}-{seed}", "arm_hash": arm,
-                "grid": grid, "git_sha": "0123456789abcdef", "git_dirty": "false",
-                "command": "nirbench grid synthetic.yaml",
-                "reproduce": f"nirbench run --config runs/{arm}-{seed}/config.yaml",
-                "mlflow.runName": f"{arm}-s{seed}"}
+        tags = {
+            "dataset": dataset,
+            "method": method,
+            "regularizer": reg,
+            "seed": str(seed),
+            "backbone": "small_cnn",
+            "config_hash": f"{arm}-{seed}",
+            "arm_hash": arm,
+            "grid": grid,
+            "git_sha": "0123456789abcdef",
+            "git_dirty": "false",
+            "command": "nirbench grid synthetic.yaml",
+            "reproduce": f"nirbench run --config runs/{arm}-{seed}/config.yaml",
+            "mlflow.runName": f"{arm}-s{seed}",
+        }
         if reg == "nir":
             tags["nir.form"] = "exp"
         run_id = client.create_run(tracker.experiment_id, tags=tags).info.run_id
         metrics = []
         for epoch in range(1, epochs + 1):
             names = list(BASE_VALUES) + (list(STRUCTURE_VALUES) if structure else [])
-            metrics += [Metric(f"test/{m}", synthetic_value(reg, seed, epoch, m), now, epoch)
-                        for m in names]
+            metrics += [
+                Metric(f"test/{m}", synthetic_value(reg, seed, epoch, m), now, epoch) for m in names
+            ]
             metrics.append(Metric("loss/total", 1.0 / epoch, now, epoch))
             if val:
-                metrics.append(Metric("val/recall_at_1",
-                                      synthetic_value(reg, seed, epoch, "recall_at_1", VAL_CURVE),
-                                      now, epoch))
+                metrics.append(
+                    Metric(
+                        "val/recall_at_1",
+                        synthetic_value(reg, seed, epoch, "recall_at_1", VAL_CURVE),
+                        now,
+                        epoch,
+                    )
+                )
         metrics.append(Metric("time/train_total_s", 12.0, now, 0))
         client.log_batch(run_id, metrics=metrics)
         client.log_dict(run_id, ENVIRONMENT, "environment.json")
@@ -88,15 +123,22 @@ def arms(datasets=("synth-cub",), seeds=(0, 1, 2), nir=True, ms=True):
 
 # ---------------------------------------------------------------- policies on hand-made histories
 def history(rows):
-    return pd.DataFrame(rows, columns=["run_id", "epoch", "test/recall@1", "test/map@r",
-                                       "val/recall@1"])
+    return pd.DataFrame(
+        rows, columns=["run_id", "epoch", "test/recall@1", "test/map@r", "val/recall@1"]
+    )
 
 
-HAND = history([
-    ("a", 1, 0.40, 0.10, 0.30), ("a", 2, 0.55, 0.20, 0.50), ("a", 3, 0.55, 0.25, 0.45),
-    ("a", 4, 0.50, 0.22, 0.35),
-    ("b", 3, 0.70, 0.31, None), ("b", 1, 0.60, 0.30, None), ("b", 2, 0.65, 0.29, None),
-])
+HAND = history(
+    [
+        ("a", 1, 0.40, 0.10, 0.30),
+        ("a", 2, 0.55, 0.20, 0.50),
+        ("a", 3, 0.55, 0.25, 0.45),
+        ("a", 4, 0.50, 0.22, 0.35),
+        ("b", 3, 0.70, 0.31, None),
+        ("b", 1, 0.60, 0.30, None),
+        ("b", 2, 0.65, 0.29, None),
+    ]
+)
 
 
 def test_last_epoch_policy_takes_the_final_epoch():
@@ -109,7 +151,7 @@ def test_last_epoch_policy_takes_the_final_epoch():
 def test_best_test_policy_takes_the_max_test_recall_earliest_on_ties():
     got = agg.select_epochs(HAND, agg.BEST_TEST).set_index("run_id")
     assert got.loc["a", "selected_epoch"] == 2  # R@1 0.55 at epochs 2 and 3: the earlier one
-    assert got.loc["a", "map@r"] == 0.20        # ... and that epoch's other metrics
+    assert got.loc["a", "map@r"] == 0.20  # ... and that epoch's other metrics
     assert got.loc["b", "selected_epoch"] == 3
 
 
@@ -135,9 +177,18 @@ def test_best_val_policy_selects_on_validation_and_reports_test():
 
 # ---------------------------------------------------------------- summaries and pairing
 def selected_frame(values: dict[tuple[str, int], float], metric="recall@1") -> pd.DataFrame:
-    rows = [{"run_id": f"{reg}-{seed}", "dataset": "synth-cub", "method": "proxy_anchor",
-             "regularizer": reg, "seed": seed, "arm_hash": reg, metric: v}
-            for (reg, seed), v in values.items()]
+    rows = [
+        {
+            "run_id": f"{reg}-{seed}",
+            "dataset": "synth-cub",
+            "method": "proxy_anchor",
+            "regularizer": reg,
+            "seed": seed,
+            "arm_hash": reg,
+            metric: v,
+        }
+        for (reg, seed), v in values.items()
+    ]
     return pd.DataFrame(rows)
 
 
@@ -159,9 +210,18 @@ def test_summary_refuses_two_runs_of_one_arm_and_seed():
 
 
 def test_comparison_pairs_by_seed_and_lists_unpaired_seeds():
-    frame = selected_frame({("none", 0): 0.60, ("none", 1): 0.62, ("none", 2): 0.59,
-                            ("none", 3): 0.70, ("nir", 2): 0.62, ("nir", 1): 0.64,
-                            ("nir", 0): 0.63, ("nir", 5): 0.99})
+    frame = selected_frame(
+        {
+            ("none", 0): 0.60,
+            ("none", 1): 0.62,
+            ("none", 2): 0.59,
+            ("none", 3): 0.70,
+            ("nir", 2): 0.62,
+            ("nir", 1): 0.64,
+            ("nir", 0): 0.63,
+            ("nir", 5): 0.99,
+        }
+    )
     row = agg.compare_arms(frame).iloc[0]
     base, nir = np.array([0.60, 0.62, 0.59]), np.array([0.63, 0.64, 0.62])
     assert row["n"] == 3 and row["seeds"] == "0 1 2" and row["unpaired_seeds"] == "3 5"
@@ -184,9 +244,14 @@ def test_published_values_are_the_papers_table1():
 
 
 def test_published_vs_reproduced_difference():
-    summary = agg.summarize(pd.concat([
-        selected_frame({("nir", 0): 0.66, ("nir", 1): 0.68}).assign(dataset="cub200"),
-        selected_frame({("none", 0): 0.50}).assign(dataset="synth-cub")]))
+    summary = agg.summarize(
+        pd.concat(
+            [
+                selected_frame({("nir", 0): 0.66, ("nir", 1): 0.68}).assign(dataset="cub200"),
+                selected_frame({("none", 0): 0.50}).assign(dataset="synth-cub"),
+            ]
+        )
+    )
     got = agg.compare_published(summary)
     assert len(got) == 1  # the synthetic dataset has no published counterpart
     row = got.iloc[0]
@@ -196,19 +261,33 @@ def test_published_vs_reproduced_difference():
 
 # ---------------------------------------------------------------- renderers
 def small_table(values, bold=True) -> agg.Table:
-    cells = tuple((agg.Cell(f"{v:.1f}" if v is not None else "-", v, (f"run{i}",),
-                            f"runs run{i}"),) for i, v in enumerate(values))
-    return agg.Table("t_1", "Caption with 50% & more_stuff", ("Method",),
-                     tuple((f"M_{i}",) for i in range(len(values))),
-                     (agg.Column("synth-cub", "R@1", bold_best=bold),), cells, "note ± 1")
+    cells = tuple(
+        (agg.Cell(f"{v:.1f}" if v is not None else "-", v, (f"run{i}",), f"runs run{i}"),)
+        for i, v in enumerate(values)
+    )
+    return agg.Table(
+        "t_1",
+        "Caption with 50% & more_stuff",
+        ("Method",),
+        tuple((f"M_{i}",) for i in range(len(values))),
+        (agg.Column("synth-cub", "R@1", bold_best=bold),),
+        cells,
+        "note ± 1",
+    )
 
 
 def test_latex_bolds_the_best_of_each_column_ties_included():
     tex = agg.to_latex(small_table([61.24, 61.16, 60.0, None]))  # 61.2 and 61.2 print the same
     assert r"\textbf{61.2}" in tex and tex.count(r"\textbf") == 2
     assert r"M\_0 & \textbf{61.2} \\" in tex and r"M\_2 & 60.0 \\" in tex
-    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\multicolumn{1}{c}{synth-cub}",
-                    r"\cmidrule(lr){2-2}", r"\begin{tabular}{lc}"):
+    for command in (
+        r"\toprule",
+        r"\midrule",
+        r"\bottomrule",
+        r"\multicolumn{1}{c}{synth-cub}",
+        r"\cmidrule(lr){2-2}",
+        r"\begin{tabular}{lc}",
+    ):
         assert command in tex
     assert r"50\% \& more\_stuff" in tex and r"note $\pm$ 1" in tex
     assert r"\textbf" not in agg.to_latex(small_table([61.2, 60.0], bold=False))
@@ -242,8 +321,9 @@ def test_collect_builds_tidy_runs_and_epochs(store):
     assert len(runs) == 9 and runs["run_id"].is_unique
     assert (runs["epochs"] == 4).all() and (runs["environment_id"] != "").all()
     assert runs.loc[runs["regularizer"] == "nir", "nir.form"].eq("exp").all()
-    expected = [synthetic_value(r, s, 4, "recall_at_1")
-                for r, s in zip(runs["regularizer"], runs["seed"])]
+    expected = [
+        synthetic_value(r, s, 4, "recall_at_1") for r, s in zip(runs["regularizer"], runs["seed"])
+    ]
     assert runs["recall@1"].tolist() == pytest.approx(expected)
     assert len(epochs) == 9 * 4 and set(epochs["epoch"]) == {1, 2, 3, 4}
     assert {"test/recall@1", "test/map@1000", "val/recall@1", "loss/total"} <= set(epochs.columns)
@@ -272,19 +352,41 @@ def test_write_tables_all_policies_and_formats(store):
     assert list(epoch["last"]) == [4] and list(epoch["best-test"]) == [3]
     assert list(epoch["best-val"]) == [2]
     best_val = pd.read_csv(out / "best-val" / "summary.csv")
-    pa = best_val[(best_val.method == "proxy_anchor") & (best_val.regularizer == "none")
-                  & (best_val.metric == "recall@1")].iloc[0]
-    assert pa["mean"] == pytest.approx(np.mean([synthetic_value("none", s, 2, "recall_at_1")
-                                                for s in (0, 1, 2)]))
+    pa = best_val[
+        (best_val.method == "proxy_anchor")
+        & (best_val.regularizer == "none")
+        & (best_val.metric == "recall@1")
+    ].iloc[0]
+    assert pa["mean"] == pytest.approx(
+        np.mean([synthetic_value("none", s, 2, "recall_at_1") for s in (0, 1, 2)])
+    )
 
     comparison = pd.read_csv(out / "comparison.csv")
     # the columns other code reads (bench robustness) keep their names; the new ones are added
-    assert {"dataset", "method", "reference", "arm", "metric", "verdict", "mean_diff", "t_lo",
-            "t_hi", "margin", "ci_half_width", "mde_80", "seeds_needed", "p_holm",
-            "verdict_holm", "contains_published_gain"} <= set(comparison.columns)
+    assert {
+        "dataset",
+        "method",
+        "reference",
+        "arm",
+        "metric",
+        "verdict",
+        "mean_diff",
+        "t_lo",
+        "t_hi",
+        "margin",
+        "ci_half_width",
+        "mde_80",
+        "seeds_needed",
+        "p_holm",
+        "verdict_holm",
+        "contains_published_gain",
+    } <= set(comparison.columns)
     r1 = comparison[comparison.metric == "recall@1"].iloc[0]
-    assert r1["n"] == 3 and r1["verdict"] == "helps" and r1["mean_diff"] == pytest.approx(0.03,
-                                                                                          abs=0.01)
+    assert (
+        r1["n"] == 3
+        and r1["verdict"] == "helps"
+        and r1["mean_diff"] == pytest.approx(0.03, abs=0.01)
+    )
     assert r1["margin"] == pytest.approx(0.01) and r1["headline"]  # δ = 1 point, as a fraction
     assert r1["ci_half_width"] == pytest.approx((r1["t_hi"] - r1["t_lo"]) / 2)
     assert np.isnan(r1["boot_lo"])  # 3 pairs: no bootstrap interval
@@ -310,14 +412,21 @@ def test_no_validation_split_is_said_not_guessed(tmp_path):
     # gain that wobbles by 1 point; the table says how many seeds would
     assert set(comparison["verdict"]) == {"inconclusive"}
     r1 = comparison[comparison.metric == "recall@1"].iloc[0]
-    d = np.array([synthetic_value("nir", s, 4, "recall_at_1")
-                  - synthetic_value("none", s, 4, "recall_at_1") for s in (0, 1)])
+    d = np.array(
+        [
+            synthetic_value("nir", s, 4, "recall_at_1")
+            - synthetic_value("none", s, 4, "recall_at_1")
+            for s in (0, 1)
+        ]
+    )
     assert r1["ci_half_width"] == pytest.approx(sps.t.ppf(0.975, 1) * sps.sem(d))
     assert r1["seeds_needed"] > 2 and r1["verdict_holm"] == "inconclusive"
 
     # The real datasets get the published numbers beside ours.
-    tracker = make_store(tmp_path / "real", [("cub200", "proxy_anchor", r, s)
-                                            for r in ("none", "nir") for s in (0, 1)])
+    tracker = make_store(
+        tmp_path / "real",
+        [("cub200", "proxy_anchor", r, s) for r in ("none", "nir") for s in (0, 1)],
+    )
     agg.write_tables(tracker, tmp_path / "rt", resamples=500)
     pub = pd.read_csv(tmp_path / "rt" / "published.csv")
     row = pub[(pub.regularizer == "nir") & (pub.metric == "recall@1")].iloc[0]
@@ -334,13 +443,41 @@ def test_no_validation_split_is_said_not_guessed(tmp_path):
 
 def test_aggregate_cli_and_its_errors(tmp_path, capsys):
     make_store(tmp_path / "r", arms(seeds=(0, 1), ms=False), grid="g1")
-    assert main(["aggregate", "--results-dir", str(tmp_path / "r"), "--grid", "g1",
-                 "--bootstrap", "500", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "aggregate",
+                "--results-dir",
+                str(tmp_path / "r"),
+                "--grid",
+                "g1",
+                "--bootstrap",
+                "500",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| ProxyAnchor |" in out and "tables written to" in out
     assert "δ = 1.0" in out
-    assert main(["aggregate", "--results-dir", str(tmp_path / "r"), "--grid", "g1",
-                 "--bootstrap", "500", "--margin", "0.5", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "aggregate",
+                "--results-dir",
+                str(tmp_path / "r"),
+                "--grid",
+                "g1",
+                "--bootstrap",
+                "500",
+                "--margin",
+                "0.5",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "δ = 0.5" in capsys.readouterr().out
     meta = json.loads((tmp_path / "r" / "tables" / "meta.json").read_text())
     assert (meta["stats_margin"], meta["stats_margin_source"]) == (0.5, "--margin")

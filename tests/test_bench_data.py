@@ -1,6 +1,7 @@
 """`nirbench bench data` end to end on tiny sizes: it runs (generated JPEGs or a given folder),
 prints the public JSON keys, and its numbers are consistent. No speed assertion: the ratio is
 what the command measures (README), not what a test on a shared machine can promise."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,16 @@ from PIL import Image
 import real_fixtures as rf
 from nirbench.harness.bench.data import generate_jpegs, image_folder_files
 
-KEYS = {"ours_ips", "reference_ips", "ratio", "images", "workers", "batch", "device",
-        "cache_build_s"}
+KEYS = {
+    "ours_ips",
+    "reference_ips",
+    "ratio",
+    "images",
+    "workers",
+    "batch",
+    "device",
+    "cache_build_s",
+}
 
 
 def nirbench(argv: list[str]) -> int:
@@ -32,8 +41,26 @@ def run_json(argv: list[str], capsys) -> dict:
 
 
 def test_bench_data_generated_folder(capsys):
-    result = run_json(["bench", "data", "--images", "12", "--batch", "4", "--batches", "2",
-                       "--rounds", "2", "--workers", "1", "--device", "cpu", "--json"], capsys)
+    result = run_json(
+        [
+            "bench",
+            "data",
+            "--images",
+            "12",
+            "--batch",
+            "4",
+            "--batches",
+            "2",
+            "--rounds",
+            "2",
+            "--workers",
+            "1",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+        capsys,
+    )
     assert KEYS <= set(result)
     assert result["generated"] is True and result["images"] == 12
     assert result["workers"] == 1 and result["batch"] == 4 and result["device"] == "cpu"
@@ -46,8 +73,24 @@ def test_bench_data_generated_folder(capsys):
 
 def test_bench_data_given_root(tmp_path, capsys):
     files = rf.make_image_folder(tmp_path / "folder", classes=2, per_class=3)
-    result = run_json(["bench", "data", "--root", str(tmp_path / "folder"), "--batch", "2",
-                       "--batches", "1", "--rounds", "1", "--workers", "0", "--json"], capsys)
+    result = run_json(
+        [
+            "bench",
+            "data",
+            "--root",
+            str(tmp_path / "folder"),
+            "--batch",
+            "2",
+            "--batches",
+            "1",
+            "--rounds",
+            "1",
+            "--workers",
+            "0",
+            "--json",
+        ],
+        capsys,
+    )
     assert result["generated"] is False and result["images"] == len(files)
     assert result["root"] == str(tmp_path / "folder") and result["source_image_wh"] == [64, 48]
     (tmp_path / "empty").mkdir()
@@ -76,16 +119,51 @@ def test_bench_data_help_says_why(capsys):
 
 # --- the full-size rehearsal (issue 25): the generator and `bench data --generate` -----------
 
-REHEARSAL_KEYS = {"mode", "generated", "generate_s", "images", "classes", "source_bytes",
-                  "mean_jpeg_bytes", "disk_bytes", "cache_build_s", "cache_build_img_s",
-                  "pil_decode_img_s", "reference_decode_aug_img_s_per_worker",
-                  "decode_aug_img_s_per_worker", "step_rate_img_s", "workers_for_2500_img_s",
-                  "round_img_s", "load_average_before", "load_average_after", "machine"}
-TRAIN_EPOCH_KEYS = {"train_images", "test_images", "backbone", "pretrained", "pretrained_note",
-                    "crop_px", "run_wall_s", "aggregate_wall_s", "report_wall_s", "report_html",
-                    "train_epoch_s", "eval_s", "train_img_s", "run_img_s", "test_recall_at_1"}
-OFFICIAL_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt",
-                  "bounding_boxes.txt")
+REHEARSAL_KEYS = {
+    "mode",
+    "generated",
+    "generate_s",
+    "images",
+    "classes",
+    "source_bytes",
+    "mean_jpeg_bytes",
+    "disk_bytes",
+    "cache_build_s",
+    "cache_build_img_s",
+    "pil_decode_img_s",
+    "reference_decode_aug_img_s_per_worker",
+    "decode_aug_img_s_per_worker",
+    "step_rate_img_s",
+    "workers_for_2500_img_s",
+    "round_img_s",
+    "load_average_before",
+    "load_average_after",
+    "machine",
+}
+TRAIN_EPOCH_KEYS = {
+    "train_images",
+    "test_images",
+    "backbone",
+    "pretrained",
+    "pretrained_note",
+    "crop_px",
+    "run_wall_s",
+    "aggregate_wall_s",
+    "report_wall_s",
+    "report_html",
+    "train_epoch_s",
+    "eval_s",
+    "train_img_s",
+    "run_img_s",
+    "test_recall_at_1",
+}
+OFFICIAL_FILES = (
+    "images.txt",
+    "image_class_labels.txt",
+    "train_test_split.txt",
+    "classes.txt",
+    "bounding_boxes.txt",
+)
 
 
 def test_full_size_counts_are_cubs():
@@ -110,8 +188,12 @@ def test_generator_writes_the_official_layout_the_loader_and_doctor_accept(tmp_p
     assert made["images"] == 12 and made["classes"] == 4 and made["reused"] is False
     listing = list_dataset("cub200", tmp_path)
     assert listing.layout == "official" and len(listing.paths) == 12
-    assert listing.split_counts() == {"train_classes": 2, "train_images": 6,
-                                      "test_classes": 2, "test_images": 6}
+    assert listing.split_counts() == {
+        "train_classes": 2,
+        "train_images": 6,
+        "test_classes": 2,
+        "test_images": 6,
+    }
     assert sorted(set(listing.class_ids.tolist())) == [1, 2, 101, 102]
     assert (folder / "images" / "001.Synthetic_bird_001").is_dir()
     sizes = []
@@ -122,8 +204,11 @@ def test_generator_writes_the_official_layout_the_loader_and_doctor_accept(tmp_p
     assert made["bytes"] == sum(sizes) and min(sizes) > 10_000  # structured, not flat
     boxes = (folder / "bounding_boxes.txt").read_text().splitlines()
     assert len(boxes) == 12 and len(boxes[0].split()) == 5
-    ctx = Context(data_root=tmp_path, results_dir=tmp_path / "results",
-                  tracking_uri=f"sqlite:///{tmp_path}/results/mlflow.db")
+    ctx = Context(
+        data_root=tmp_path,
+        results_dir=tmp_path / "results",
+        tracking_uri=f"sqlite:///{tmp_path}/results/mlflow.db",
+    )
     check = _dataset_check("cub200")(ctx)
     # a miniature copy is found in the official layout, and called partial (not broken)
     assert check.status == "warn" and check.details["found"] is True
@@ -157,24 +242,47 @@ def test_subset_lists_an_even_share_of_each_split(tmp_path):
     from nirbench.harness.data.real.datasets import list_dataset
 
     rehearsal.generate(tmp_path / "full", counts=rehearsal.small_counts(4, 16), workers=1)
-    got = rehearsal.write_subset(tmp_path / "full", tmp_path / "sub", train_images=4,
-                                 test_images=2)
+    got = rehearsal.write_subset(tmp_path / "full", tmp_path / "sub", train_images=4, test_images=2)
     sub = list_dataset("cub200", tmp_path / "sub")
     assert got == {"train_images": 4, "test_images": 2, "classes": 4, "train_classes": 2}
-    assert sub.split_counts() == {"train_classes": 2, "train_images": 4, "test_classes": 2,
-                                  "test_images": 2}
+    assert sub.split_counts() == {
+        "train_classes": 2,
+        "train_images": 4,
+        "test_classes": 2,
+        "test_images": 2,
+    }
     assert (tmp_path / "sub" / "CUB_200_2011" / "images").is_symlink()
     with pytest.raises(ValueError, match="choose 1-8"):
-        rehearsal.write_subset(tmp_path / "full", tmp_path / "sub", train_images=9,
-                               test_images=1)
+        rehearsal.write_subset(tmp_path / "full", tmp_path / "sub", train_images=9, test_images=1)
 
 
 def test_rehearsal_json_without_training(tmp_path, capsys):
     import math
 
-    result = run_json(["bench", "data", "--generate", "--root", str(tmp_path), "--classes", "4",
-                       "--images", "12", "--batch", "4", "--batches", "2", "--rounds", "1",
-                       "--workers", "1", "--no-train", "--json"], capsys)
+    result = run_json(
+        [
+            "bench",
+            "data",
+            "--generate",
+            "--root",
+            str(tmp_path),
+            "--classes",
+            "4",
+            "--images",
+            "12",
+            "--batch",
+            "4",
+            "--batches",
+            "2",
+            "--rounds",
+            "1",
+            "--workers",
+            "1",
+            "--no-train",
+            "--json",
+        ],
+        capsys,
+    )
     assert REHEARSAL_KEYS <= set(result) and "train_epoch" not in result
     assert result["generated"] is True and result["images"] == 12
     for kind in ("uint8", "jpeg"):
@@ -184,17 +292,57 @@ def test_rehearsal_json_without_training(tmp_path, capsys):
     assert result["disk_bytes"]["uint8"] > result["disk_bytes"]["jpeg"]
     assert not (tmp_path / "nirbench_rehearsal_caches").exists()  # removed unless --keep-caches
     # the same root again: recognised as a CUB copy, so the rehearsal runs without --generate
-    again = run_json(["bench", "data", "--root", str(tmp_path), "--batch", "4", "--batches",
-                      "1", "--rounds", "1", "--workers", "1", "--no-train", "--json"], capsys)
+    again = run_json(
+        [
+            "bench",
+            "data",
+            "--root",
+            str(tmp_path),
+            "--batch",
+            "4",
+            "--batches",
+            "1",
+            "--rounds",
+            "1",
+            "--workers",
+            "1",
+            "--no-train",
+            "--json",
+        ],
+        capsys,
+    )
     assert again["mode"] == "rehearsal" and again["generated"] is False
 
 
 @pytest.mark.slow
 def test_rehearsal_trains_one_epoch_and_renders_the_report(tmp_path, capsys):
-    result = run_json(["bench", "data", "--generate", "--root", str(tmp_path), "--classes", "4",
-                       "--images", "24", "--train-images", "8", "--test-images", "8",
-                       "--batch", "4", "--batches", "1", "--rounds", "1", "--workers", "1",
-                       "--json"], capsys)
+    result = run_json(
+        [
+            "bench",
+            "data",
+            "--generate",
+            "--root",
+            str(tmp_path),
+            "--classes",
+            "4",
+            "--images",
+            "24",
+            "--train-images",
+            "8",
+            "--test-images",
+            "8",
+            "--batch",
+            "4",
+            "--batches",
+            "1",
+            "--rounds",
+            "1",
+            "--workers",
+            "1",
+            "--json",
+        ],
+        capsys,
+    )
     epoch = result["train_epoch"]
     assert TRAIN_EPOCH_KEYS <= set(epoch)
     assert epoch["backbone"] == "resnet18" and epoch["pretrained"] is False

@@ -2,6 +2,7 @@
 bootstrap's split into the seed-to-seed and the shared part on constructed differences, the
 per-query R@1 against a naive loop, and the whole command on tiny finished pairs (it re-embeds
 their checkpoints and must reproduce each run's logged R@1 exactly)."""
+
 from __future__ import annotations
 
 import math
@@ -87,7 +88,10 @@ def test_data_seed_moves_the_batches_and_not_the_initial_weights(tiny_overrides,
     a = build_trainer(same, bundle, torch.device("cpu")).model.state_dict()
     b = build_trainer(other, bundle, torch.device("cpu")).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    batches = [ClassBalancedBatchSampler(bundle.train.labels, same.train.batch_size,
-                                         same.train.samples_per_class, data_seed(c)).batches(0)
-               for c in (same, other)]
+    batches = [
+        ClassBalancedBatchSampler(
+            bundle.train.labels, same.train.batch_size, same.train.samples_per_class, data_seed(c)
+        ).batches(0)
+        for c in (same, other)
+    ]
     assert [list(x) for x in batches[0]] != [list(x) for x in batches[1]]

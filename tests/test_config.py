@@ -1,4 +1,5 @@
 """The run config: load-time validation with clear messages, overrides, and the identity hash."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nirbench.harness.config import DEFAULT_CONFIG, CONFIG_DIR, ConfigError, build_config, load_config
+from nirbench.harness.config import (
+    DEFAULT_CONFIG,
+    CONFIG_DIR,
+    ConfigError,
+    build_config,
+    load_config,
+)
 from nirbench.harness.grid.plan import load_grid
 from nirbench.harness.registry import Registry, UnknownNameError
 
@@ -37,8 +44,16 @@ def test_every_shipped_config_and_grid_builds():
 
 
 def test_dotted_overrides_and_regularizer_shorthand():
-    cfg = load_config(overrides=["train.epochs=3", "regularizer=nir", "regularizer.form=nll",
-                                 "method.margin=0.2", "eval.recall_at=1,10", "seed=7"])
+    cfg = load_config(
+        overrides=[
+            "train.epochs=3",
+            "regularizer=nir",
+            "regularizer.form=nll",
+            "method.margin=0.2",
+            "eval.recall_at=1,10",
+            "seed=7",
+        ]
+    )
     assert cfg.train.epochs == 3 and cfg.seed == 7
     assert cfg.regularizer.name == "nir" and cfg.regularizer.params["form"] == "nll"
     assert cfg.regularizer.params["blocks"] == 5
@@ -58,23 +73,28 @@ def test_hash_is_identity_seed_included_and_stable():
     assert load_config(overrides=["seed=1", "method.margin=0.1"]).config_hash == a.config_hash
 
 
-@pytest.mark.parametrize("override, message", [
-    (["method.name=proxy_ancor"], "Did you mean 'proxy_anchor'"),
-    (["dataset.name=synth-cubb"], "Did you mean 'synth-cub'"),
-    (["regularizer=nri"], "Did you mean 'nir'"),
-    (["train.batch_size=63"], "must be divisible by train.samples_per_class (2)"),
-    (["train.epochs=abc"], "train.epochs must be int, got 'abc'"),
-    (["train.epochs=0"], "train.epochs must be >= 1"),
-    (["train.lrr=0.1"], "Did you mean 'lr'"),
-    (["method.marginn=0.3"], "unknown parameter method.marginn"),
-    (["method.margin=big"], "method.margin must be float"),
-    (["backbone.name=vgg"], "backbone.name 'vgg' is unknown"),
-    (["train.warmup_epochs=8"], "warmup_epochs (8) must be < train.epochs"),
-    (["method=multi_similarity", "regularizer=nir", "regularizer.proxy_source=method"],
-     "needs class proxies"),
-    (["train.device=tpu"], "train.device must be one of"),
-    (["bogus=1"], "unknown config key 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["method.name=proxy_ancor"], "Did you mean 'proxy_anchor'"),
+        (["dataset.name=synth-cubb"], "Did you mean 'synth-cub'"),
+        (["regularizer=nri"], "Did you mean 'nir'"),
+        (["train.batch_size=63"], "must be divisible by train.samples_per_class (2)"),
+        (["train.epochs=abc"], "train.epochs must be int, got 'abc'"),
+        (["train.epochs=0"], "train.epochs must be >= 1"),
+        (["train.lrr=0.1"], "Did you mean 'lr'"),
+        (["method.marginn=0.3"], "unknown parameter method.marginn"),
+        (["method.margin=big"], "method.margin must be float"),
+        (["backbone.name=vgg"], "backbone.name 'vgg' is unknown"),
+        (["train.warmup_epochs=8"], "warmup_epochs (8) must be < train.epochs"),
+        (
+            ["method=multi_similarity", "regularizer=nir", "regularizer.proxy_source=method"],
+            "needs class proxies",
+        ),
+        (["train.device=tpu"], "train.device must be one of"),
+        (["bogus=1"], "unknown config key 'bogus'"),
+    ],
+)
 def test_bad_configs_fail_at_load_time_naming_the_problem(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(overrides=override)
@@ -82,9 +102,16 @@ def test_bad_configs_fail_at_load_time_naming_the_problem(override, message):
 
 
 def test_nir_on_the_proxies_of_a_pair_method_names_the_own_mode_and_proxy_methods():
-    with pytest.raises(ConfigError, match="proxy_source=own.*use a proxy-based method .*proxy_anchor"):
-        load_config(overrides=["method=multi_similarity", "regularizer=nir",
-                               "regularizer.proxy_source=method"])
+    with pytest.raises(
+        ConfigError, match="proxy_source=own.*use a proxy-based method .*proxy_anchor"
+    ):
+        load_config(
+            overrides=[
+                "method=multi_similarity",
+                "regularizer=nir",
+                "regularizer.proxy_source=method",
+            ]
+        )
 
 
 def test_missing_and_malformed_files(tmp_path: Path):
@@ -128,16 +155,21 @@ def test_grid_blocks_inherit_top_level_keys_and_add_overrides(tmp_path):
         "blocks:\n"
         "  - {datasets: [synth-cub], methods: [proxy_anchor, proxy_nca]}\n"
         "  - {datasets: [synth-sop], methods: [multi_similarity], seeds: [5],"
-        " overrides: [train.batch_size=32]}\n")
+        " overrides: [train.batch_size=32]}\n"
+    )
     plan = load_grid(grid)
-    got = [(c.dataset.name, c.method.name, c.seed, c.train.epochs, c.train.batch_size)
-           for c in plan.configs]
+    got = [
+        (c.dataset.name, c.method.name, c.seed, c.train.epochs, c.train.batch_size)
+        for c in plan.configs
+    ]
     default_batch = load_config().train.batch_size
-    assert got == [("synth-cub", "proxy_anchor", 0, 3, default_batch),
-                   ("synth-cub", "proxy_anchor", 1, 3, default_batch),
-                   ("synth-cub", "proxy_nca", 0, 3, default_batch),
-                   ("synth-cub", "proxy_nca", 1, 3, default_batch),
-                   ("synth-sop", "multi_similarity", 5, 3, 32)]
+    assert got == [
+        ("synth-cub", "proxy_anchor", 0, 3, default_batch),
+        ("synth-cub", "proxy_anchor", 1, 3, default_batch),
+        ("synth-cub", "proxy_nca", 0, 3, default_batch),
+        ("synth-cub", "proxy_nca", 1, 3, default_batch),
+        ("synth-sop", "multi_similarity", 5, 3, 32),
+    ]
     grid.write_text("blocks:\n  - {datasets: [synth-cub], method: [proxy_anchor]}\n")
     with pytest.raises(ConfigError, match="block 1 has unknown keys \\['method'\\]"):
         load_grid(grid)
@@ -153,18 +185,21 @@ def test_the_default_grid_is_the_headline_rows_and_a_subset_of_the_zoo_grid():
     assert {c.dataset.name for c in default.configs} == {"synth-cub", "synth-cars", "synth-sop"}
     assert {c.seed for c in default.configs} == {0, 1, 2, 3} and len(default.configs) == 24
     # the zoo's seeds 0-2 of these rows are the same configurations (finished runs are shared)
-    assert ({c.config_hash for c in default.configs if c.seed < 3}
-            <= {c.config_hash for c in zoo.configs})
+    assert {c.config_hash for c in default.configs if c.seed < 3} <= {
+        c.config_hash for c in zoo.configs
+    }
     assert len(zoo.configs) == len(list(METHODS.names())) * 2 * 3 * 3 and not zoo.skipped
-    pair_nir = [c for c in zoo.configs if c.regularizer and not
-                METHODS.get(c.method.name).provides_proxies]
+    pair_nir = [
+        c for c in zoo.configs if c.regularizer and not METHODS.get(c.method.name).provides_proxies
+    ]
     assert pair_nir and all(c.regularizer.params["proxy_source"] == "own" for c in pair_nir)
 
 
 def test_a_plain_nir_entry_gives_pair_methods_nir_with_its_own_proxies(tmp_path):
     grid = tmp_path / "g.yaml"
-    grid.write_text("datasets: [synth-cub]\nmethods: [multi_similarity, proxy_anchor]\n"
-                    "regularizers: [nir]\n")
+    grid.write_text(
+        "datasets: [synth-cub]\nmethods: [multi_similarity, proxy_anchor]\nregularizers: [nir]\n"
+    )
     plan = load_grid(grid)
     assert not plan.skipped
     assert [c.regularizer.params["proxy_source"] for c in plan.configs] == ["own", "method"]

@@ -3,6 +3,7 @@ were recorded from every shipped grid before the configuration code changed (iss
 to the config code that moves any of them would silently retrain every finished run of a results
 folder. If a config is meant to change (a new protocol), regenerate the pins with
 ``python tests/test_config_hashes.py`` and say why in the commit."""
+
 from __future__ import annotations
 
 import functools
@@ -19,8 +20,9 @@ GRIDS = ROOT / "harness" / "configs" / "grids"
 
 def _key(c) -> str:
     params = json.dumps(c.regularizer.params if c.regularizer else {}, sort_keys=True)
-    return (f"{c.dataset.name}|{c.method.name}|{c.regularizer_name}|{params}|{c.train.epochs}|"
-            f"{c.seed}")
+    return (
+        f"{c.dataset.name}|{c.method.name}|{c.regularizer_name}|{params}|{c.train.epochs}|{c.seed}"
+    )
 
 
 @functools.lru_cache(maxsize=1)

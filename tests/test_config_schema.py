@@ -1,6 +1,7 @@
 """The typed schema (harness/config_schema.py): display shows every key, identity drops a key
 only at its historical default, errors name the key, the value and the fix, backbone.pretrained
 resolves per backbone, and the config stage imports nothing downstream."""
+
 from __future__ import annotations
 
 import json
@@ -16,29 +17,41 @@ from nirbench.harness.config_identity import HISTORICAL_DEFAULTS, config_hash, i
 from nirbench.harness.config_schema import SECTIONS, RunConfig
 
 # A non-default value for every historical key, with what it needs to be valid.
-CHANGED = {("eval", "every"): (2, []), ("eval", "full_every"): (0, []),
-           ("eval", "dense_tail"): (True, []), ("eval", "kmeans_engine"): ("torch", []),
-           ("backbone", "width"): (0.5, []), ("backbone", "input_px"): (24, []),
-           ("backbone", "weights"): (None, ["backbone.pretrained=true"]),
-           ("train", "lr_schedule"): ("cosine", []), ("train", "fused_optimizer"): (True, []),
-           ("train", "data_seed"): (7, []),
-           ("dataset", "allow_partial"): (True, ["dataset.name=cub200", "dataset.root=/d"]),
-           ("dataset", "cache"): ("jpeg", ["dataset.name=cub200", "dataset.root=/d"]),
-           ("dataset", "version"): (None, ["dataset.name=synth-sop"])}
+CHANGED = {
+    ("eval", "every"): (2, []),
+    ("eval", "full_every"): (0, []),
+    ("eval", "dense_tail"): (True, []),
+    ("eval", "kmeans_engine"): ("torch", []),
+    ("backbone", "width"): (0.5, []),
+    ("backbone", "input_px"): (24, []),
+    ("backbone", "weights"): (None, ["backbone.pretrained=true"]),
+    ("train", "lr_schedule"): ("cosine", []),
+    ("train", "fused_optimizer"): (True, []),
+    ("train", "data_seed"): (7, []),
+    ("dataset", "allow_partial"): (True, ["dataset.name=cub200", "dataset.root=/d"]),
+    ("dataset", "cache"): ("jpeg", ["dataset.name=cub200", "dataset.root=/d"]),
+    ("dataset", "version"): (None, ["dataset.name=synth-sop"]),
+}
 
 
 def schema_keys(cfg: RunConfig) -> set[str]:
-    keys = {"seed"} | {f"{s}.{k}" for s in SECTIONS
-                       for k in RunConfig.model_fields[s].annotation.model_fields}
+    keys = {"seed"} | {
+        f"{s}.{k}" for s in SECTIONS for k in RunConfig.model_fields[s].annotation.model_fields
+    }
     keys |= {"method.name"} | {f"method.{p}" for p in cfg.method.params}
     if cfg.regularizer is None:
         return keys | {"regularizer"}
     return keys | {"regularizer.name"} | {f"regularizer.{p}" for p in cfg.regularizer.params}
 
 
-@pytest.mark.parametrize("overrides", [[], ["regularizer=nir", "validation.fraction=0.2"],
-                                       ["backbone.name=resnet50", "dataset.name=sop",
-                                        "dataset.root=/d"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["regularizer=nir", "validation.fraction=0.2"],
+        ["backbone.name=resnet50", "dataset.name=sop", "dataset.root=/d"],
+    ],
+)
 def test_display_holds_every_key_and_loads_back_as_itself(overrides):
     cfg = load_config(overrides=overrides)
     assert set(cfg.flat()) == schema_keys(cfg)  # config.yaml and the MLflow params
@@ -60,8 +73,9 @@ def test_identity_drops_a_key_only_at_its_historical_default():
     base = load_config()
     tree, shown = identity_tree(base), base.to_dict()
     dropped = {(s, k) for s in SECTIONS if s in tree for k in shown[s] if k not in tree[s]}
-    assert dropped == {key for key, value in HISTORICAL_DEFAULTS.items()
-                       if shown[key[0]][key[1]] == value}
+    assert dropped == {
+        key for key, value in HISTORICAL_DEFAULTS.items() if shown[key[0]][key[1]] == value
+    }
     assert "validation" not in tree  # inactive
     assert set(CHANGED) == set(HISTORICAL_DEFAULTS)
     for (section, key), (value, needs) in CHANGED.items():
@@ -97,21 +111,27 @@ def test_the_identity_is_the_historical_hash_function():
     assert config_hash(cfg) == cfg.config_hash == hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-@pytest.mark.parametrize("override, message", [
-    (["backbone.widht=0.5"], "unknown config key 'backbone.widht'; valid keys under backbone.: "),
-    (["backbone.widht=0.5"], "Did you mean 'width'?"),
-    (["backbone.width=8"], "backbone.width must be in [0.125, 4], got 8 (backbone.width: "),
-    (["train.lr=0"], "train.lr must be > 0, got 0"),
-    (["train.lr=1e-3x"], "train.lr must be float, got '1e-3x' (str)"),
-    (["train.deterministic=1"], "train.deterministic must be bool, got 1 (int)"),
-    (["train.precision=fp16"], "train.precision must be one of fp32, bf16, got 'fp16'"),
-    (["eval.recall_at=1,0"], "eval.recall_at[1] must be >= 1, got 0"),
-    (["eval.recall_at=[]"], "eval.recall_at must be a non-empty list of integers"),
-    (["train=5"], "train must be a mapping, got 5"),
-    (["train.epochs=0", "eval.every=0"], "2 problems in the config:"),
-    (["backbone.input_px=24", "backbone.name=resnet18"], "applies to small_cnn only"),
-    (["dataset.version=7"], "leave dataset.version out, it is derived"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            ["backbone.widht=0.5"],
+            "unknown config key 'backbone.widht'; valid keys under backbone.: ",
+        ),
+        (["backbone.widht=0.5"], "Did you mean 'width'?"),
+        (["backbone.width=8"], "backbone.width must be in [0.125, 4], got 8 (backbone.width: "),
+        (["train.lr=0"], "train.lr must be > 0, got 0"),
+        (["train.lr=1e-3x"], "train.lr must be float, got '1e-3x' (str)"),
+        (["train.deterministic=1"], "train.deterministic must be bool, got 1 (int)"),
+        (["train.precision=fp16"], "train.precision must be one of fp32, bf16, got 'fp16'"),
+        (["eval.recall_at=1,0"], "eval.recall_at[1] must be >= 1, got 0"),
+        (["eval.recall_at=[]"], "eval.recall_at must be a non-empty list of integers"),
+        (["train=5"], "train must be a mapping, got 5"),
+        (["train.epochs=0", "eval.every=0"], "2 problems in the config:"),
+        (["backbone.input_px=24", "backbone.name=resnet18"], "applies to small_cnn only"),
+        (["dataset.version=7"], "leave dataset.version out, it is derived"),
+    ],
+)
 def test_errors_name_the_key_the_value_and_the_fix(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(overrides=override)
@@ -125,12 +145,14 @@ def test_yaml_floats_written_as_text_are_floats():
 
 
 def test_the_config_stage_imports_nothing_downstream():
-    code = ("import sys\n"
-            "from nirbench.harness.config import load_config\n"
-            "load_config(overrides=['backbone.pretrained=true', 'regularizer=nir']).config_hash\n"
-            "load_config(overrides=['backbone.name=resnet50']).to_yaml()\n"
-            "bad = [m for m in sys.modules if m.split('.')[:3] in (['nirbench', 'harness', s]\n"
-            "       for s in ('train', 'grid', 'search', 'results', 'tracking', 'evaluation'))]\n"
-            "print(bad)\n")
+    code = (
+        "import sys\n"
+        "from nirbench.harness.config import load_config\n"
+        "load_config(overrides=['backbone.pretrained=true', 'regularizer=nir']).config_hash\n"
+        "load_config(overrides=['backbone.name=resnet50']).to_yaml()\n"
+        "bad = [m for m in sys.modules if m.split('.')[:3] in (['nirbench', 'harness', s]\n"
+        "       for s in ('train', 'grid', 'search', 'results', 'tracking', 'evaluation'))]\n"
+        "print(bad)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

@@ -15,6 +15,7 @@ For every method x {baseline, nir} (methods without class proxies get NIR's own-
       when the config is built.
 A new method registered in methods/ is covered without touching this file.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -37,8 +38,12 @@ METHOD_NAMES = METHODS.names()
 PROXY_METHODS = [n for n, info in METHODS.items() if info.provides_proxies]
 PAIR_METHODS = [n for n, info in METHODS.items() if not info.provides_proxies]
 ARMS = ("baseline", "nir")
-SMALL_NIR = ["regularizer=nir", "regularizer.blocks=2", "regularizer.subnet_width=16",
-             "regularizer.subnet_depth=2"]
+SMALL_NIR = [
+    "regularizer=nir",
+    "regularizer.blocks=2",
+    "regularizer.subnet_width=16",
+    "regularizer.subnet_depth=2",
+]
 # 4 classes x 4 images per batch: enough positives for every miner to find something.
 BATCH = ["train.batch_size=16", "train.samples_per_class=4"]
 
@@ -59,15 +64,17 @@ def tiny_bundle(tmp_path_factory):
 
 def first_batch(cfg: RunConfig, bundle) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Epoch 0's first batch exactly as engine.fit / train_one_epoch draw it."""
-    sampler = ClassBalancedBatchSampler(bundle.train.labels, cfg.train.batch_size,
-                                        cfg.train.samples_per_class, cfg.seed)
+    sampler = ClassBalancedBatchSampler(
+        bundle.train.labels, cfg.train.batch_size, cfg.train.samples_per_class, cfg.seed
+    )
     idx = sampler.batches(0)[0]
     images = bundle.train.train_batch(idx, CPU, epoch_generator(cfg.seed, 0, stream=1))
     return idx, images, bundle.train.labels[idx]
 
 
-def one_step_terms(trainer: Trainer, images: torch.Tensor,
-                   labels: torch.Tensor) -> dict[str, torch.Tensor]:
+def one_step_terms(
+    trainer: Trainer, images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
     trainer.model.train()
     trainer.objective.train()
     return trainer.objective(trainer.model(images).float(), labels)
@@ -84,8 +91,11 @@ def test_registry_entry_is_complete(name):
     assert info.name == name and info.family in ("proxy", "pair")
     assert info.provides_proxies == (info.family == "proxy")
     assert len(info.paper) > 20 and any(ch.isdigit() for ch in info.paper)  # a real citation
-    kwargs = set(inspect.signature(info.cls.__init__).parameters) - {"self", "num_classes",
-                                                                     "embed_dim"}
+    kwargs = set(inspect.signature(info.cls.__init__).parameters) - {
+        "self",
+        "num_classes",
+        "embed_dim",
+    }
     assert kwargs == set(info.defaults), "defaults must be exactly the constructor's kwargs"
     assert info.search_space and set(info.search_space) <= set(info.defaults)
     for param, spec in info.search_space.items():
@@ -147,8 +157,9 @@ def test_proxies_come_from_the_global_rng(name):
 # ------------------------------------------------------------------ (a) (b) (c)
 @pytest.mark.parametrize("arm", ARMS)
 @pytest.mark.parametrize("name", METHOD_NAMES)
-def test_one_step_is_finite_reaches_every_parameter_and_is_optimised(name, arm, tiny_overrides,
-                                                                      tiny_bundle):
+def test_one_step_is_finite_reaches_every_parameter_and_is_optimised(
+    name, arm, tiny_overrides, tiny_bundle
+):
     cfg = load_config(None, arm_overrides(name, arm, tiny_overrides))
     assert cfg.method.name == name and cfg.regularizer_name == ("nir" if arm == "nir" else "none")
     trainer = build_trainer(cfg, tiny_bundle, CPU)
@@ -211,8 +222,9 @@ def test_baseline_and_nir_arms_start_identical(name, tiny_overrides, tiny_bundle
     for key, value in base_method.items():
         assert torch.equal(value, nir_method[key]), key
     if METHODS.get(name).provides_proxies:
-        assert torch.equal(base.objective.method.class_proxies(),
-                           nir.objective.method.class_proxies())
+        assert torch.equal(
+            base.objective.method.class_proxies(), nir.objective.method.class_proxies()
+        )
     assert torch.equal(base_rng[0], nir_rng[0]) and np.array_equal(base_rng[1], nir_rng[1])
     assert torch.equal(base_idx, nir_idx) and torch.equal(base_images, nir_images)
     # Same weights, same data, same randomness: the method term of the first batch is the same.
@@ -221,13 +233,16 @@ def test_baseline_and_nir_arms_start_identical(name, tiny_overrides, tiny_bundle
 
 def test_another_seed_changes_the_initialisation(tiny_overrides, tiny_bundle):
     """The identity above is not vacuous: a different seed gives other weights and proxies."""
-    cfgs = [load_config(None, arm_overrides("soft_triple", "nir", tiny_overrides) + [f"seed={s}"])
-            for s in (0, 1)]
+    cfgs = [
+        load_config(None, arm_overrides("soft_triple", "nir", tiny_overrides) + [f"seed={s}"])
+        for s in (0, 1)
+    ]
     a, b = (build_trainer(cfg, tiny_bundle, CPU) for cfg in cfgs)
     assert not torch.equal(a.model.head.weight, b.model.head.weight)
     assert not torch.equal(a.objective.method.class_proxies(), b.objective.method.class_proxies())
-    assert not torch.equal(first_batch(cfgs[0], tiny_bundle)[0],
-                           first_batch(cfgs[1], tiny_bundle)[0])
+    assert not torch.equal(
+        first_batch(cfgs[0], tiny_bundle)[0], first_batch(cfgs[1], tiny_bundle)[0]
+    )
 
 
 # ------------------------------------------------------------------ (e)
@@ -269,14 +284,26 @@ def test_a_new_method_is_one_registration_and_tables_read_its_metadata():
     from nirbench.methods.base import MethodInfo
     from nirbench.methods.proxy_anchor import ProxyAnchor
 
-    METHODS.add("toy_proxy", MethodInfo(name="toy_proxy", cls=ProxyAnchor, family="proxy",
-                                        provides_proxies=True, paper="a test", title="ToyProxy",
-                                        table_rank=-1,
-                                        defaults=dict(METHODS.get("proxy_anchor").defaults)))
+    METHODS.add(
+        "toy_proxy",
+        MethodInfo(
+            name="toy_proxy",
+            cls=ProxyAnchor,
+            family="proxy",
+            provides_proxies=True,
+            paper="a test",
+            title="ToyProxy",
+            table_rank=-1,
+            defaults=dict(METHODS.get("proxy_anchor").defaults),
+        ),
+    )
     try:
         assert METHOD_TITLES["toy_proxy"] == "ToyProxy"
         assert sorted(["proxy_anchor", "toy_proxy", "triplet"], key=method_rank) == [
-            "toy_proxy", "proxy_anchor", "triplet"]
+            "toy_proxy",
+            "proxy_anchor",
+            "triplet",
+        ]
     finally:
         METHODS._entries.pop("toy_proxy")
 
@@ -317,8 +344,16 @@ class ToyRegularizer(torch.nn.Module):
     embedding to its class proxy, as the ``far`` or ``near`` form; ``active: false`` is its
     control arm (no term)."""
 
-    def __init__(self, *, num_classes: int, embed_dim: int, weight: float,
-                 weight_convention: str, form: str, active: bool) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        embed_dim: int,
+        weight: float,
+        weight_convention: str,
+        form: str,
+        active: bool,
+    ) -> None:
         super().__init__()
         self.weight, self.weight_convention = float(weight), weight_convention
         self.form, self.active = form, active
@@ -341,27 +376,44 @@ class ToyRegularizer(torch.nn.Module):
 def toy_regularizer():
     from nirbench.methods.base import RegularizerInfo
 
-    REGULARIZERS.add("toy", RegularizerInfo(
-        name="toy", cls=ToyRegularizer, paper="a test regularizer, no paper (2026)",
-        needs_proxies=True, title="Toy", forms=("near", "far"), control_variant=("active", False),
-        variant_titles={("active", "false"): "switched off"}, variant_keys=("active", "form"),
-        defaults={"weight": 0.5, "weight_convention": "lambda", "form": "near",
-                  "active": True}))
+    REGULARIZERS.add(
+        "toy",
+        RegularizerInfo(
+            name="toy",
+            cls=ToyRegularizer,
+            paper="a test regularizer, no paper (2026)",
+            needs_proxies=True,
+            title="Toy",
+            forms=("near", "far"),
+            control_variant=("active", False),
+            variant_titles={("active", "false"): "switched off"},
+            variant_keys=("active", "form"),
+            defaults={"weight": 0.5, "weight_convention": "lambda", "form": "near", "active": True},
+        ),
+    )
     try:
         yield REGULARIZERS.get("toy")
     finally:
         REGULARIZERS._entries.pop("toy")
 
 
-def test_a_new_regularizer_is_one_registration_and_arms_read_its_metadata(toy_regularizer,
-                                                                            tiny_overrides):
+def test_a_new_regularizer_is_one_registration_and_arms_read_its_metadata(
+    toy_regularizer, tiny_overrides
+):
     """A toy regularizer registered from outside: its arms, their titles, its control arm, the
     comparisons, its compatibility and its loss terms come from its RegularizerInfo, not from
     names written out in harness/."""
     from nirbench.harness.config import IncompatiblePairError
     from nirbench.harness.grid.arms import arm_of_config
-    from nirbench.harness.results.arms import (arm_key, arm_order, arm_title, controlled_arm,
-                                               default_pairs, is_control, ladders)
+    from nirbench.harness.results.arms import (
+        arm_key,
+        arm_order,
+        arm_title,
+        controlled_arm,
+        default_pairs,
+        is_control,
+        ladders,
+    )
     from nirbench.harness.train.objective import build_objective
 
     base = [*tiny_overrides, "method=proxy_anchor", "regularizer=toy"]
@@ -376,8 +428,11 @@ def test_a_new_regularizer_is_one_registration_and_arms_read_its_metadata(toy_re
     assert controlled_arm("toy[active=false,form=far]") == "toy[form=far]"
     arms = ["toy", "none", "toy[active=false]"]
     assert sorted(arms, key=arm_order) == ["none", "toy[active=false]", "toy"]
-    assert default_pairs(arms) == [("none", "toy[active=false]"), ("toy[active=false]", "toy"),
-                                   ("none", "toy")]
+    assert default_pairs(arms) == [
+        ("none", "toy[active=false]"),
+        ("toy[active=false]", "toy"),
+        ("none", "toy"),
+    ]
     assert ladders(arms) == [("none", "toy[active=false]", "toy")]
 
     # needs proxies and brings none: a pair method cannot take it, and the config says so
@@ -387,8 +442,14 @@ def test_a_new_regularizer_is_one_registration_and_arms_read_its_metadata(toy_re
 
     # the objective names its terms after the registration and weights it by its convention
     torch.manual_seed(0)
-    objective = build_objective("proxy_anchor", METHODS.get("proxy_anchor").defaults, "toy",
-                                toy_regularizer.defaults, num_classes=4, embed_dim=8)
+    objective = build_objective(
+        "proxy_anchor",
+        METHODS.get("proxy_anchor").defaults,
+        "toy",
+        toy_regularizer.defaults,
+        num_classes=4,
+        embed_dim=8,
+    )
     embeddings, labels = torch.randn(8, 8), torch.arange(8) % 4
     terms = objective(embeddings, labels)
     assert set(terms) == {"loss/method", "loss/toy", "loss/total", "toy/term"}

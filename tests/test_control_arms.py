@@ -2,6 +2,7 @@
 arm runs except the flow. Each arm must differ from its reference in exactly the intended way:
 same initial weights and batches, and the loss combined as specified. Also: adding ``flow`` left
 every existing config hash alone, and the lambda and nll variants run end to end."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,12 @@ from nirbench.harness.tracking.store import Tracker, run_tags
 from tests.conftest import TINY
 
 CPU = torch.device("cpu")
-SMALL_NIR = ["regularizer=nir", "regularizer.blocks=2", "regularizer.subnet_width=16",
-             "regularizer.subnet_depth=2"]
+SMALL_NIR = [
+    "regularizer=nir",
+    "regularizer.blocks=2",
+    "regularizer.subnet_width=16",
+    "regularizer.subnet_depth=2",
+]
 FAST = ["eval.nmi=false", "eval.structure=false"]
 BATCH = ["train.batch_size=16", "train.samples_per_class=4"]
 ARMS = {"baseline": [], "control": [*SMALL_NIR, "regularizer.flow=false"], "nir": SMALL_NIR}
@@ -60,23 +65,37 @@ def test_adding_flow_keeps_every_existing_hash():
 def test_tags_say_which_arm_and_variant_ran():
     nir = run_tags(load_config(None, ["regularizer=nir"]), "g")
     control = run_tags(load_config(None, ["regularizer=nir", "regularizer.flow=false"]), "g")
-    variant = run_tags(load_config(None, ["regularizer=nir", "regularizer.form=nll",
-                                          "regularizer.weight_convention=lambda",
-                                          "regularizer.weight=100"]), "g")
+    variant = run_tags(
+        load_config(
+            None,
+            [
+                "regularizer=nir",
+                "regularizer.form=nll",
+                "regularizer.weight_convention=lambda",
+                "regularizer.weight=100",
+            ],
+        ),
+        "g",
+    )
     assert nir["nir.flow"] == "true" and control["nir.flow"] == "false"
     assert (variant["nir.form"], variant["nir.weight_convention"], variant["nir.weight"]) == (
-        "nll", "lambda", "100.0")
+        "nll",
+        "lambda",
+        "100.0",
+    )
     assert "nir.flow" not in run_tags(load_config(None, []), "g")
 
 
 # ------------------------------------------------------------------ same start
 def build_arm(arm: str, method: str, tiny_overrides, bundle, *extra: str):
-    cfg = load_config(None, [*tiny_overrides, *BATCH, *FAST, f"method={method}", *ARMS[arm],
-                             *extra])
+    cfg = load_config(
+        None, [*tiny_overrides, *BATCH, *FAST, f"method={method}", *ARMS[arm], *extra]
+    )
     trainer = build_trainer(cfg, bundle, CPU)
     rng = (torch.get_rng_state(), np.random.get_state()[1].copy())
-    sampler = ClassBalancedBatchSampler(bundle.train.labels, cfg.train.batch_size,
-                                        cfg.train.samples_per_class, cfg.seed)
+    sampler = ClassBalancedBatchSampler(
+        bundle.train.labels, cfg.train.batch_size, cfg.train.samples_per_class, cfg.seed
+    )
     idx = sampler.batches(0)[0]
     images = bundle.train.train_batch(idx, CPU, epoch_generator(cfg.seed, 0, stream=1))
     return trainer, rng, images, bundle.train.labels[idx]
@@ -105,13 +124,15 @@ def test_baseline_control_and_nir_start_identical(method, tiny_overrides, tiny_b
 
 @pytest.mark.parametrize("convention, weight", [("w_align", 0.01), ("lambda", 100.0)])
 @pytest.mark.parametrize("method", ["proxy_anchor", "contrastive"])
-def test_each_arm_combines_the_loss_as_specified(method, convention, weight, tiny_overrides,
-                                                 tiny_bundle):
+def test_each_arm_combines_the_loss_as_specified(
+    method, convention, weight, tiny_overrides, tiny_bundle
+):
     extra = [f"regularizer.weight_convention={convention}", f"regularizer.weight={weight}"]
     terms = {}
     for arm in ARMS:
-        trainer, _, images, labels = build_arm(arm, method, tiny_overrides, tiny_bundle,
-                                               *(extra if arm != "baseline" else []))
+        trainer, _, images, labels = build_arm(
+            arm, method, tiny_overrides, tiny_bundle, *(extra if arm != "baseline" else [])
+        )
         trainer.model.train()
         terms[arm] = trainer.objective(trainer.model(images).float(), labels)
     # same weights, same batch: the same method loss in all three arms
@@ -148,10 +169,14 @@ def test_control_arm_runs_and_logs_a_zero_grad_share(tiny_overrides, results_dir
     assert not tracker.history(run_id, "loss/nir") and not tracker.history(run_id, "nir/term")
 
 
-@pytest.mark.parametrize("variant", [
-    ["regularizer.weight_convention=lambda", "regularizer.weight=100"],  # lambda = 1 / w_align
-    ["regularizer.form=nll"],
-], ids=["lambda", "nll"])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ["regularizer.weight_convention=lambda", "regularizer.weight=100"],  # lambda = 1 / w_align
+        ["regularizer.form=nll"],
+    ],
+    ids=["lambda", "nll"],
+)
 def test_lambda_and_nll_variants_run_through_the_cli(variant, tiny_overrides, results_dir):
     argv = ["run", "--results-dir", str(results_dir), "--no-progress", "--quiet"]
     for item in [*tiny_overrides, *FAST, *SMALL_NIR, *variant]:

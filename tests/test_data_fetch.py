@@ -5,6 +5,7 @@ nothing half-extracted; a server that drops the connection mid-download is resum
 restarted by the next run; offline mode never contacts the server; Cars196 prints instructions
 and verifies a user-placed copy. The table's checksum is patched for the miniature archive (md5
 by hashlib, independent of torchvision's), the URL comes from NIRBENCH_MIRROR."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -112,15 +113,22 @@ def patch_table(monkeypatch, file_name: str, data: bytes | None = None, **fields
     """Give ``file_name``'s row the size and md5 of ``data`` (or ``fields``), nothing else."""
     if data is not None:
         fields = {"size": len(data), "md5": hashlib.md5(data).hexdigest(), **fields}
-    table = tuple(dataclasses.replace(f, **fields) if f.file_name == file_name else f
-                  for f in downloads.OFFICIAL_FILES)
+    table = tuple(
+        dataclasses.replace(f, **fields) if f.file_name == file_name else f
+        for f in downloads.OFFICIAL_FILES
+    )
     monkeypatch.setattr(downloads, "OFFICIAL_FILES", table)
 
 
 def leftovers(root: Path) -> list[str]:
     """What a failed fetch must not leave: extracted folders, partial folders, .part files."""
-    return sorted(p.name for p in root.iterdir() if p.name.startswith(PARTIAL_PREFIX)
-                  or p.suffix == ".part" or p.name in ("CUB_200_2011", "attributes.txt"))
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.name.startswith(PARTIAL_PREFIX)
+        or p.suffix == ".part"
+        or p.name in ("CUB_200_2011", "attributes.txt")
+    )
 
 
 def quiet(_line: str) -> None:
@@ -136,7 +144,8 @@ def test_mirror_url_is_base_plus_official_file_name(monkeypatch):
 
 
 def test_miniature_cub_downloads_verifies_extracts_and_reaches_the_doctor(
-        server, mini_cub, monkeypatch, tmp_path):
+    server, mini_cub, monkeypatch, tmp_path
+):
     data, truth = mini_cub
     server.files["CUB_200_2011.tgz"] = data
     patch_table(monkeypatch, "CUB_200_2011.tgz", data)
@@ -144,8 +153,11 @@ def test_miniature_cub_downloads_verifies_extracts_and_reaches_the_doctor(
     result = fetch("cub200", root, progress=False, say=quiet)
     assert [r[0] for r in server.requests] == ["/CUB_200_2011.tgz"]
     assert result["files"][0]["action"] == "downloaded, verified, extracted"
-    assert sorted(p.name for p in root.iterdir()) == ["CUB_200_2011", "CUB_200_2011.tgz",
-                                                      "attributes.txt"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "CUB_200_2011",
+        "CUB_200_2011.tgz",
+        "attributes.txt",
+    ]
     listing = list_dataset("cub200", root)  # the loader, independently of the doctor's row
     assert listing.split_counts()["train_images"] == truth.train_images
     assert listing.split_counts()["test_images"] == truth.test_images
@@ -160,8 +172,7 @@ def test_miniature_cub_downloads_verifies_extracts_and_reaches_the_doctor(
     assert again["files"][0]["action"] == "in place" and len(server.requests) == 1
 
 
-def test_truncated_archive_is_refused_and_nothing_is_left(server, mini_cub, monkeypatch,
-                                                         tmp_path):
+def test_truncated_archive_is_refused_and_nothing_is_left(server, mini_cub, monkeypatch, tmp_path):
     data, _ = mini_cub
     server.files["CUB_200_2011.tgz"] = data[: len(data) // 2]
     patch_table(monkeypatch, "CUB_200_2011.tgz", data)
@@ -182,7 +193,8 @@ def test_wrong_checksum_is_refused_and_nothing_is_left(server, mini_cub, monkeyp
 
 
 def test_archive_that_cannot_be_extracted_leaves_nothing_half_extracted(
-        server, mini_cub, monkeypatch, tmp_path):
+    server, mini_cub, monkeypatch, tmp_path
+):
     data, _ = mini_cub
     broken = data[: len(data) * 2 // 3]  # its checksum matches the table: extraction fails
     server.files["CUB_200_2011.tgz"] = broken
@@ -195,7 +207,8 @@ def test_archive_that_cannot_be_extracted_leaves_nothing_half_extracted(
 
 @pytest.mark.parametrize("ranges", [True, False], ids=["resumed", "restarted"])
 def test_server_that_disappears_mid_download_then_a_rerun_completes(
-        server, mini_cub, monkeypatch, tmp_path, ranges):
+    server, mini_cub, monkeypatch, tmp_path, ranges
+):
     data, truth = mini_cub
     server.files["CUB_200_2011.tgz"] = data
     server.ranges = ranges
@@ -231,7 +244,8 @@ def test_a_part_file_that_fails_its_checksum_is_deleted(server, mini_cub, monkey
 
 
 def test_offline_never_contacts_the_server_and_verifies_what_is_there(
-        server, mini_cub, monkeypatch, tmp_path):
+    server, mini_cub, monkeypatch, tmp_path
+):
     data, truth = mini_cub
     server.files["CUB_200_2011.tgz"] = data
     patch_table(monkeypatch, "CUB_200_2011.tgz", data)
@@ -241,8 +255,10 @@ def test_offline_never_contacts_the_server_and_verifies_what_is_there(
     result = fetch("cub200", root, progress=False, say=said.append)
     assert server.requests == []
     assert result["files"][0]["action"] == "missing (offline)"
-    assert f"download {server.url}CUB_200_2011.tgz and put it at {root / 'CUB_200_2011.tgz'}" \
+    assert (
+        f"download {server.url}CUB_200_2011.tgz and put it at {root / 'CUB_200_2011.tgz'}"
         in said[0]
+    )
     assert not result["check"]["details"]["found"]
     (root / "CUB_200_2011.tgz").write_bytes(data)  # the user places it
     result = fetch("cub200", root, progress=False, say=quiet)
@@ -272,7 +288,8 @@ def test_cars196_prints_instructions_and_verifies_a_user_placed_copy(server, tmp
 
 
 def test_cars196_archive_placed_by_the_user_is_extracted_and_reference_files_are_checked(
-        server, monkeypatch, tmp_path):
+    server, monkeypatch, tmp_path
+):
     source = tmp_path / "source"
     truth = make_cars_official(source)
     root = tmp_path / "data"
@@ -309,5 +326,6 @@ def test_docs_page_is_generated_from_the_table():
     page = REPO / "docs" / "downloads.md"
     assert page.read_text() == downloads.downloads_markdown(), (
         "docs/downloads.md is stale: regenerate it with python -c 'from nirbench.harness.data."
-        "real.downloads import downloads_markdown; print(downloads_markdown(), end=\"\")' > "
-        "docs/downloads.md")
+        'real.downloads import downloads_markdown; print(downloads_markdown(), end="")\' > '
+        "docs/downloads.md"
+    )

@@ -1,6 +1,7 @@
 """The documentation (issue 24): the README stays a five-minute read, its links resolve, the
 mkdocs site builds with --strict (every page in the nav exists, every link and anchor resolves),
 and the generated command reference is the parser's current --help."""
+
 from __future__ import annotations
 
 import re
@@ -30,11 +31,16 @@ def test_the_command_reference_is_current():
 
     page = ROOT / "docs" / "cli.md"
     assert page.is_file() and page.read_text() == reference_markdown(), (
-        f"docs/cli.md is stale (a command or option changed); regenerate it: {REGENERATE}")
+        f"docs/cli.md is stale (a command or option changed); regenerate it: {REGENERATE}"
+    )
 
 
 def test_the_site_builds_strictly(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
-                           str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stdout}{done.stderr}"
     assert (tmp_path / "site" / "index.html").is_file()

@@ -2,6 +2,7 @@
 reported and the others still run, the JSON keys are stable (README), and the checks that can be
 exercised without a GPU do the right thing here (missing or damaged weights, partial datasets,
 an unwritable store, too little disk)."""
+
 from __future__ import annotations
 
 import json
@@ -15,13 +16,29 @@ from nirbench.harness.doctor import Check, Context
 
 TOP_KEYS = {"ok", "ready", "counts", "data_root", "results_dir", "tracking_uri", "checks"}
 CHECK_KEYS = {"name", "status", "message", "fix", "details", "seconds"}
-NAMES = {"torch", "cuda", "cudnn", "gpu", "bf16", "faiss_gpu", "imagenet_weights",
-         "dataset:cub200", "dataset:cars196", "dataset:sop", "tracking", "disk", "chromium"}
+NAMES = {
+    "torch",
+    "cuda",
+    "cudnn",
+    "gpu",
+    "bf16",
+    "faiss_gpu",
+    "imagenet_weights",
+    "dataset:cub200",
+    "dataset:cars196",
+    "dataset:sop",
+    "tracking",
+    "disk",
+    "chromium",
+}
 
 
 def ctx(tmp_path: Path) -> Context:
-    return Context(data_root=tmp_path / "data", results_dir=tmp_path / "results",
-                   tracking_uri=f"sqlite:///{tmp_path}/results/mlflow.db")
+    return Context(
+        data_root=tmp_path / "data",
+        results_dir=tmp_path / "results",
+        tracking_uri=f"sqlite:///{tmp_path}/results/mlflow.db",
+    )
 
 
 def test_doctor_json_keys_and_dataset_lines(tmp_path, capsys, monkeypatch):
@@ -29,8 +46,16 @@ def test_doctor_json_keys_and_dataset_lines(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     rf.make_cub_flat(tmp_path / "data")
-    args = build_parser().parse_args(["doctor", "--data-root", str(tmp_path / "data"),
-                                      "--results-dir", str(tmp_path / "results"), "--json"])
+    args = build_parser().parse_args(
+        [
+            "doctor",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--json",
+        ]
+    )
     rc = args.func(args)
     report = json.loads(capsys.readouterr().out)
     assert TOP_KEYS <= set(report) and rc == (0 if report["ok"] else 1)
@@ -63,8 +88,7 @@ def test_a_crashing_check_fails_and_the_others_still_run(tmp_path):
     def check_meh(ctx):
         return Check("meh", "warn", "not great", "do this")
 
-    report = doctor.run(tmp_path, tmp_path / "results", checks=[check_boom, check_fine,
-                                                                check_meh])
+    report = doctor.run(tmp_path, tmp_path / "results", checks=[check_boom, check_fine, check_meh])
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert statuses == {"boom": "fail", "fine": "ok", "meh": "warn"}
     assert "kaput" in report["checks"][0]["message"]
@@ -88,15 +112,17 @@ def test_damaged_weights_fail_with_the_fix(tmp_path, monkeypatch):
 def test_unwritable_store_fails(tmp_path):
     blocker = tmp_path / "results"
     blocker.write_text("a file where the results folder should be")
-    c = Context(data_root=tmp_path, results_dir=blocker,
-                tracking_uri=f"sqlite:///{blocker}/mlflow.db")
+    c = Context(
+        data_root=tmp_path, results_dir=blocker, tracking_uri=f"sqlite:///{blocker}/mlflow.db"
+    )
     result = doctor.check_tracking(c)
     assert result.status == "fail" and "--results-dir" in result.fix
     broken = tmp_path / "r2"
     broken.mkdir()
     (broken / "mlflow.db").write_text("not sqlite")
-    c = Context(data_root=tmp_path, results_dir=broken,
-                tracking_uri=f"sqlite:///{broken}/mlflow.db")
+    c = Context(
+        data_root=tmp_path, results_dir=broken, tracking_uri=f"sqlite:///{broken}/mlflow.db"
+    )
     assert doctor.check_tracking(c).status == "fail"
 
 
@@ -121,8 +147,13 @@ def test_gpu_checks_without_a_gpu_warn_and_say_why(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the gpu-marked checks cover it")
-    for check in (doctor.check_cuda, doctor.check_cudnn, doctor.check_gpu, doctor.check_bf16,
-                  doctor.check_faiss_gpu):
+    for check in (
+        doctor.check_cuda,
+        doctor.check_cudnn,
+        doctor.check_gpu,
+        doctor.check_bf16,
+        doctor.check_faiss_gpu,
+    ):
         result = check(ctx(tmp_path))
         assert result.status == "warn" and result.fix, result
 

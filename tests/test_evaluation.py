@@ -3,6 +3,7 @@
 References: a naive per-query implementation written here from the metric definitions (PAPER.md
 section 6), pytorch-metric-learning's AccuracyCalculator, and closed-form values for constructed data.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -88,7 +89,9 @@ def reference_metrics(x, labels, recall_at=RECALL_AT):
         r_prec.append(sum(relevance[:r]) / r)
         map_r.append(sum_of_precisions(relevance[:r]) / r)
     out = {f"recall@{k}": float(np.mean(v)) for k, v in recall.items()}
-    out.update({"map@r": np.mean(map_r), "r_precision": np.mean(r_prec), "map@1000": np.mean(map_1000)})
+    out.update(
+        {"map@r": np.mean(map_r), "r_precision": np.mean(r_prec), "map@1000": np.mean(map_1000)}
+    )
     return out
 
 
@@ -176,7 +179,9 @@ def test_ties_follow_lower_index_rule_including_the_cut():
 def test_classes_of_size_two():
     rng = np.random.default_rng(5)
     labels = np.repeat(np.arange(100), 2)
-    x = (rng.standard_normal((100, 16))[labels] + 0.7 * rng.standard_normal((200, 16))).astype(np.float32)
+    x = (rng.standard_normal((100, 16))[labels] + 0.7 * rng.standard_normal((200, 16))).astype(
+        np.float32
+    )
     ours = assert_matches_reference(x, labels, recall_at=(1, 2, 4))
     assert ours["map@r"] == pytest.approx(ours["recall@1"], abs=TOL)  # R = 1: both are P@1
     assert 0.2 < ours["recall@1"] < 1.0
@@ -268,10 +273,22 @@ def test_torch_inputs_match_numpy():
 def test_keys_types_and_docs():
     x, labels = clustered(seed=12)
     ours = compute_metrics(x, labels, recall_at=(1, 10, 100))
-    assert list(ours) == ["recall@1", "recall@10", "recall@100", "map@r", "r_precision", "map@1000", "nmi"]
+    assert list(ours) == [
+        "recall@1",
+        "recall@10",
+        "recall@100",
+        "map@r",
+        "r_precision",
+        "map@1000",
+        "nmi",
+    ]
     assert all(type(v) is float and 0.0 <= v <= 1.0 for v in ours.values())
     assert "nmi" not in compute_metrics(x, labels, nmi=False)
-    assert list(compute_metrics(x, labels, recall_at=(), nmi=False)) == ["map@r", "r_precision", "map@1000"]
+    assert list(compute_metrics(x, labels, recall_at=(), nmi=False)) == [
+        "map@r",
+        "r_precision",
+        "map@1000",
+    ]
     assert set(METRIC_KEYS_DOC) == {"recall@{k}", "map@r", "r_precision", "map@1000", "nmi"}
 
 
@@ -296,7 +313,9 @@ def test_nmi_matches_sklearn_on_known_clustering(nmi_seed):
     x, labels, blob = two_blobs_with_label_noise(seed=13)
     expected = normalized_mutual_info_score(labels, blob)
     assert 0.3 < expected < 0.9
-    assert compute_metrics(x, labels, nmi_seed=nmi_seed)["nmi"] == pytest.approx(expected, abs=1e-12)
+    assert compute_metrics(x, labels, nmi_seed=nmi_seed)["nmi"] == pytest.approx(
+        expected, abs=1e-12
+    )
     assert compute_metrics(x, blob, nmi_seed=nmi_seed)["nmi"] == pytest.approx(1.0, abs=1e-12)
 
 

@@ -1,4 +1,5 @@
 """The conditional GLOW flow behind NIR: invertibility, exact logdet, size, conditioning."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,9 @@ def small_flow(
     conditioning: str = "dense", dim: int = 6, cond_dim: int = 4, scale: float = 3.0
 ) -> ConditionalGlow:
     torch.manual_seed(0)
-    flow = ConditionalGlow(dim, cond_dim, blocks=3, subnet_depth=3, subnet_width=16,
-                           conditioning=conditioning).double()
+    flow = ConditionalGlow(
+        dim, cond_dim, blocks=3, subnet_depth=3, subnet_width=16, conditioning=conditioning
+    ).double()
     # Larger weights than PyTorch's default init so scales/shifts are far from identity and the
     # log-determinant is clearly non-zero.
     with torch.no_grad():

@@ -2,6 +2,7 @@
 recorded FAILED with their cause and the grid goes on), FAILED runs not rerun without
 --retry-failed, one MLflow run per configuration, a per-configuration lock against training
 twice, --dry-run states, GPU pinning plans, the progress ETA and the exact reproduce command."""
+
 from __future__ import annotations
 
 import io
@@ -82,8 +83,9 @@ def test_bad_grid_entry_fails_before_anything_starts(tmp_path, results_dir, caps
     assert not (results_dir / "runs").exists() and not (results_dir / "mlflow.db").exists()
 
 
-def test_a_locked_configuration_is_never_trained_twice(tmp_path, results_dir, capsys,
-                                                       tiny_overrides):
+def test_a_locked_configuration_is_never_trained_twice(
+    tmp_path, results_dir, capsys, tiny_overrides
+):
     grid = write_grid(tmp_path, seeds=(0, 1))
     plan = load_grid(grid)
     held = plan.configs[0]
@@ -92,8 +94,10 @@ def test_a_locked_configuration_is_never_trained_twice(tmp_path, results_dir, ca
             execute(held, Tracker(results_dir), results_dir.resolve())
         assert main(["grid", str(grid), "--results-dir", str(results_dir), "--dry-run"]) == 0
         assert "running elsewhere: pid" in capsys.readouterr().out
-        assert main(["grid", str(grid), "--results-dir", str(results_dir),
-                     "--executor", "inline"]) == 0
+        assert (
+            main(["grid", str(grid), "--results-dir", str(results_dir), "--executor", "inline"])
+            == 0
+        )
         assert "running elsewhere" in capsys.readouterr().out
     tracker = Tracker(results_dir)
     (run,) = tracker.runs()
@@ -114,8 +118,10 @@ def test_slots_pin_runs_to_gpus_and_share_cpu_threads():
         plan_slots(5, gpus=["0", "1"], runs_per_gpu=2)
     cpu = plan_slots(2, gpus=[], cores=2)
     assert [(s.gpu, s.threads) for s in cpu] == [(None, 1), (None, 1)]
-    assert len(plan_slots(None, gpus=[], cores=2)) == 2 and len(plan_slots(None, gpus=[],
-                                                                           cores=1)) == 1
+    assert (
+        len(plan_slots(None, gpus=[], cores=2)) == 2
+        and len(plan_slots(None, gpus=[], cores=1)) == 1
+    )
 
 
 def test_progress_counts_and_eta():
@@ -125,8 +131,9 @@ def test_progress_counts_and_eta():
     progress = GridProgress(jobs, parallel=2, already_done=1, stream=out, clock=lambda: now[0])
     for job in jobs[:2]:
         progress.started(job)
-    progress.finished(jobs[0], JobResult("h0", FINISHED, seconds=10.0,
-                                         metrics={"test/recall@1": 0.5}))
+    progress.finished(
+        jobs[0], JobResult("h0", FINISHED, seconds=10.0, metrics={"test/recall@1": 0.5})
+    )
     progress.started(jobs[2])
     progress.finished(jobs[1], JobResult("h1", FINISHED, seconds=20.0))
     # mean 15 s x (3 not started + 0.5 x 1 running) / 2 at once
@@ -138,8 +145,11 @@ def test_progress_counts_and_eta():
 
 def test_the_eta_counts_epochs_not_runs():
     """Longest runs first: a 60-epoch run that took 60 s says a 10-epoch one takes 10 s."""
-    jobs = [Job("", "long", "long", 60), Job("", "short1", "short 1", 10),
-            Job("", "short2", "short 2", 10)]
+    jobs = [
+        Job("", "long", "long", 60),
+        Job("", "short1", "short 1", 10),
+        Job("", "short2", "short 2", 10),
+    ]
     progress = GridProgress(jobs, parallel=1, stream=io.StringIO())
     progress.started(jobs[0])
     progress.finished(jobs[0], JobResult("long", FINISHED, seconds=60.0))
@@ -169,8 +179,7 @@ def test_one_session_plans_skips_and_collects_for_every_executor(tmp_path, resul
     from nirbench.harness.grid.status import FAILED
 
     grid = write_grid(tmp_path, datasets=("test-tiny", RAISES))
-    assert main(["grid", str(grid), "--results-dir", str(results_dir), "--executor",
-                 "inline"]) == 1
+    assert main(["grid", str(grid), "--results-dir", str(results_dir), "--executor", "inline"]) == 1
     capsys.readouterr()
 
     session = GridSession.open(str(grid), [], [], results_dir)
@@ -191,8 +200,9 @@ def test_one_session_plans_skips_and_collects_for_every_executor(tmp_path, resul
     assert retry.exit_status(outcome) == 1
 
 
-def test_the_local_and_slurm_paths_open_the_same_session(tmp_path, results_dir, capsys,
-                                                          monkeypatch):
+def test_the_local_and_slurm_paths_open_the_same_session(
+    tmp_path, results_dir, capsys, monkeypatch
+):
     """Both commands plan through GridSession.open (the Slurm dry run renders its sbatch script
     with submitit alone, no cluster needed)."""
     pytest.importorskip("submitit")
@@ -208,8 +218,15 @@ def test_the_local_and_slurm_paths_open_the_same_session(tmp_path, results_dir, 
     monkeypatch.setattr(session_module.GridSession, "open", classmethod(spy))
     grid = write_grid(tmp_path)
     for executor in ("local", "slurm"):
-        argv = ["grid", str(grid), "--results-dir", str(results_dir), "--dry-run",
-                "--executor", executor]
+        argv = [
+            "grid",
+            str(grid),
+            "--results-dir",
+            str(results_dir),
+            "--dry-run",
+            "--executor",
+            executor,
+        ]
         assert main(argv) == 0
     out = capsys.readouterr().out
     assert opened == [str(grid), str(grid)]

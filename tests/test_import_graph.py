@@ -9,6 +9,7 @@ is an edge to the module ``pkg.name`` when that is a module, else to ``pkg``. Im
 ``a.b.c`` also runs ``a/b/__init__.py``; that implicit edge is left out, as import linters do:
 a package's __init__ re-exporting its modules is not a dependency of those modules on it.
 """
+
 from __future__ import annotations
 
 import ast
@@ -17,8 +18,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = {"harness": "nirbench.harness", "methods": "nirbench.methods",
-           "dashboards": "nirbench.dashboards"}
+FOLDERS = {
+    "harness": "nirbench.harness",
+    "methods": "nirbench.methods",
+    "dashboards": "nirbench.dashboards",
+}
 
 # The stages, in the order the data flows: a module may import its own stage and the stages
 # before it, never one after it (a back-edge). A module's stage is the first entry whose prefix
@@ -38,14 +42,27 @@ FOLDERS = {"harness": "nirbench.harness", "methods": "nirbench.methods",
 #               import any stage, and no stage imports them
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # (a prefix ending in "_" names a family of modules: config_schema.py, config_identity.py)
-    ("config", ("nirbench.harness.config", "nirbench.harness.config_",
-                "nirbench.harness.registry", "nirbench.harness.budgets")),
+    (
+        "config",
+        (
+            "nirbench.harness.config",
+            "nirbench.harness.config_",
+            "nirbench.harness.registry",
+            "nirbench.harness.budgets",
+        ),
+    ),
     ("data", ("nirbench.harness.data",)),
     ("train", ("nirbench.methods", "nirbench.harness.train")),
     ("evaluation", ("nirbench.harness.evaluation",)),
     ("tracking", ("nirbench.harness.tracking",)),
-    ("run", ("nirbench.harness.train.engine", "nirbench.harness.train.runner",
-             "nirbench.harness.train.numerics")),
+    (
+        "run",
+        (
+            "nirbench.harness.train.engine",
+            "nirbench.harness.train.runner",
+            "nirbench.harness.train.numerics",
+        ),
+    ),
     ("grid", ("nirbench.harness.grid", "nirbench.harness.search")),
     ("results", ("nirbench.harness.results",)),
     ("report", ("nirbench.dashboards",)),
@@ -100,12 +117,14 @@ def import_graph(modules: dict[str, tuple[Path, bool]]) -> dict[str, dict[str, i
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 if node.level:  # relative: from . import x, from ..pkg import y
-                    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
                     source = ".".join(base + ([node.module] if node.module else []))
                 else:
                     source = node.module or ""
-                targets = [f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source
-                           for a in node.names]
+                targets = [
+                    f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source
+                    for a in node.names
+                ]
             for target in targets:
                 if not target.startswith("nirbench."):
                     continue
@@ -126,7 +145,7 @@ def find_cycle(graph: dict[str, dict[str, int]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, {})):
             if colour.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in colour:
                 found = visit(nxt)
                 if found:
@@ -149,13 +168,17 @@ def stage_of(module: str) -> str:
     best = None
     for name, prefixes in STAGES:
         for prefix in prefixes:
-            matches = module.startswith(prefix) if prefix.endswith("_") else \
-                module == prefix or module.startswith(prefix + ".")
+            matches = (
+                module.startswith(prefix)
+                if prefix.endswith("_")
+                else module == prefix or module.startswith(prefix + ".")
+            )
             if matches and (best is None or len(prefix) > len(best[1])):
                 best = (name, prefix)
     if best is None:
-        raise AssertionError(f"{module} is in no stage of STAGES; add its folder to the stage "
-                             f"its data belongs to")
+        raise AssertionError(
+            f"{module} is in no stage of STAGES; add its folder to the stage its data belongs to"
+        )
     return best[0]
 
 
@@ -166,8 +189,9 @@ def back_edges(graph: dict[str, dict[str, int]], modules: dict) -> list[tuple[st
         for target, line in sorted(edges.items()):
             a, b = stage_of(module), stage_of(target)
             if STAGE_ORDER.index(b) > STAGE_ORDER.index(a):
-                found.append((f"{a} -> {b}", f"{modules[module][0].relative_to(ROOT)}:{line}",
-                              target))
+                found.append(
+                    (f"{a} -> {b}", f"{modules[module][0].relative_to(ROOT)}:{line}", target)
+                )
     return found
 
 
@@ -200,19 +224,21 @@ def test_no_import_cycle(graph):
 def test_no_stage_imports_a_later_stage(graph, modules):
     found = back_edges(graph, modules)
     unexpected = [e for e in found if tuple(e[0].split(" -> ")) not in KNOWN_BACK_EDGES]
-    assert not unexpected, ("imports of a later stage (the graph must follow "
-                            + " -> ".join(STAGE_ORDER) + "):\n"
-                            + "\n".join(f"  {pair}: {where} imports {target}"
-                                        for pair, where, target in unexpected))
+    assert not unexpected, (
+        "imports of a later stage (the graph must follow "
+        + " -> ".join(STAGE_ORDER)
+        + "):\n"
+        + "\n".join(f"  {pair}: {where} imports {target}" for pair, where, target in unexpected)
+    )
 
 
 def test_known_back_edges_still_exist(graph, modules):
     """An exception whose edge is gone must leave KNOWN_BACK_EDGES, so that it is guarded."""
     present = {tuple(e[0].split(" -> ")) for e in back_edges(graph, modules)}
-    stale = [f"{a} -> {b} ({why})" for (a, b), why in KNOWN_BACK_EDGES.items()
-             if (a, b) not in present]
-    assert not stale, "no longer back-edges, remove them from KNOWN_BACK_EDGES: " + \
-        "; ".join(stale)
+    stale = [
+        f"{a} -> {b} ({why})" for (a, b), why in KNOWN_BACK_EDGES.items() if (a, b) not in present
+    ]
+    assert not stale, "no longer back-edges, remove them from KNOWN_BACK_EDGES: " + "; ".join(stale)
 
 
 def test_every_module_has_a_stage(modules):
@@ -226,10 +252,13 @@ def test_the_checks_catch_a_cycle_and_a_back_edge():
     cyclic = {"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}
     assert find_cycle(cyclic) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b": 1}, "b": {}, "c": {"a": 1, "b": 2}}) is None
-    fake = {"nirbench.harness.tracking.store": (ROOT / "harness/tracking/store.py", False),
-            "nirbench.harness.results.arms": (ROOT / "harness/results/arms.py", False)}
+    fake = {
+        "nirbench.harness.tracking.store": (ROOT / "harness/tracking/store.py", False),
+        "nirbench.harness.results.arms": (ROOT / "harness/results/arms.py", False),
+    }
     forward = {"nirbench.harness.results.arms": {"nirbench.harness.tracking.store": 3}}
     backward = {"nirbench.harness.tracking.store": {"nirbench.harness.results.arms": 7}}
     assert back_edges(forward, fake) == []
-    assert back_edges(backward, fake) == [("tracking -> results", "harness/tracking/store.py:7",
-                                           "nirbench.harness.results.arms")]
+    assert back_edges(backward, fake) == [
+        ("tracking -> results", "harness/tracking/store.py:7", "nirbench.harness.results.arms")
+    ]

@@ -2,6 +2,7 @@
 crop boxes for a seed), pixels within a stated tolerance of the uint8 cache's, smaller on disk,
 reused and pickled like the uint8 store, selectable from the config without touching the hash of
 uint8 configs, and ``nirbench bench cache`` prints its keys."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def both(tmp_path_factory):
     for rel, photo in zip(truth.paths, generate("cub200", base / "photos", len(truth.paths))):
         shutil.copyfile(photo, truth.folder / rel)
     uint8 = load_real("cub200", truth.root, base / "cache", allow_partial=True, progress=False)
-    jpeg = load_real("cub200", truth.root, base / "cache", allow_partial=True, cache="jpeg",
-                     progress=False)
+    jpeg = load_real(
+        "cub200", truth.root, base / "cache", allow_partial=True, cache="jpeg", progress=False
+    )
     return uint8, jpeg
 
 
@@ -47,8 +49,7 @@ def test_same_sizes_and_pixels_within_tolerance(both):
     assert isinstance(jpeg.train.store, JpegStore) and jpeg.info["cache_kind"] == "jpeg"
     a, b = uint8.train.store, jpeg.train.store
     assert np.array_equal(a.heights, b.heights) and np.array_equal(a.widths, b.widths)
-    diffs = [np.abs(a.image(i).astype(int) - b.image(i).astype(int)).mean()
-             for i in range(len(a))]
+    diffs = [np.abs(a.image(i).astype(int) - b.image(i).astype(int)).mean() for i in range(len(a))]
     assert max(diffs) < MEAN_LEVELS
     assert b.meta["bytes"] * 5 < a.meta["bytes"]
 
@@ -91,13 +92,22 @@ def test_config_knob_and_hash():
 def test_bench_cache_json_keys(capsys):
     from nirbench.harness.cli.main import build_parser
 
-    args = build_parser().parse_args(["bench", "cache", "--datasets", "sop", "--images", "3",
-                                      "--workers", "1", "--json"])
+    args = build_parser().parse_args(
+        ["bench", "cache", "--datasets", "sop", "--images", "3", "--workers", "1", "--json"]
+    )
     assert args.func(args) == 0
     result = json.loads(capsys.readouterr().out)
     row = result["datasets"]["sop"]
-    for key in ("uint8_bytes_per_image", "jpeg_bytes_per_image", "jpeg_size_ratio", "uint8_gb",
-                "jpeg_gb", "mean_aspect", "official_images", "uint8_formula_bytes"):
+    for key in (
+        "uint8_bytes_per_image",
+        "jpeg_bytes_per_image",
+        "jpeg_size_ratio",
+        "uint8_gb",
+        "jpeg_gb",
+        "mean_aspect",
+        "official_images",
+        "uint8_formula_bytes",
+    ):
         assert key in row, key
     assert row["uint8_bytes_per_image"] == row["uint8_formula_bytes"]  # the exact formula
     assert row["official_images"] == 120053

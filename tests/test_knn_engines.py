@@ -1,6 +1,7 @@
 """Tests for harness.evaluation.knn and harness.evaluation.clustering: every exact engine gives the reference ranking,
 whatever the chunk size and schedule; engine selection follows the machine's capabilities; the
 approximate mode reports its deviation. GPU paths run only where a CUDA device is present."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,14 @@ from sklearn.metrics import normalized_mutual_info_score
 from nirbench.harness.evaluation import clustering, knn as knn_module
 from nirbench.harness.evaluation.clustering import kmeans_assign, select_kmeans_engine
 from nirbench.harness.evaluation.metrics import l2_normalize, retrieval_metrics
-from nirbench.harness.evaluation.knn import (Capabilities, iter_approximate_knn, knn, search_rows, select_engine,
-                         top_along_rows)
+from nirbench.harness.evaluation.knn import (
+    Capabilities,
+    iter_approximate_knn,
+    knn,
+    search_rows,
+    select_engine,
+    top_along_rows,
+)
 
 from test_evaluation import clustered, quantised, reference_metrics, reference_ranking
 
@@ -125,13 +132,15 @@ def test_tie_at_the_cut_above_the_query(engine):
     """Raw inner products (no normalisation): the query's own similarity (1) is the LOWEST of its
     k + 2 candidates, so no full re-rank is triggered and the tie between its k-th and (k+1)-th
     neighbours must be resolved inside the candidates: lower index first."""
-    x = np.array([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0], [2.0, 0.0], [0.5, 0.0], [-1.0, 0.0]],
-                 dtype=np.float32)
+    x = np.array(
+        [[1.0, 0.0], [3.0, 0.0], [2.0, 0.0], [2.0, 0.0], [0.5, 0.0], [-1.0, 0.0]], dtype=np.float32
+    )
     _, indices = knn(x, 2, engine=engine)
     assert indices[0].tolist() == [1, 2]
     # The same situation handed over in the worse order an engine may return.
     sims, idx = knn_module._drop_self_and_sort(
-        np.array([[3.0, 2.0, 2.0, 1.0]], np.float32), np.array([[1, 3, 2, 0]]), np.array([0]), 2)
+        np.array([[3.0, 2.0, 2.0, 1.0]], np.float32), np.array([[1, 3, 2, 0]]), np.array([0]), 2
+    )
     assert idx[0].tolist() == [1, 2] and sims[0].tolist() == [3.0, 2.0]
 
 
@@ -221,8 +230,10 @@ def test_kmeans_recovers_separated_clusters(engine):
     centres = 10 * rng.standard_normal((12, 8))
     truth = np.repeat(np.arange(12), 25)
     x = (centres[truth] + 0.05 * rng.standard_normal((300, 8))).astype(np.float32)
-    best = max(normalized_mutual_info_score(truth, kmeans_assign(x, 12, seed=s, engine=engine))
-               for s in range(3))
+    best = max(
+        normalized_mutual_info_score(truth, kmeans_assign(x, 12, seed=s, engine=engine))
+        for s in range(3)
+    )
     assert best > 0.85  # Lloyd from a random init: close to the true clustering, not always on it
     first = kmeans_assign(x, 12, seed=1, engine=engine)
     np.testing.assert_array_equal(kmeans_assign(x, 12, seed=1, engine=engine), first)
@@ -250,8 +261,11 @@ def test_bounded_kmeans_equals_plain_lloyd(seed, max_movers, monkeypatch):
     monkeypatch.setattr(clustering, "_MAX_MOVERS", max_movers)
     skipped = []
     original = clustering._assign_top2
-    monkeypatch.setattr(clustering, "_assign_top2",
-                        lambda x, *a: skipped.append(len(x) - len(a[-1])) or original(x, *a))
+    monkeypatch.setattr(
+        clustering,
+        "_assign_top2",
+        lambda x, *a: skipped.append(len(x) - len(a[-1])) or original(x, *a),
+    )
     for n, k, noise in ((900, 40, 0.6), (400, 180, 0.3)):
         x, _ = clustered(n=n, n_classes=k, dim=12, noise=noise, seed=seed)
         x = l2_normalize(x)
@@ -265,8 +279,10 @@ def test_bounded_kmeans_equals_plain_lloyd(seed, max_movers, monkeypatch):
 def test_kmeans_matches_faiss_quality_on_class_data():
     x, labels = clustered(n=600, n_classes=20, dim=16, noise=0.5, seed=29)
     xn = l2_normalize(x)
-    nmi = {e: normalized_mutual_info_score(labels, kmeans_assign(xn, 20, seed=0, engine=e))
-           for e in ("faiss-cpu", "torch-cpu")}
+    nmi = {
+        e: normalized_mutual_info_score(labels, kmeans_assign(xn, 20, seed=0, engine=e))
+        for e in ("faiss-cpu", "torch-cpu")
+    }
     assert nmi["torch-cpu"] == pytest.approx(nmi["faiss-cpu"], abs=0.05), nmi
 
 
@@ -280,7 +296,8 @@ def test_approximate_mode_reports_its_deviation(method):
     approx = retrieval_metrics(x, labels, (1, 10), approximate=method, approx_sample=500, seed=1)
     assert approx["approx/sample"] == 500
     assert approx["approx/recall@1_deviation"] == pytest.approx(
-        approx["approx/recall@1_approx"] - approx["approx/recall@1_exact"])
+        approx["approx/recall@1_approx"] - approx["approx/recall@1_exact"]
+    )
     # the exact side of the sample agrees with the exact pass (within sampling error)
     assert abs(approx["approx/recall@1_exact"] - exact["recall@1"]) < 0.1
     assert abs(approx["approx/recall@1_deviation"]) < 0.1

@@ -1,5 +1,6 @@
 """The house's boundaries, read from the source's imports (issue 13): the folders of harness/ are
 the stages of the pipeline, and these rules keep them that way."""
+
 from __future__ import annotations
 
 import ast
@@ -39,14 +40,19 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def importers_of(top: str) -> list[str]:
-    return [module_name(p) for p in source_files(*PACKAGES)
-            if any(m == top or m.startswith(top + ".") for m in imported_modules(p))]
+    return [
+        module_name(p)
+        for p in source_files(*PACKAGES)
+        if any(m == top or m.startswith(top + ".") for m in imported_modules(p))
+    ]
 
 
 def test_mlflow_is_imported_only_in_tracking():
     offenders = [m for m in importers_of("mlflow") if not m.startswith("nirbench.harness.tracking")]
     assert offenders == [], f"mlflow imported outside harness/tracking/: {offenders}"
-    assert "nirbench.harness.tracking.store" in importers_of("mlflow")  # the rule reads real imports
+    assert "nirbench.harness.tracking.store" in importers_of(
+        "mlflow"
+    )  # the rule reads real imports
 
 
 def test_optuna_is_imported_only_in_search():
@@ -56,11 +62,17 @@ def test_optuna_is_imported_only_in_search():
 
 
 def test_methods_import_only_the_registry_from_harness():
-    allowed = {"nirbench.harness", "nirbench.harness.registry",
-               "nirbench.harness.registry.Registry"}
+    allowed = {
+        "nirbench.harness",
+        "nirbench.harness.registry",
+        "nirbench.harness.registry.Registry",
+    }
     for path in source_files("methods"):
-        used = {m for m in imported_modules(path)
-                if m == "nirbench.harness" or m.startswith("nirbench.harness.")}
+        used = {
+            m
+            for m in imported_modules(path)
+            if m == "nirbench.harness" or m.startswith("nirbench.harness.")
+        }
         assert used <= allowed, f"{path.name} imports {sorted(used - allowed)} from harness"
 
 
@@ -73,6 +85,7 @@ def _method_and_regularizer_names() -> set[str]:
 def _branches_on_a_name(tree: ast.AST, names: set[str]) -> list[str]:
     """Comparisons (==, !=, in, match) against a registered method/regularizer name, or against
     an expression that reads ``...method.name`` / ``method_name``."""
+
     def reads_a_name(node: ast.AST) -> bool:
         if isinstance(node, ast.Constant) and node.value in names:
             return True
@@ -103,28 +116,32 @@ def test_training_never_branches_on_a_method_name(module):
 
 def test_the_branch_detector_detects_branches():
     names = {"proxy_anchor", "nir"}
-    code = ("if cfg.method.name == 'x': pass\nif name in ('proxy_anchor', 'y'): pass\n"
-            "if method_name != 'z': pass\nif cfg.train.epochs == 3: pass\n"
-            "if regularizer_name is not None: pass\n")
+    code = (
+        "if cfg.method.name == 'x': pass\nif name in ('proxy_anchor', 'y'): pass\n"
+        "if method_name != 'z': pass\nif cfg.train.epochs == 3: pass\n"
+        "if regularizer_name is not None: pass\n"
+    )
     assert len(_branches_on_a_name(ast.parse(code), names)) == 3
 
 
 def test_no_import_cycles_between_harness_modules():
     """Imports inside functions count too: the old cli <-> grid_cli cycle was made of those."""
     modules = {module_name(p): p for p in source_files("harness")}
-    graph = {m: {i for i in imported_modules(p) if i in modules and i != m}
-             for m, p in modules.items()}
+    graph = {
+        m: {i for i in imported_modules(p) if i in modules and i != m} for m, p in modules.items()
+    }
     # A package's __init__ may re-export its own modules; a cycle through it is not a design one.
     for m in graph:
-        graph[m] = {i for i in graph[m] if not (modules[i].stem == "__init__"
-                                                and m.startswith(i + "."))}
+        graph[m] = {
+            i for i in graph[m] if not (modules[i].stem == "__init__" and m.startswith(i + "."))
+        }
     cycles, state = [], {}
 
     def visit(node: str, path: list[str]) -> None:
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                cycles.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+                cycles.append(path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt])
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = "done"

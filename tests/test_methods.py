@@ -1,4 +1,5 @@
 """ProxyAnchor, Multi-Similarity and NIR against naive versions of their published formulas."""
+
 from __future__ import annotations
 
 import inspect
@@ -14,8 +15,13 @@ from nirbench.methods.multi_similarity import MultiSimilarity
 from nirbench.methods.nir import EXP_FORM_MAX_EXPONENT, NIR, NonFiniteLossError
 from nirbench.methods.proxy_anchor import ProxyAnchor
 
-NIR_SMALL = dict(REGULARIZERS.get("nir").defaults, blocks=2, subnet_depth=3, subnet_width=32,
-                 proxy_source="method")  # "auto" is resolved by the config, not the module
+NIR_SMALL = dict(
+    REGULARIZERS.get("nir").defaults,
+    blocks=2,
+    subnet_depth=3,
+    subnet_width=32,
+    proxy_source="method",
+)  # "auto" is resolved by the config, not the module
 
 
 def make_nir(embed_dim=8, num_classes=5, **overrides) -> NIR:
@@ -23,13 +29,18 @@ def make_nir(embed_dim=8, num_classes=5, **overrides) -> NIR:
 
 
 def make_pa(embed_dim=8, num_classes=5, **overrides) -> ProxyAnchor:
-    return ProxyAnchor(num_classes=num_classes, embed_dim=embed_dim,
-                       **dict(METHODS.get("proxy_anchor").defaults, **overrides))
+    return ProxyAnchor(
+        num_classes=num_classes,
+        embed_dim=embed_dim,
+        **dict(METHODS.get("proxy_anchor").defaults, **overrides),
+    )
 
 
 # ---------------------------------------------------------------- registry conformance
-@pytest.mark.parametrize("kind,name", [("method", "proxy_anchor"), ("method", "multi_similarity"),
-                                       ("regularizer", "nir")])
+@pytest.mark.parametrize(
+    "kind,name",
+    [("method", "proxy_anchor"), ("method", "multi_similarity"), ("regularizer", "nir")],
+)
 def test_defaults_are_exactly_the_constructor_kwargs(kind, name):
     info = (METHODS if kind == "method" else REGULARIZERS).get(name)
     params = set(inspect.signature(info.cls.__init__).parameters)
@@ -51,10 +62,12 @@ def naive_proxy_anchor(x, labels, proxies, alpha, delta):
     num_classes = len(p)
     pos_total, neg_total, with_pos = 0.0, 0.0, 0
     for c in range(num_classes):
-        s_pos = sum(math.exp(-alpha * (float(x[i] @ p[c]) - delta))
-                    for i in range(len(x)) if labels[i] == c)
-        s_neg = sum(math.exp(alpha * (float(x[i] @ p[c]) + delta))
-                    for i in range(len(x)) if labels[i] != c)
+        s_pos = sum(
+            math.exp(-alpha * (float(x[i] @ p[c]) - delta)) for i in range(len(x)) if labels[i] == c
+        )
+        s_neg = sum(
+            math.exp(alpha * (float(x[i] @ p[c]) + delta)) for i in range(len(x)) if labels[i] != c
+        )
         if any(labels[i] == c for i in range(len(x))):
             with_pos += 1
             pos_total += math.log(1 + s_pos)
@@ -124,8 +137,9 @@ def test_multi_similarity_matches_naive_miner_and_formula():
     x = 1.5 * centers[labels] + torch.randn(20, 8, dtype=torch.float64)
     got = ms(x, labels)
     d = info.defaults
-    want = naive_multi_similarity(x, labels.tolist(), d["alpha"], d["beta"], d["base"],
-                                  d["miner_epsilon"])
+    want = naive_multi_similarity(
+        x, labels.tolist(), d["alpha"], d["beta"], d["base"], d["miner_epsilon"]
+    )
     assert got.item() == pytest.approx(want, rel=1e-10)
     # The miner really dropped pairs of both kinds, so the naive miner was exercised.
     a1, p, a2, n = ms.miner(x, labels)
@@ -158,8 +172,10 @@ def test_nir_value_matches_direct_flow_computation(form):
     emb, labels, proxies = nir_inputs()
     got = nir(emb, labels, proxies)
     with torch.no_grad():
-        z, logdet = nir.flow(emb / emb.norm(dim=1, keepdim=True),
-                             (proxies / proxies.norm(dim=1, keepdim=True))[labels])
+        z, logdet = nir.flow(
+            emb / emb.norm(dim=1, keepdim=True),
+            (proxies / proxies.norm(dim=1, keepdim=True))[labels],
+        )
         sq = (z**2).sum(dim=1)
         want = (sq - logdet).mean() if form == "nll" else torch.exp(0.5 * sq - logdet).mean()
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
@@ -228,12 +244,15 @@ def test_nir_without_proxies_raises():
         nir(emb, labels, None)
 
 
-@pytest.mark.parametrize("bad,match", [
-    ({"conditioning": "dense_embed_multi"}, "valid modes: dense, embed_shared"),
-    ({"form": "log"}, "form"),
-    ({"proxy_source": "auto"}, "resolved by the config loader"),
-    ({"weight_convention": "beta"}, "weight_convention"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"conditioning": "dense_embed_multi"}, "valid modes: dense, embed_shared"),
+        ({"form": "log"}, "form"),
+        ({"proxy_source": "auto"}, "resolved by the config loader"),
+        ({"weight_convention": "beta"}, "weight_convention"),
+    ],
+)
 def test_nir_rejects_unknown_options(bad, match):
     with pytest.raises(ValueError, match=match):
         make_nir(**bad)
@@ -286,14 +305,17 @@ def test_own_mode_conditions_on_its_own_proxies_and_aligns_them_with_proxy_ancho
     own = nir.own_proxies()
     assert own.shape == (5, 8) and 0.05 < float(own.detach().std()) < 0.25  # randn / 8
     expected = make_nir(proxy_source="method")
-    expected.load_state_dict({k: v for k, v in nir.state_dict().items()
-                              if not k.startswith("alignment")})
+    expected.load_state_dict(
+        {k: v for k, v in nir.state_dict().items() if not k.startswith("alignment")}
+    )
     assert torch.allclose(nir(emb, labels, other), expected(emb, labels, own))
 
     sim = F.normalize(emb, dim=1) @ F.normalize(own, dim=1).t()  # (B, C)
     pos = F.one_hot(labels, 5).bool()
     with_pos = pos.any(0)
-    pos_term = torch.log1p((torch.exp(-32 * (sim - 0.1)) * pos).sum(0))[with_pos].sum() / with_pos.sum()
+    pos_term = (
+        torch.log1p((torch.exp(-32 * (sim - 0.1)) * pos).sum(0))[with_pos].sum() / with_pos.sum()
+    )
     neg_term = torch.log1p((torch.exp(32 * (sim + 0.1)) * ~pos).sum(0)).sum() / 5
     assert torch.allclose(nir.alignment_loss(emb, labels), pos_term + neg_term, atol=1e-5)
 
@@ -315,14 +337,22 @@ def test_objective_puts_the_alignment_term_on_the_method_side():
     torch.manual_seed(0)
     ms = METHODS.get("multi_similarity").defaults
     for convention in ("w_align", "lambda"):
-        obj = build_objective("multi_similarity", ms, "nir",
-                              dict(NIR_SMALL, proxy_source="own", weight=0.3,
-                                   weight_convention=convention), num_classes=5, embed_dim=8)
+        obj = build_objective(
+            "multi_similarity",
+            ms,
+            "nir",
+            dict(NIR_SMALL, proxy_source="own", weight=0.3, weight_convention=convention),
+            num_classes=5,
+            embed_dim=8,
+        )
         emb, labels, _ = nir_inputs()
         t = obj(emb, labels)
         method_side = t["loss/method"] + t["loss/nir_align"]
-        want = (t["loss/nir"] + 0.3 * method_side if convention == "w_align"
-                else method_side + 0.3 * t["loss/nir"])
+        want = (
+            t["loss/nir"] + 0.3 * method_side
+            if convention == "w_align"
+            else method_side + 0.3 * t["loss/nir"]
+        )
         assert torch.allclose(t["loss/total"], want)
 
 
@@ -330,15 +360,17 @@ def test_proxy_source_auto_resolves_in_the_config_and_own_is_tagged():
     from nirbench.harness.config import ConfigError, load_config
     from nirbench.harness.tracking.store import run_tags
 
-    pair = load_config(None, ["method=multi_similarity", "regularizer=nir",
-                              "regularizer.proxy_source=auto"])
+    pair = load_config(
+        None, ["method=multi_similarity", "regularizer=nir", "regularizer.proxy_source=auto"]
+    )
     proxy = load_config(None, ["regularizer=nir", "regularizer.proxy_source=auto"])
     assert pair.regularizer.params["proxy_source"] == "own"
     assert proxy.regularizer.params["proxy_source"] == "method"
     assert run_tags(pair, "g")["nir.proxy_source"] == "own"
     with pytest.raises(ConfigError, match="proxy_source=own"):
-        load_config(None, ["method=multi_similarity", "regularizer=nir",
-                           "regularizer.proxy_source=method"])
+        load_config(
+            None, ["method=multi_similarity", "regularizer=nir", "regularizer.proxy_source=method"]
+        )
     assert load_config(None, ["method=multi_similarity", "regularizer=nir"]) == pair
     with pytest.raises(ConfigError, match="proxy_source must be one of"):
         load_config(None, ["regularizer=nir", "regularizer.proxy_source=mine"])

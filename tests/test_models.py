@@ -1,15 +1,25 @@
 """Backbones: the registry, shapes, L2-normalised output, frozen BatchNorm, ImageNet weights that
 are refused unless their hash matches (the download paths: tests/test_weights.py)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from nirbench.harness.config_backbones import (BACKBONES, BackboneInfo, BodyOptions, WeightsFile,
-                                              backbone_names, default_pretrained_backbones)
-from nirbench.harness.train.models import (build_model, imagenet_weights_path,
-                                           torchvision_resnet_body)
+from nirbench.harness.config_backbones import (
+    BACKBONES,
+    BackboneInfo,
+    BodyOptions,
+    WeightsFile,
+    backbone_names,
+    default_pretrained_backbones,
+)
+from nirbench.harness.train.models import (
+    build_model,
+    imagenet_weights_path,
+    torchvision_resnet_body,
+)
 from nirbench.harness.train.weights import CorruptWeightsError
 
 
@@ -49,7 +59,8 @@ def test_missing_imagenet_weights_offline_name_the_file_and_url(tmp_path, monkey
 
 
 def test_a_loadable_state_dict_of_other_values_under_the_official_name_is_refused(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     """The issue's case: a ResNet18 state dict of random values saved under torchvision's file
     name has the right shapes and would load; its sha256 does not match the name."""
     import torchvision
@@ -111,8 +122,10 @@ def test_a_toy_backbone_registered_in_one_line_builds_a_model(monkeypatch):
     # registered for this test only: the registry has no removal, setitem undoes the entry
     monkeypatch.setitem(BACKBONES._entries, "toy_models", None)
     del BACKBONES._entries["toy_models"]
-    BACKBONES.add("toy_models", BackboneInfo(name="toy_models", title="Toy", feature_dim=5,
-                                             build=toy_body, order=999))
+    BACKBONES.add(
+        "toy_models",
+        BackboneInfo(name="toy_models", title="Toy", feature_dim=5, build=toy_body, order=999),
+    )
     assert backbone_names()[-1] == "toy_models"
     model = build_model("toy_models", 4, pretrained=False, freeze_bn=False).eval()
     assert isinstance(model.body, ToyBody) and model.head.in_features == 5

@@ -1,6 +1,7 @@
 """NIR activity diagnostics (issue 14): ``nir/term``, ``nir/logdet``, ``nir/z_sq_per_dim``,
 ``nir/clamp_share`` per batch, ``nir/grad_share`` on a fixed probe batch once per epoch, and the
 run tag ``nir.inactive_from_epoch``. The probe must not change the run it measures."""
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,14 @@ import torch.nn.functional as F
 from nirbench.harness.config import load_config
 from nirbench.harness.data import load_dataset
 from nirbench.harness.train import engine
-from nirbench.harness.train.diagnostics import (INACTIVE_RATIO, PROBE_AUGMENT_STREAM, PROBE_EPOCH,
-                                       inactive_from_epoch, inactivity_tags, probe_batch)
+from nirbench.harness.train.diagnostics import (
+    INACTIVE_RATIO,
+    PROBE_AUGMENT_STREAM,
+    PROBE_EPOCH,
+    inactive_from_epoch,
+    inactivity_tags,
+    probe_batch,
+)
 from nirbench.harness.train.engine import build_trainer, epoch_generator, fit
 from nirbench.harness.train.objective import Objective
 from nirbench.harness.train.runner import execute
@@ -24,8 +31,12 @@ from nirbench.methods.nir import NIR
 from tests.conftest import TINY
 
 CPU = torch.device("cpu")
-SMALL_NIR = ["regularizer=nir", "regularizer.blocks=2", "regularizer.subnet_width=16",
-             "regularizer.subnet_depth=2"]
+SMALL_NIR = [
+    "regularizer=nir",
+    "regularizer.blocks=2",
+    "regularizer.subnet_width=16",
+    "regularizer.subnet_depth=2",
+]
 FAST = ["eval.nmi=false", "eval.structure=false"]
 DIAGNOSTICS = ("nir/term", "nir/logdet", "nir/z_sq_per_dim", "nir/clamp_share", "nir/grad_share")
 
@@ -40,31 +51,37 @@ def tiny_cfg(tiny_overrides, *extra: str):
 
 
 # ------------------------------------------------------------------ the inactivity rule
-@pytest.mark.parametrize("values, want", [
-    ([2.33, 1.7e-6, 3e-9, 1e-9], 2),           # the measured collapse: inactive from epoch 2
-    ([1.0, 0.5, 1e-4, 1e-5], 3),
-    ([1.0, 1e-4, 0.5, 1e-5], 4),               # dips below, rises again: not from the dip
-    ([1.0, 1e-4, 1e-5, 0.5], None),            # rises at the end: never
-    ([1.0, 0.9, 0.8], None),
-    ([1.0], None),                             # epoch 1 is never below itself
-    ([], None),
-    ([0.0, 0.0], None),                        # nothing to be small against
-    ([float("nan"), 0.0], None),
-    ([1.0, float("nan"), 1e-5], 3),            # a NaN epoch is not inactive
-    ([1.0, 1e-3, 9.99e-4], 3),                 # strictly below ratio x epoch 1
-    ([-100.0, 50.0, -0.01, 0.05], 3),          # by magnitude (the nll form can be negative)
-])
+@pytest.mark.parametrize(
+    "values, want",
+    [
+        ([2.33, 1.7e-6, 3e-9, 1e-9], 2),  # the measured collapse: inactive from epoch 2
+        ([1.0, 0.5, 1e-4, 1e-5], 3),
+        ([1.0, 1e-4, 0.5, 1e-5], 4),  # dips below, rises again: not from the dip
+        ([1.0, 1e-4, 1e-5, 0.5], None),  # rises at the end: never
+        ([1.0, 0.9, 0.8], None),
+        ([1.0], None),  # epoch 1 is never below itself
+        ([], None),
+        ([0.0, 0.0], None),  # nothing to be small against
+        ([float("nan"), 0.0], None),
+        ([1.0, float("nan"), 1e-5], 3),  # a NaN epoch is not inactive
+        ([1.0, 1e-3, 9.99e-4], 3),  # strictly below ratio x epoch 1
+        ([-100.0, 50.0, -0.01, 0.05], 3),  # by magnitude (the nll form can be negative)
+    ],
+)
 def test_inactive_from_epoch_on_hand_made_sequences(values, want):
     assert INACTIVE_RATIO == 1e-3
     assert inactive_from_epoch(values) == want
 
 
 def test_inactivity_tags_come_from_term_keys_only():
-    history = [{"loss/nir": 2.0, "nir/term": 2.0, "nir/grad_share": 0.3},
-               {"loss/nir": 1e-6, "nir/term": 1e-6, "nir/grad_share": 1e-7}]
+    history = [
+        {"loss/nir": 2.0, "nir/term": 2.0, "nir/grad_share": 0.3},
+        {"loss/nir": 1e-6, "nir/term": 1e-6, "nir/grad_share": 1e-7},
+    ]
     assert inactivity_tags(history) == {"nir.inactive_from_epoch": "2"}
     assert inactivity_tags([{"nir/term": 1.0}, {"nir/term": 1.0}]) == {
-        "nir.inactive_from_epoch": "never"}
+        "nir.inactive_from_epoch": "never"
+    }
     # A baseline (no term at all) and NIR's flow-free control arm (grad_share only) get no tag.
     assert inactivity_tags([{"loss/method": 1.0, "loss/total": 1.0}]) == {}
     assert inactivity_tags([{"loss/total": 1.0, "nir/grad_share": 0.0}]) == {}
@@ -73,15 +90,29 @@ def test_inactivity_tags_come_from_term_keys_only():
 # ------------------------------------------------------------------ per-batch statistics
 def small_nir(form: str = "exp") -> NIR:
     torch.manual_seed(0)
-    return NIR(num_classes=5, embed_dim=8, weight=0.01, weight_convention="w_align", form=form,
-               blocks=2, subnet_depth=3, subnet_width=32, clamp=2.0, conditioning="dense",
-               flow_lr_mult=0.5, proxy_source="method")
+    return NIR(
+        num_classes=5,
+        embed_dim=8,
+        weight=0.01,
+        weight_convention="w_align",
+        form=form,
+        blocks=2,
+        subnet_depth=3,
+        subnet_width=32,
+        clamp=2.0,
+        conditioning="dense",
+        flow_lr_mult=0.5,
+        proxy_source="method",
+    )
 
 
 def nir_inputs(n: int = 12, dim: int = 8, classes: int = 5):
     g = torch.Generator().manual_seed(3)
-    return (torch.randn(n, dim, generator=g), torch.randint(0, classes, (n,), generator=g),
-            torch.randn(classes, dim, generator=g))
+    return (
+        torch.randn(n, dim, generator=g),
+        torch.randint(0, classes, (n,), generator=g),
+        torch.randn(classes, dim, generator=g),
+    )
 
 
 def saturate(flow: ConditionalGlow, factor: float) -> None:
@@ -108,7 +139,8 @@ def test_term_statistics_match_a_direct_flow_pass(form):
         z, logdet = nir.flow(F.normalize(emb, dim=1), F.normalize(proxies, dim=1)[labels])
     assert stats["logdet"].item() == pytest.approx(logdet.mean().item(), rel=1e-6)
     assert stats["z_sq_per_dim"].item() == pytest.approx(
-        (z.pow(2).sum(1) / z.shape[1]).mean().item(), rel=1e-6)
+        (z.pow(2).sum(1) / z.shape[1]).mean().item(), rel=1e-6
+    )
     assert all(not v.requires_grad and v.dim() == 0 for v in stats.values())
 
 
@@ -134,15 +166,23 @@ def test_log_scale_hooks_exist_only_while_recording():
     emb, labels, proxies = nir_inputs()
     small = small_nir()
     small(emb, labels, proxies)
-    assert all(len(getattr(b, n)._forward_hooks) == 0 for b in small.flow.inn
-               for n in ("subnet1", "subnet2") if hasattr(b, n))
+    assert all(
+        len(getattr(b, n)._forward_hooks) == 0
+        for b in small.flow.inn
+        for n in ("subnet1", "subnet2")
+        if hasattr(b, n)
+    )
 
 
 def test_objective_logs_detached_diagnostics_outside_the_total(tiny_overrides, tiny_bundle):
     cfg = tiny_cfg(tiny_overrides, *SMALL_NIR)
     trainer = build_trainer(cfg, tiny_bundle, CPU)
-    images, labels = probe_batch(tiny_bundle.train, ClassBalancedBatchSampler(
-        tiny_bundle.train.labels, 8, 2, 0), epoch_generator(0, PROBE_EPOCH, 2), CPU)
+    images, labels = probe_batch(
+        tiny_bundle.train,
+        ClassBalancedBatchSampler(tiny_bundle.train.labels, 8, 2, 0),
+        epoch_generator(0, PROBE_EPOCH, 2),
+        CPU,
+    )
     terms = trainer.objective(trainer.model(images), labels)
     for key in DIAGNOSTICS[:-1]:
         assert not terms[key].requires_grad, key
@@ -153,14 +193,16 @@ def test_objective_logs_detached_diagnostics_outside_the_total(tiny_overrides, t
 
 
 # ------------------------------------------------------------------ grad share
-def brute_force_grad_share(objective: Objective, embeddings: torch.Tensor,
-                           labels: torch.Tensor) -> float:
+def brute_force_grad_share(
+    objective: Objective, embeddings: torch.Tensor, labels: torch.Tensor
+) -> float:
     """Two independent forward passes; each gradient by autograd.grad on its own leaf."""
     reg = objective.regularizer
     nir_weight = reg.weight if reg.weight_convention == "lambda" else 1.0
     e1 = embeddings.detach().clone().requires_grad_(True)
-    (g_nir,) = torch.autograd.grad(nir_weight * reg(e1, labels, objective.method.class_proxies()),
-                                   e1)
+    (g_nir,) = torch.autograd.grad(
+        nir_weight * reg(e1, labels, objective.method.class_proxies()), e1
+    )
     e2 = embeddings.detach().clone().requires_grad_(True)
     (g_total,) = torch.autograd.grad(objective(e2, labels)["loss/total"], e2)
     return float(g_nir.norm() / g_total.norm())
@@ -168,20 +210,26 @@ def brute_force_grad_share(objective: Objective, embeddings: torch.Tensor,
 
 def probe_embeddings(trainer, bundle):
     cfg = trainer.cfg
-    sampler = ClassBalancedBatchSampler(bundle.train.labels, cfg.train.batch_size,
-                                        cfg.train.samples_per_class, cfg.seed)
-    images, labels = probe_batch(bundle.train, sampler,
-                                 epoch_generator(cfg.seed, PROBE_EPOCH, PROBE_AUGMENT_STREAM), CPU)
+    sampler = ClassBalancedBatchSampler(
+        bundle.train.labels, cfg.train.batch_size, cfg.train.samples_per_class, cfg.seed
+    )
+    images, labels = probe_batch(
+        bundle.train, sampler, epoch_generator(cfg.seed, PROBE_EPOCH, PROBE_AUGMENT_STREAM), CPU
+    )
     trainer.model.eval()
     with torch.no_grad():
         return trainer.model(images), labels
 
 
-@pytest.mark.parametrize("extra", [
-    [],
-    ["regularizer.weight_convention=lambda", "regularizer.weight=100.0"],
-    ["method=contrastive"],  # own proxies + alignment term
-], ids=["w_align", "lambda", "own"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["regularizer.weight_convention=lambda", "regularizer.weight=100.0"],
+        ["method=contrastive"],  # own proxies + alignment term
+    ],
+    ids=["w_align", "lambda", "own"],
+)
 def test_grad_share_agrees_with_brute_force_autograd(extra, tiny_overrides, tiny_bundle):
     cfg = tiny_cfg(tiny_overrides, *SMALL_NIR, *extra, "train.epochs=1", "train.warmup_epochs=0")
     trainer = build_trainer(cfg, tiny_bundle, CPU)
@@ -195,8 +243,12 @@ def test_grad_share_agrees_with_brute_force_autograd(extra, tiny_overrides, tiny
 def test_probe_batch_depends_on_the_seed_only(tiny_bundle):
     def batch(seed):
         sampler = ClassBalancedBatchSampler(tiny_bundle.train.labels, 8, 2, seed)
-        return probe_batch(tiny_bundle.train, sampler,
-                           epoch_generator(seed, PROBE_EPOCH, PROBE_AUGMENT_STREAM), CPU)
+        return probe_batch(
+            tiny_bundle.train,
+            sampler,
+            epoch_generator(seed, PROBE_EPOCH, PROBE_AUGMENT_STREAM),
+            CPU,
+        )
 
     (a_img, a_lab), (b_img, b_lab), (c_img, _) = batch(0), batch(0), batch(1)
     assert torch.equal(a_img, b_img) and torch.equal(a_lab, b_lab)
@@ -212,10 +264,14 @@ def test_probe_does_not_perturb_training(method, tiny_overrides, tiny_bundle, mo
     def train() -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
         trainer = build_trainer(cfg, tiny_bundle, CPU)
         fit(trainer, tiny_bundle)
-        history = [{k: v for k, v in r.items() if not k.startswith("time/")}
-                   for r in trainer.history]
-        state = {**trainer.model.state_dict(), **trainer.objective.state_dict(),
-                 "rng": torch.get_rng_state()}
+        history = [
+            {k: v for k, v in r.items() if not k.startswith("time/")} for r in trainer.history
+        ]
+        state = {
+            **trainer.model.state_dict(),
+            **trainer.objective.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
         return history, state
 
     with_probe, state = train()
@@ -235,7 +291,8 @@ def run_tags(cfg, results_dir):
 
 
 def test_every_diagnostic_is_logged_each_epoch_and_a_vanishing_term_is_tagged(
-        tiny_overrides, results_dir, monkeypatch):
+    tiny_overrides, results_dir, monkeypatch
+):
     """The term is scaled by 1e-6 from epoch 2 on: the tag names epoch 2."""
     real_term = NIR.term
     scale = {"value": 1.0}
@@ -245,8 +302,11 @@ def test_every_diagnostic_is_logged_each_epoch_and_a_vanishing_term_is_tagged(
         return term * scale["value"], stats
 
     monkeypatch.setattr(NIR, "term", scaled_term)
-    monkeypatch.setattr(engine, "train_one_epoch", _after_epoch(
-        engine.train_one_epoch, lambda: scale.update(value=1e-6)))
+    monkeypatch.setattr(
+        engine,
+        "train_one_epoch",
+        _after_epoch(engine.train_one_epoch, lambda: scale.update(value=1e-6)),
+    )
     cfg = tiny_cfg(tiny_overrides, *SMALL_NIR, "train.epochs=3")
     tracker, run_id, tags = run_tags(cfg, results_dir)
     for key in (*DIAGNOSTICS, "loss/nir"):
@@ -263,11 +323,13 @@ def _after_epoch(train_one_epoch, action):
         out = train_one_epoch(*args, **kwargs)
         action()
         return out
+
     return wrapped
 
 
-def test_a_term_that_stays_gets_never_and_a_baseline_no_tag(tiny_overrides, results_dir,
-                                                            monkeypatch):
+def test_a_term_that_stays_gets_never_and_a_baseline_no_tag(
+    tiny_overrides, results_dir, monkeypatch
+):
     real_term = NIR.term
 
     def constant_term(self, *args):
@@ -293,8 +355,11 @@ def test_a_resumed_run_is_tagged_from_its_whole_history(tiny_overrides, results_
         return term * scale["value"], stats
 
     monkeypatch.setattr(NIR, "term", scaled_term)
-    monkeypatch.setattr(engine, "train_one_epoch", _after_epoch(
-        engine.train_one_epoch, lambda: scale.update(value=1e-6)))
+    monkeypatch.setattr(
+        engine,
+        "train_one_epoch",
+        _after_epoch(engine.train_one_epoch, lambda: scale.update(value=1e-6)),
+    )
     real_log = Tracker.log_epoch
 
     def die_at_epoch_2(self, run_id, epoch, record):

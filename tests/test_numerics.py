@@ -1,6 +1,7 @@
 """Issue 23 part 4: every run records what its numbers were computed with (numerics.* tags, the
 NMI k-means engine), eval.kmeans_engine picks one engine per run, and a resume on other numerics
 warns and says what changed."""
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,11 @@ from nirbench.harness.tracking.store import Tracker
 
 def test_a_run_carries_the_numerics_tags(tiny_overrides, results_dir):
     tracker = Tracker(results_dir)
-    run = execute(load_config(overrides=tiny_overrides + ["train.epochs=1", "train.warmup_epochs=0"]), tracker, results_dir)
+    run = execute(
+        load_config(overrides=tiny_overrides + ["train.epochs=1", "train.warmup_epochs=0"]),
+        tracker,
+        results_dir,
+    )
     tags = tracker.tags(run.run_id)
     for key in numerics.NUMERICS_TAGS:
         assert key in tags, key
@@ -33,7 +38,10 @@ def test_a_run_carries_the_numerics_tags(tiny_overrides, results_dir):
 
 def test_kmeans_engine_choice_is_the_tag(tiny_overrides, results_dir):
     tracker = Tracker(results_dir)
-    cfg = load_config(overrides=tiny_overrides + ["train.epochs=1", "train.warmup_epochs=0", "eval.kmeans_engine=faiss"])
+    cfg = load_config(
+        overrides=tiny_overrides
+        + ["train.epochs=1", "train.warmup_epochs=0", "eval.kmeans_engine=faiss"]
+    )
     run = execute(cfg, tracker, results_dir)
     assert tracker.tags(run.run_id)["nmi.kmeans_engine"] == "faiss-cpu"
 
@@ -45,8 +53,10 @@ def test_kmeans_engine_is_validated_and_auto_keeps_the_hash(tiny_overrides):
     assert auto.config_hash == load_config(overrides=tiny_overrides).config_hash
     assert auto.to_dict()["eval"]["kmeans_engine"] == "auto"  # shown ...
     assert "kmeans_engine" not in identity_tree(auto)["eval"]  # ... but not part of the identity
-    assert load_config(overrides=tiny_overrides + ["eval.kmeans_engine=torch"]).config_hash \
+    assert (
+        load_config(overrides=tiny_overrides + ["eval.kmeans_engine=torch"]).config_hash
         != auto.config_hash
+    )
 
 
 def test_resolve_kmeans_engine():
@@ -67,8 +77,7 @@ def test_changes_on_resume_lists_old_and_new():
     assert numerics.changes_on_resume({}, new) == []
 
 
-def test_resume_on_other_numerics_warns_and_tags(tiny_overrides, results_dir, monkeypatch,
-                                                 caplog):
+def test_resume_on_other_numerics_warns_and_tags(tiny_overrides, results_dir, monkeypatch, caplog):
     cfg = load_config(overrides=tiny_overrides + ["train.epochs=2"])
     tracker = Tracker(results_dir)
     real_log = Tracker.log_epoch
@@ -87,15 +96,20 @@ def test_resume_on_other_numerics_warns_and_tags(tiny_overrides, results_dir, mo
     real_collect = numerics.collect_numerics
 
     def elsewhere(device, engine):
-        return {**real_collect(device, engine), "numerics.cpu_capability": "DEFAULT",
-                "numerics.threads": "7"}
+        return {
+            **real_collect(device, engine),
+            "numerics.cpu_capability": "DEFAULT",
+            "numerics.threads": "7",
+        }
 
     monkeypatch.setattr(numerics, "collect_numerics", elsewhere)
     with caplog.at_level(logging.WARNING, logger="nirbench.harness.train.runner"):
         resumed = execute(cfg, tracker, results_dir)
     tags = tracker.tags(resumed.run_id)
-    expected = (f"cpu_capability: {began['numerics.cpu_capability']} -> DEFAULT; "
-                f"threads: {began['numerics.threads']} -> 7")
+    expected = (
+        f"cpu_capability: {began['numerics.cpu_capability']} -> DEFAULT; "
+        f"threads: {began['numerics.threads']} -> 7"
+    )
     assert tags[numerics.CHANGED_TAG] == expected
     assert tags["numerics.cpu_capability"] == began["numerics.cpu_capability"]  # as it began
     assert any(expected in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
@@ -109,23 +123,43 @@ def test_report_provenance_lists_the_distinct_numerics(tiny_overrides, results_d
     from nirbench.harness.results.frames import numerics_values
 
     tracker = Tracker(results_dir)
-    execute(load_config(overrides=tiny_overrides + ["train.epochs=1", "train.warmup_epochs=0"]),
-            tracker, results_dir)
+    execute(
+        load_config(overrides=tiny_overrides + ["train.epochs=1", "train.warmup_epochs=0"]),
+        tracker,
+        results_dir,
+    )
     recorded = runs_frame(tracker)
     assert recorded["nmi.kmeans_engine"].tolist() == ["torch-cpu"]  # tags reach the runs frame
     older = pd.DataFrame({"run_id": ["old"]})  # a run from before the tags existed
-    runs = pd.concat([recorded, older, recorded.assign(**{
-        "numerics.cpu_capability": "DEFAULT", "numerics.threads": "7",
-        "numerics.changed_on_resume": "threads: 2 -> 7"})], ignore_index=True)
+    runs = pd.concat(
+        [
+            recorded,
+            older,
+            recorded.assign(
+                **{
+                    "numerics.cpu_capability": "DEFAULT",
+                    "numerics.threads": "7",
+                    "numerics.changed_on_resume": "threads: 2 -> 7",
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
     values = numerics_values(runs)
     capability = torch.backends.cpu.get_cpu_capability()
     assert sorted(values["numerics.cpu_capability"]) == sorted(
-        [(capability, 1), ("DEFAULT", 1), ("(not recorded)", 1)])
+        [(capability, 1), ("DEFAULT", 1), ("(not recorded)", 1)]
+    )
     assert values["nmi.kmeans_engine"] == [("torch-cpu", 2), ("(not recorded)", 1)]
     assert values["numerics.changed_on_resume"] == [("threads: 2 -> 7", 1)]
     page = _numerics(runs)
-    for text in ("numerics.cpu_capability", "DEFAULT", "torch-cpu", "numerics.cpu_model",
-                 "threads: 2 -&gt; 7"):
+    for text in (
+        "numerics.cpu_capability",
+        "DEFAULT",
+        "torch-cpu",
+        "numerics.cpu_model",
+        "threads: 2 -&gt; 7",
+    ):
         assert text in page, text
     assert "No run recorded" in _numerics(older)
 
@@ -138,8 +172,24 @@ def test_bench_kmeans_prints_the_engine_difference(capsys, tmp_path):
     from nirbench.harness.bench.eval import synthetic_embeddings
     from nirbench.harness.cli.main import main
 
-    assert main(["bench", "kmeans", "--n", "400", "--classes", "40", "--dim", "16",
-                 "--kmeans-seeds", "2", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "kmeans",
+                "--n",
+                "400",
+                "--classes",
+                "40",
+                "--dim",
+                "16",
+                "--kmeans-seeds",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert set(result["cpu"]) == {"torch-cpu", "faiss-cpu"} and result["classes"] == 40
     diff = np.subtract(result["cpu"]["torch-cpu"]["nmi"], result["cpu"]["faiss-cpu"]["nmi"])
@@ -151,8 +201,20 @@ def test_bench_kmeans_prints_the_engine_difference(capsys, tmp_path):
 
     x, y = synthetic_embeddings(300, 8, 30, seed=1)
     np.savez(tmp_path / "emb.npz", embeddings=x, labels=y)
-    assert main(["bench", "kmeans", "--embeddings", str(tmp_path / "emb.npz"),
-                 "--kmeans-seeds", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "kmeans",
+                "--embeddings",
+                str(tmp_path / "emb.npz"),
+                "--kmeans-seeds",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     real = json.loads(capsys.readouterr().out)
     assert real["n"] == 300 and real["embedding"].endswith("emb.npz")
 

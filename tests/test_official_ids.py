@@ -3,6 +3,7 @@ halves follow the ids (the old "first half of the ids present" rule would not), 
 lists missing and unexpected ids against the official totals, training refuses a partial copy
 with that list and the fix, ``dataset.allow_partial`` lets it run tagged ``dataset.partial=true``,
 and the new config field leaves every existing config hash unchanged."""
+
 from __future__ import annotations
 
 import json
@@ -25,14 +26,17 @@ CARS_GAPS = (5, 60, 97, 98, 99, 196)
 
 def old_rule_train(ids) -> set[int]:
     ids = sorted(set(ids))
-    return set(ids[:len(ids) // 2])
+    return set(ids[: len(ids) // 2])
 
 
-@pytest.mark.parametrize("dataset,make,ids,last_train", [
-    ("cub200", rf.make_cub_official, CUB_GAPS, 100),
-    ("cub200", rf.make_cub_flat, CUB_GAPS, 100),
-    ("cars196", rf.make_cars_official, CARS_GAPS, 98),
-])
+@pytest.mark.parametrize(
+    "dataset,make,ids,last_train",
+    [
+        ("cub200", rf.make_cub_official, CUB_GAPS, 100),
+        ("cub200", rf.make_cub_flat, CUB_GAPS, 100),
+        ("cars196", rf.make_cars_official, CARS_GAPS, 98),
+    ],
+)
 def test_gap_copies_split_by_official_id(dataset, make, ids, last_train, tmp_path):
     truth = make(tmp_path / "copy", per_class=(2,) * len(ids), ids=ids)
     listing = list_dataset(dataset, truth.root)
@@ -95,12 +99,18 @@ def test_partial_copy_is_refused_naming_the_missing_ids_and_the_fix(tmp_path):
 def tiny_official(monkeypatch):
     """The official CUB made tiny (ids 1, 2 / 101, 102, 2 images each), so a test can build a
     complete copy."""
-    monkeypatch.setitem(OFFICIAL, "cub200", OfficialSplit(
-        "cub200", range(1, 3), range(101, 103), 4, 4, "tiny: 1-2 train, 101-102 test"))
+    monkeypatch.setitem(
+        OFFICIAL,
+        "cub200",
+        OfficialSplit(
+            "cub200", range(1, 3), range(101, 103), 4, 4, "tiny: 1-2 train, 101-102 test"
+        ),
+    )
 
 
 def test_complete_copy_loads_without_allow_partial_and_a_removed_image_makes_it_partial(
-        tiny_official, tmp_path):
+    tiny_official, tmp_path
+):
     truth = rf.make_cub_official(tmp_path / "copy", per_class=(2, 2, 2, 2), ids=(1, 2, 101, 102))
     report = check_dataset("cub200", truth.root, progress=False)
     assert report["complete"] is True and report["missing_class_ids"] == []
@@ -128,10 +138,20 @@ def test_data_check_exit_status_and_human_listing(tmp_path, capsys):
     args = build_parser().parse_args(argv + ["--allow-partial", "--json"])
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out)
-    for key in ("complete", "missing_class_count", "missing_class_ids", "unexpected_class_count",
-                "unexpected_class_ids", "absent_count", "official_images",
-                "official_train_images", "official_test_images", "cache_uint8_bytes",
-                "cache_jpeg_bytes", "cache_size_source"):
+    for key in (
+        "complete",
+        "missing_class_count",
+        "missing_class_ids",
+        "unexpected_class_count",
+        "unexpected_class_ids",
+        "absent_count",
+        "official_images",
+        "official_train_images",
+        "official_test_images",
+        "cache_uint8_bytes",
+        "cache_jpeg_bytes",
+        "cache_size_source",
+    ):
         assert key in report, key
 
 
@@ -167,15 +187,21 @@ def test_format_ids():
 def test_official_totals_are_the_papers():
     """PAPER.md section 5."""
     assert (OFFICIAL["cub200"].images, OFFICIAL["cars196"].images, OFFICIAL["sop"].images) == (
-        11788, 16185, 120053)
-    assert (OFFICIAL["cub200"].train_images, OFFICIAL["cars196"].train_images,
-            OFFICIAL["sop"].train_images) == (5864, 8054, 59551)
+        11788,
+        16185,
+        120053,
+    )
+    assert (
+        OFFICIAL["cub200"].train_images,
+        OFFICIAL["cars196"].train_images,
+        OFFICIAL["sop"].train_images,
+    ) == (5864, 8054, 59551)
     assert len(OFFICIAL["sop"].train_ids) == 11318 and len(OFFICIAL["sop"].test_ids) == 11316
-    assert official_ids.official_train_mask("cars196", np.array([98, 99])).tolist() == [True,
-                                                                                        False]
+    assert official_ids.official_train_mask("cars196", np.array([98, 99])).tolist() == [True, False]
 
 
 # ------------------------------------------------------------------ config and the training run
+
 
 def test_allow_partial_leaves_existing_config_hashes_unchanged():
     """Hashes of the embedded default and of real-dataset configs from before the field
@@ -183,10 +209,15 @@ def test_allow_partial_leaves_existing_config_hashes_unchanged():
     assert load_config(None).config_hash == "f4b6b1e85d6a725a"
     cub = ["dataset.name=cub200", "dataset.root=/data"]
     assert load_config(None, cub).config_hash == "ed46d90e71a147e4"
-    assert load_config(None, cub + ["dataset.allow_partial=false"]).config_hash == \
-        "ed46d90e71a147e4"
-    assert load_config("harness/configs/presets/paper/cars196-nir.yaml",
-                       ["dataset.root=/data"]).config_hash == "e89b58bab9239e8e"
+    assert (
+        load_config(None, cub + ["dataset.allow_partial=false"]).config_hash == "ed46d90e71a147e4"
+    )
+    assert (
+        load_config(
+            "harness/configs/presets/paper/cars196-nir.yaml", ["dataset.root=/data"]
+        ).config_hash
+        == "e89b58bab9239e8e"
+    )
     partial = load_config(None, cub + ["dataset.allow_partial=true"])
     assert partial.config_hash != "ed46d90e71a147e4"
     assert partial.to_dict()["dataset"]["allow_partial"] is True
@@ -195,12 +226,24 @@ def test_allow_partial_leaves_existing_config_hashes_unchanged():
 
 
 def _run_config(root, allow_partial: bool):
-    return load_config(None, ["dataset.name=cub200", f"dataset.root={root}",
-                              f"dataset.allow_partial={str(allow_partial).lower()}",
-                              "backbone.name=small_cnn", "backbone.embed_dim=8",
-                              "train.epochs=1", "train.warmup_epochs=0", "train.batch_size=4",
-                              "train.samples_per_class=2", "train.device=cpu",
-                              "eval.recall_at=1,2", "eval.nmi=false", "eval.structure=false"])
+    return load_config(
+        None,
+        [
+            "dataset.name=cub200",
+            f"dataset.root={root}",
+            f"dataset.allow_partial={str(allow_partial).lower()}",
+            "backbone.name=small_cnn",
+            "backbone.embed_dim=8",
+            "train.epochs=1",
+            "train.warmup_epochs=0",
+            "train.batch_size=4",
+            "train.samples_per_class=2",
+            "train.device=cpu",
+            "eval.recall_at=1,2",
+            "eval.nmi=false",
+            "eval.structure=false",
+        ],
+    )
 
 
 def test_training_refuses_a_partial_copy_and_allow_partial_runs_tagged(tmp_path, results_dir):

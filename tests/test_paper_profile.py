@@ -3,6 +3,7 @@ gaps, so a partial copy: `--set dataset.allow_partial=true` makes the data check
 accept it): the real loader, the paper presets of both arms (ResNet18 from scratch and two short
 epochs instead of ImageNet ResNet50 for 100, via the profile's pass-through arguments), the
 parallel grid, MLflow, tables."""
+
 from __future__ import annotations
 
 import os
@@ -18,19 +19,48 @@ REPO = Path(__file__).resolve().parent.parent
 def _profile(args: list[str], results: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "NIRBENCH_RESULTS": str(results)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(["bash", str(REPO / "run_all.sh"), "--profile", *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        ["bash", str(REPO / "run_all.sh"), "--profile", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_paper_profile_trains_both_arms_and_the_control_of_a_miniature_cub(tmp_path):
     truth = make_cub_official(tmp_path / "data", per_class=(4, 4, 3, 3))
     results = tmp_path / "results"
-    done = _profile(["paper", "--data-root", str(truth.root), "--datasets", "cub200",
-                     "--only", "seed=0", "--only", "method=proxy_anchor",
-                     "--set", "backbone.name=resnet18", "--set", "backbone.pretrained=false",
-                     "--set", "train.epochs=2", "--set", "train.batch_size=4",
-                     "--set", "eval.batch_size=8", "--set", "dataset.allow_partial=true",
-                     "--controls", "--workers", "1"], results)
+    done = _profile(
+        [
+            "paper",
+            "--data-root",
+            str(truth.root),
+            "--datasets",
+            "cub200",
+            "--only",
+            "seed=0",
+            "--only",
+            "method=proxy_anchor",
+            "--set",
+            "backbone.name=resnet18",
+            "--set",
+            "backbone.pretrained=false",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "train.batch_size=4",
+            "--set",
+            "eval.batch_size=8",
+            "--set",
+            "dataset.allow_partial=true",
+            "--controls",
+            "--workers",
+            "1",
+        ],
+        results,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "train_classes" in done.stdout  # the data check ran first
 
@@ -39,8 +69,9 @@ def test_paper_profile_trains_both_arms_and_the_control_of_a_miniature_cub(tmp_p
     assert len(runs) == 3 and {status for _, status in runs} == {"FINISHED"}
     tags = {}
     for run_id, _ in runs:
-        tags[run_id] = dict(db.execute("SELECT key, value FROM tags WHERE run_uuid = ?",
-                                       (run_id,)).fetchall())
+        tags[run_id] = dict(
+            db.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)).fetchall()
+        )
     assert {t["grid"] for t in tags.values()} == {"paper"}
     assert {t["dataset"] for t in tags.values()} == {"cub200"}
     assert {t["dataset.partial"] for t in tags.values()} == {"true"}
@@ -48,12 +79,18 @@ def test_paper_profile_trains_both_arms_and_the_control_of_a_miniature_cub(tmp_p
     # --controls: the NIR arm exactly, without its flow (the attribution ladder's middle step)
     assert sorted(t.get("nir.flow", "-") for t in tags.values()) == ["-", "false", "true"]
     for run_id, _ in runs:
-        steps = [s for (s,) in db.execute(
-            "SELECT step FROM metrics WHERE run_uuid = ? AND key = 'test/recall_at_1' "
-            "ORDER BY step", (run_id,))]
+        steps = [
+            s
+            for (s,) in db.execute(
+                "SELECT step FROM metrics WHERE run_uuid = ? AND key = 'test/recall_at_1' "
+                "ORDER BY step",
+                (run_id,),
+            )
+        ]
         assert steps == [1, 2]
-        params = dict(db.execute("SELECT key, value FROM params WHERE run_uuid = ?",
-                                 (run_id,)).fetchall())
+        params = dict(
+            db.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)).fetchall()
+        )
         assert params["train.lr"] == "1e-05" and params["train.batch_size"] == "4"
     assert (results / "tables" / "table1.md").is_file()
     ladder = (results / "tables" / "ladder.md").read_text()
@@ -62,8 +99,9 @@ def test_paper_profile_trains_both_arms_and_the_control_of_a_miniature_cub(tmp_p
 
 def test_paper_profile_refuses_a_partial_copy_before_training(tmp_path):
     truth = make_cub_official(tmp_path / "data", per_class=(2, 2, 2, 2))
-    done = _profile(["paper", "--data-root", str(truth.root), "--datasets", "cub200"],
-                    tmp_path / "r")
+    done = _profile(
+        ["paper", "--data-root", str(truth.root), "--datasets", "cub200"], tmp_path / "r"
+    )
     assert done.returncode == 2
     assert "partial copy" in done.stderr and "dataset.allow_partial=true" in done.stderr
     assert not (tmp_path / "r" / "mlflow.db").exists()

@@ -1,6 +1,7 @@
 """End to end on a tiny dataset: config -> training -> MLflow -> grid skip -> tables.
 Also the properties a fair comparison rests on: identical arms, determinism, loud failures,
 resume without gaps."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,7 +37,7 @@ config: base.yaml
 datasets: [{TINY}]
 methods: [proxy_anchor, multi_similarity]
 regularizers: [null, {{name: nir, proxy_source: method}}]  # explicit: MS + NIR is incompatible
-seeds: [{', '.join(map(str, seeds))}]
+seeds: [{", ".join(map(str, seeds))}]
 overrides: [train.epochs=2, train.batch_size=8, backbone.embed_dim=16, "eval.recall_at=[1, 2]"]
 """)
     return grid
@@ -54,8 +55,17 @@ def test_grid_tracks_every_run_skips_finished_and_aggregates(tmp_path, results_d
     assert len(runs) == 6  # (PA, PA+NIR, MS) x 2 seeds
     for run in runs:
         tags = run.tags
-        for key in ("method", "regularizer", "dataset", "backbone", "seed", "config_hash",
-                    "git_sha", "git_dirty", "grid"):
+        for key in (
+            "method",
+            "regularizer",
+            "dataset",
+            "backbone",
+            "seed",
+            "config_hash",
+            "git_sha",
+            "git_dirty",
+            "grid",
+        ):
             assert tags[key], key
         assert tags["grid"] == "tiny"
         steps = [s for s, _ in tracker.history(run.run_id, "test/recall@1")]
@@ -77,15 +87,21 @@ def test_grid_tracks_every_run_skips_finished_and_aggregates(tmp_path, results_d
     assert main(["aggregate", "--results-dir", str(results_dir), "--grid", "tiny", "--quiet"]) == 0
     table = (results_dir / "tables" / "table1.md").read_text()
     lines = [line for line in table.splitlines() if line.startswith("| ")]
-    assert [line.split(" | ")[0] for line in lines[1:]] == ["| Multisimilarity",  # paper order
-                                                            "| ProxyAnchor", "| + NIR"]
+    assert [line.split(" | ")[0] for line in lines[1:]] == [
+        "| Multisimilarity",  # paper order
+        "| ProxyAnchor",
+        "| + NIR",
+    ]
     assert f"{TINY} R@1" in lines[0] and f"{TINY} mAP@1000" in lines[0]
     assert " - " not in table  # every cell has a number
     runs_csv = pd.read_csv(results_dir / "tables" / "runs.csv")
     assert len(runs_csv) == 6 and runs_csv["recall@1"].between(0, 1).all()
     summary = pd.read_csv(results_dir / "tables" / "summary.csv")
-    cell = summary[(summary.method == "proxy_anchor") & (summary.regularizer == "none")
-                   & (summary.metric == "recall@1")].iloc[0]
+    cell = summary[
+        (summary.method == "proxy_anchor")
+        & (summary.regularizer == "none")
+        & (summary.metric == "recall@1")
+    ].iloc[0]
     values = runs_csv[(runs_csv.method == "proxy_anchor") & (runs_csv.regularizer == "none")]
     assert cell["mean"] == pytest.approx(values["recall@1"].mean())
     assert cell["std"] == pytest.approx(values["recall@1"].std(ddof=1))
@@ -105,8 +121,10 @@ def test_both_arms_start_from_identical_weights_and_batches(tiny_overrides, tmp_
     base = load_config(overrides=tiny_overrides)
     nir = load_config(overrides=tiny_overrides + ["regularizer=nir"])
     bundle = load_dataset(TINY, None, tmp_path)
-    a, b = build_trainer(base, bundle, torch.device("cpu")), build_trainer(nir, bundle,
-                                                                          torch.device("cpu"))
+    a, b = (
+        build_trainer(base, bundle, torch.device("cpu")),
+        build_trainer(nir, bundle, torch.device("cpu")),
+    )
     for (name, p), (_, q) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert torch.equal(p, q), name
     assert torch.equal(a.objective.method.class_proxies(), b.objective.method.class_proxies())
@@ -122,8 +140,9 @@ def test_optimizer_groups_cover_every_trainable_parameter_once(tiny_overrides, t
     cfg = load_config(overrides=tiny_overrides + ["regularizer=nir"])
     trainer = build_trainer(cfg, load_dataset(TINY, None, tmp_path), torch.device("cpu"))
     grouped = [id(p) for g in trainer.optimizer.param_groups for p in g["params"]]
-    trainable = [id(p) for m in (trainer.model, trainer.objective) for p in m.parameters()
-                 if p.requires_grad]
+    trainable = [
+        id(p) for m in (trainer.model, trainer.objective) for p in m.parameters() if p.requires_grad
+    ]
     assert sorted(grouped) == sorted(trainable) and len(set(grouped)) == len(grouped)
     by_name = {g["name"]: g for g in trainer.optimizer.param_groups}
     assert by_name["proxies"]["lr"] == pytest.approx(cfg.train.lr * 100)
@@ -150,8 +169,9 @@ def test_warmup_freezes_the_body_but_trains_head_and_proxies(tiny_overrides, tmp
     assert not all(torch.equal(a, b) for a, b in zip(body, trainer.model.body.parameters()))
 
 
-def test_non_finite_loss_fails_the_run_loudly_and_marks_it_failed(tiny_overrides, results_dir,
-                                                                  monkeypatch):
+def test_non_finite_loss_fails_the_run_loudly_and_marks_it_failed(
+    tiny_overrides, results_dir, monkeypatch
+):
     cfg = load_config(overrides=tiny_overrides)
     original = engine.Objective.forward
 
@@ -168,8 +188,9 @@ def test_non_finite_loss_fails_the_run_loudly_and_marks_it_failed(tiny_overrides
     assert len(failed) == 1 and "non-finite loss" in failed[0].tags["error"]
 
 
-def test_interrupted_run_resumes_in_the_same_mlflow_run_without_gaps(tiny_overrides, tmp_path,
-                                                                   monkeypatch):
+def test_interrupted_run_resumes_in_the_same_mlflow_run_without_gaps(
+    tiny_overrides, tmp_path, monkeypatch
+):
     overrides = tiny_overrides + ["train.epochs=3", "regularizer=nir"]
     cfg = load_config(overrides=overrides)
     reference = execute(cfg, Tracker(tmp_path / "ref"), tmp_path / "ref")
@@ -215,11 +236,32 @@ def test_evaluate_cli_prints_the_contract_keys(tmp_path, capsys):
     emb = rng.normal(size=(50, 8)) + 3 * np.eye(10, 8)[labels]
     np.save(tmp_path / "e.npy", emb)
     np.save(tmp_path / "l.npy", labels)
-    assert main(["evaluate", "--embeddings", str(tmp_path / "e.npy"), "--labels",
-                 str(tmp_path / "l.npy"), "--recall-at", "1,2,4,8", "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--embeddings",
+                str(tmp_path / "e.npy"),
+                "--labels",
+                str(tmp_path / "l.npy"),
+                "--recall-at",
+                "1,2,4,8",
+                "--json",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision",
-                         "map@1000", "nmi"}
+    assert set(data) == {
+        "recall@1",
+        "recall@2",
+        "recall@4",
+        "recall@8",
+        "map@r",
+        "r_precision",
+        "map@1000",
+        "nmi",
+    }
 
 
 def test_unreachable_tracking_server_fails_fast(monkeypatch, results_dir):

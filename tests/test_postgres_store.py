@@ -4,6 +4,7 @@ of the harness tracked through ``MLFLOW_TRACKING_URI=http://...``. Checks: the r
 reach PostgreSQL's tables (counted there with SQL), its curves read back through the server, and
 an artifact makes the round trip through the server's artifact proxy to the destination folder.
 Skipped, saying why, only where the PostgreSQL binaries are not installed."""
+
 from __future__ import annotations
 
 import glob
@@ -26,8 +27,9 @@ from nirbench.harness.train.runner import execute
 from nirbench.harness.tracking.store import Tracker
 
 # SQLAlchemy 2.1 (what MLflow uses) reads postgresql:// URIs with psycopg 3.
-psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed "
-                                                "(pip install 'nirbench[cluster]')")
+psycopg = pytest.importorskip(
+    "psycopg", reason="psycopg is not installed (pip install 'nirbench[cluster]')"
+)
 
 
 def pg_bin(name: str) -> str | None:
@@ -53,8 +55,10 @@ def as_user(user: str | None, argv: list[str]) -> list[str]:
 def postgres():
     initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
     if not (initdb and pg_ctl):
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in "
-                    "/usr/lib/postgresql/*/bin; install them: apt-get install postgresql")
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in "
+            "/usr/lib/postgresql/*/bin; install them: apt-get install postgresql"
+        )
     user = None
     if os.geteuid() == 0:
         for candidate in ("postgres", "nobody"):
@@ -65,26 +69,49 @@ def postgres():
             except KeyError:
                 continue
         if user is None or shutil.which("runuser") is None:
-            pytest.skip("running as root with no 'postgres'/'nobody' user or no runuser: "
-                        "initdb refuses to run as root")
+            pytest.skip(
+                "running as root with no 'postgres'/'nobody' user or no runuser: "
+                "initdb refuses to run as root"
+            )
     home = Path(tempfile.mkdtemp(prefix="nirbench-pg-"))  # not under pytest's 0700 tmp dirs
     if user:
         entry = pwd.getpwnam(user)
         os.chown(home, entry.pw_uid, entry.pw_gid)
     data, port = home / "data", free_port()
-    subprocess.run(as_user(user, [initdb, "-D", str(data), "-U", "postgres", "--auth=trust",
-                                  "-E", "UTF8"]), check=True, capture_output=True)
-    subprocess.run(as_user(user, [pg_ctl, "-D", str(data), "-l", str(home / "log"), "-w", "-o",
-                                  f"-p {port} -k {home} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True)
+    subprocess.run(
+        as_user(user, [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        as_user(
+            user,
+            [
+                pg_ctl,
+                "-D",
+                str(data),
+                "-l",
+                str(home / "log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {home} -c listen_addresses=127.0.0.1",
+                "start",
+            ],
+        ),
+        check=True,
+        capture_output=True,
+    )
     try:
-        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
-                             autocommit=True) as conn:  # CREATE DATABASE: no transaction
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:  # CREATE DATABASE: no transaction
             conn.execute("CREATE DATABASE mlflow")
         yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
     finally:
-        subprocess.run(as_user(user, [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"]),
-                       capture_output=True)
+        subprocess.run(
+            as_user(user, [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"]),
+            capture_output=True,
+        )
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -93,10 +120,26 @@ def mlflow_server(postgres, tmp_path):
     port, artifacts = free_port(), tmp_path / "artifact-store"
     mlflow = Path(sys.executable).parent / "mlflow"
     log = open(tmp_path / "mlflow-server.log", "w")
-    server = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", postgres,
-                               "--artifacts-destination", str(artifacts), "--serve-artifacts",
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            str(mlflow),
+            "server",
+            "--backend-store-uri",
+            postgres,
+            "--artifacts-destination",
+            str(artifacts),
+            "--serve-artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -120,8 +163,9 @@ def mlflow_server(postgres, tmp_path):
         log.close()
 
 
-def test_runs_tracked_through_an_mlflow_server_on_postgresql(mlflow_server, tiny_overrides,
-                                                            tmp_path, monkeypatch):
+def test_runs_tracked_through_an_mlflow_server_on_postgresql(
+    mlflow_server, tiny_overrides, tmp_path, monkeypatch
+):
     url, postgres, artifacts = mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     results = tmp_path / "results"
@@ -136,11 +180,14 @@ def test_runs_tracked_through_an_mlflow_server_on_postgresql(mlflow_server, tiny
     assert run.tags["reproduce"].startswith(f"MLFLOW_TRACKING_URI={url} nirbench run")
 
     # The metrics live in PostgreSQL: count them there.
-    logged = sum(len(tracker.client.get_metric_history(run.run_id, key))
-                 for key in tracker.client.get_run(run.run_id).data.metrics)
+    logged = sum(
+        len(tracker.client.get_metric_history(run.run_id, key))
+        for key in tracker.client.get_run(run.run_id).data.metrics
+    )
     with psycopg.connect(postgres) as conn:
-        stored_metrics = conn.execute("SELECT count(*) FROM metrics WHERE run_uuid = %s",
-                                      (run.run_id,)).fetchone()[0]
+        stored_metrics = conn.execute(
+            "SELECT count(*) FROM metrics WHERE run_uuid = %s", (run.run_id,)
+        ).fetchone()[0]
     assert stored_metrics == logged > 2 * 10
 
     # Artifacts go through the server's proxy into --artifacts-destination and come back intact.

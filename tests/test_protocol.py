@@ -1,6 +1,7 @@
 """The embedded protocol: the pretrained small CNN (built once, cached, reproducible, RNG-neutral,
 part of the run identity), the evaluation cadence, the grids that use it, and the two benchmarks
 that measure it (bench protocol, bench convergence)."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -39,8 +40,9 @@ def tiny_recipe(monkeypatch):
     return calls
 
 
-def test_pretrained_weights_are_built_once_reproducibly_and_leave_the_rng_alone(tmp_path,
-                                                                                tiny_recipe):
+def test_pretrained_weights_are_built_once_reproducibly_and_leave_the_rng_alone(
+    tmp_path, tiny_recipe
+):
     torch.manual_seed(123)
     before = torch.get_rng_state()
     path = pretrain.ensure_weights(tmp_path / "a", 0.25, tmp_path)
@@ -72,8 +74,9 @@ def test_a_pretrained_run_starts_from_the_cached_weights(tmp_path, tiny_recipe):
     from nirbench.harness.train.engine import build_trainer
     from nirbench.harness.train.runner import pretrained_weights
 
-    cfg = load_config(overrides=["backbone.pretrained=true", "backbone.width=0.25",
-                                 "dataset.name=test-tiny"])
+    cfg = load_config(
+        overrides=["backbone.pretrained=true", "backbone.width=0.25", "dataset.name=test-tiny"]
+    )
     path = pretrained_weights(cfg, tmp_path)
     bundle = load_dataset("test-tiny", None, tmp_path / "cache" / "data")
     trainer = build_trainer(cfg, bundle, torch.device("cpu"), path)
@@ -85,8 +88,9 @@ def test_a_pretrained_run_starts_from_the_cached_weights(tmp_path, tiny_recipe):
 
 def test_cosine_schedule_and_evaluation_cadence():
     assert cosine_factor(0, 1, 12) == 1.0 and cosine_factor(1, 1, 12) == 1.0
-    assert cosine_factor(11, 1, 12) == pytest.approx(0.5 * (1 + torch.cos(
-        torch.tensor(torch.pi * 10 / 11)).item()))
+    assert cosine_factor(11, 1, 12) == pytest.approx(
+        0.5 * (1 + torch.cos(torch.tensor(torch.pi * 10 / 11)).item())
+    )
     assert all(cosine_factor(e, 1, 12) > cosine_factor(e + 1, 1, 12) for e in range(1, 11))
     cfg = load_config(overrides=["eval.every=3", "train.epochs=16"])
     assert [e for e in range(1, 17) if is_eval_epoch(e, cfg)] == [3, 6, 9, 12, 15, 16]
@@ -94,7 +98,19 @@ def test_cosine_schedule_and_evaluation_cadence():
     # and the one before, where the slope starts)
     dense = load_config(overrides=["eval.every=3", "train.epochs=24", "eval.dense_tail=true"])
     assert [e for e in range(1, 25) if is_eval_epoch(e, dense)] == [
-        3, 6, 9, 12, 15, 18, 19, 20, 21, 22, 23, 24]
+        3,
+        6,
+        9,
+        12,
+        15,
+        18,
+        19,
+        20,
+        21,
+        22,
+        23,
+        24,
+    ]
     assert rise_window_start(24) == 24 - 5 and rise_window_start(3) == 2
 
 
@@ -111,7 +127,8 @@ def test_the_embedded_grids_run_the_protocol(grid):
         budget = table.epochs(cfg.dataset.name, cfg.method.name)
         assert cfg.train.epochs in (budget, 2 * budget)
         arm_epochs.setdefault((cfg.dataset.name, cfg.method.name, cfg.seed), set()).add(
-            (cfg.regularizer_name, cfg.train.epochs))
+            (cfg.regularizer_name, cfg.train.epochs)
+        )
     if grid != "convergence":  # the arms of one method and dataset share its budget
         for arms in arm_epochs.values():
             assert len({epochs for _, epochs in arms}) == 1, arms
@@ -132,8 +149,14 @@ def test_the_attribution_grid_runs_the_ladder():
 
 
 def test_convergence_rule_pairs_budget_and_double():
-    runs = pd.DataFrame({"dataset": ["d"] * 4, "method": ["a", "a", "b", "b"],
-                         "epochs": [12, 24, 12, 24], "recall@1": [0.70, 0.715, 0.60, 0.65]})
+    runs = pd.DataFrame(
+        {
+            "dataset": ["d"] * 4,
+            "method": ["a", "a", "b", "b"],
+            "epochs": [12, 24, 12, 24],
+            "recall@1": [0.70, 0.715, 0.60, 0.65],
+        }
+    )
     table = convergence.budgets(runs).set_index("method")
     assert table.loc["a", "converged"] and table.loc["a", "gap_pp"] == pytest.approx(1.5)
     assert not table.loc["b", "converged"] and table.loc["b", "budget"] == 12
@@ -143,15 +166,21 @@ def test_the_grid_says_where_the_workers_time_went():
     from nirbench.harness.cli.grid import overhead_line
     from nirbench.harness.grid.executors.job import JobResult
 
-    results = [JobResult("a", "finished", seconds=50.0, train_s=45.0),
-               JobResult("b", "finished", seconds=40.0, train_s=38.0)]
+    results = [
+        JobResult("a", "finished", seconds=50.0, train_s=45.0),
+        JobResult("b", "finished", seconds=40.0, train_s=38.0),
+    ]
     line = overhead_line(results, wall=50.0, workers=2)  # 100 s of worker time
     assert "epochs 83.0%" in line and "per-run set-up and tracking 7.0% (3.5s a run)" in line
     assert "idle 10.0%" in line
 
 
 def test_bench_protocol_times_the_old_default_against_the_protocol():
-    from nirbench.harness.bench.protocol import BEFORE_OVERRIDES, old_default_config, protocol_config
+    from nirbench.harness.bench.protocol import (
+        BEFORE_OVERRIDES,
+        old_default_config,
+        protocol_config,
+    )
 
     after = protocol_config("synth-sop")
     before = old_default_config(after)
@@ -160,15 +189,28 @@ def test_bench_protocol_times_the_old_default_against_the_protocol():
     assert not before.train.fused_optimizer and before.eval.every == 1
     assert before.eval.batch_size == 512
     # nothing else differs: the same dataset, method, budget and seed
-    changed = {k for k in BEFORE_OVERRIDES
-               if before.to_dict().get(k.split(".")[0], {}).get(k.split(".")[1])
-               != after.to_dict().get(k.split(".")[0], {}).get(k.split(".")[1])}
-    assert changed == {"backbone.input_px", "backbone.pretrained", "backbone.weights",
-                       "train.channels_last", "train.fused_optimizer", "eval.every",
-                       "eval.full_every",
-                       "eval.batch_size"}
+    changed = {
+        k
+        for k in BEFORE_OVERRIDES
+        if before.to_dict().get(k.split(".")[0], {}).get(k.split(".")[1])
+        != after.to_dict().get(k.split(".")[0], {}).get(k.split(".")[1])
+    }
+    assert changed == {
+        "backbone.input_px",
+        "backbone.pretrained",
+        "backbone.weights",
+        "train.channels_last",
+        "train.fused_optimizer",
+        "eval.every",
+        "eval.full_every",
+        "eval.batch_size",
+    }
     assert (before.dataset, before.method, before.train.epochs, before.seed) == (
-        after.dataset, after.method, after.train.epochs, after.seed)
+        after.dataset,
+        after.method,
+        after.train.epochs,
+        after.seed,
+    )
 
 
 def test_bench_convergence_reports_the_rise_of_every_arm_and_budget(tmp_path):
@@ -183,8 +225,11 @@ def test_bench_convergence_reports_the_rise_of_every_arm_and_budget(tmp_path):
     out = check(tmp_path)
     assert out["rise_margin_pp"] == RISE_MARGIN_PP == 2.0
     rises = {(r["method"], r["arm"]): r for r in out["rises"]}
-    assert set(rises) == {("proxy_anchor", "none"), ("proxy_anchor", "nir"),
-                          ("multi_similarity", "none")}
+    assert set(rises) == {
+        ("proxy_anchor", "none"),
+        ("proxy_anchor", "nir"),
+        ("multi_similarity", "none"),
+    }
     # TEST_CURVE ends 0.01 -> 0.0 over the window (epochs 3-4 of 4): -1 point
     none = rises[("proxy_anchor", "none")]
     assert none["rise_pp"] == pytest.approx(-1.0) and not none["still_rising"]
@@ -200,8 +245,10 @@ def test_prepare_only_builds_the_pretraining_and_runs_nothing(tmp_path, tiny_rec
     from nirbench.harness.tracking.store import Tracker
 
     grid = tmp_path / "g.yaml"
-    grid.write_text("name: g\ndatasets: [test-tiny]\nmethods: [proxy_anchor]\nseeds: [0, 1]\n"
-                    "overrides: [backbone.pretrained=true, backbone.width=0.25, train.epochs=2]\n")
+    grid.write_text(
+        "name: g\ndatasets: [test-tiny]\nmethods: [proxy_anchor]\nseeds: [0, 1]\n"
+        "overrides: [backbone.pretrained=true, backbone.width=0.25, train.epochs=2]\n"
+    )
     argv = ["grid", str(grid), "--results-dir", str(tmp_path / "results"), "--prepare-only"]
     assert main(argv) == 0
     weights = list((tmp_path / "results" / "cache" / "pretrained").glob("small_cnn-*.pt"))
@@ -213,19 +260,28 @@ def test_prepare_only_builds_the_pretraining_and_runs_nothing(tmp_path, tiny_rec
 def test_budgets_are_read_once_and_scaled_and_explicit_epochs_win(tmp_path):
     (tmp_path / "base.yaml").write_text(
         "budgets:\n  datasets: {synth-cub: 7, synth-cars: 9}\n"
-        "  methods: {multi_similarity: {synth-cars: 11}}\n")
+        "  methods: {multi_similarity: {synth-cars: 11}}\n"
+    )
     (tmp_path / "grid.yaml").write_text(
         "config: base.yaml\ndatasets: [synth-cub, synth-cars]\n"
         "methods: [proxy_anchor, multi_similarity]\nblocks:\n  - {}\n"
         "  - {budget_scale: 2}\n"
-        "  - {datasets: [synth-cub], dataset_overrides: {synth-cub: [train.epochs=3]}}\n")
+        "  - {datasets: [synth-cub], dataset_overrides: {synth-cub: [train.epochs=3]}}\n"
+    )
     plan = load_grid(tmp_path / "grid.yaml")
     got = [(c.dataset.name, c.method.name, c.train.epochs) for c in plan.configs]
-    assert got == [("synth-cub", "proxy_anchor", 7), ("synth-cub", "multi_similarity", 7),
-                   ("synth-cars", "proxy_anchor", 9), ("synth-cars", "multi_similarity", 11),
-                   ("synth-cub", "proxy_anchor", 14), ("synth-cub", "multi_similarity", 14),
-                   ("synth-cars", "proxy_anchor", 18), ("synth-cars", "multi_similarity", 22),
-                   ("synth-cub", "proxy_anchor", 3), ("synth-cub", "multi_similarity", 3)]
+    assert got == [
+        ("synth-cub", "proxy_anchor", 7),
+        ("synth-cub", "multi_similarity", 7),
+        ("synth-cars", "proxy_anchor", 9),
+        ("synth-cars", "multi_similarity", 11),
+        ("synth-cub", "proxy_anchor", 14),
+        ("synth-cub", "multi_similarity", 14),
+        ("synth-cars", "proxy_anchor", 18),
+        ("synth-cars", "multi_similarity", 22),
+        ("synth-cub", "proxy_anchor", 3),
+        ("synth-cub", "multi_similarity", 3),
+    ]
     with pytest.raises(BudgetError, match="budgets.datasets"):
         parse_budgets({"datasets": {"synth-cub": 0}}, "x")
 
@@ -233,8 +289,12 @@ def test_budgets_are_read_once_and_scaled_and_explicit_epochs_win(tmp_path):
 def test_a_single_run_from_the_protocol_file_gets_its_budget():
     from nirbench.harness.config import load_config
 
-    assert load_config(f"{GRIDS}/../protocol.yaml",
-                       ["dataset.name=synth-cars", "method=multi_similarity"]).train.epochs == 64
+    assert (
+        load_config(
+            f"{GRIDS}/../protocol.yaml", ["dataset.name=synth-cars", "method=multi_similarity"]
+        ).train.epochs
+        == 64
+    )
     assert load_config(f"{GRIDS}/../protocol.yaml", ["dataset.name=synth-sop"]).train.epochs == 24
     assert load_config(f"{GRIDS}/../protocol.yaml", ["train.epochs=5"]).train.epochs == 5
 

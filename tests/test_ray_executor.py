@@ -1,6 +1,7 @@
 """The Ray executor for real: the grid starts a local Ray cluster (``--address local``), every
 configuration runs as a Ray task in a Ray worker process, and both runs end FINISHED in MLflow,
 once each, with their curves and tags."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,18 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'nirb
 
 def test_ray_executor_runs_every_configuration_as_a_ray_task(tmp_path, results_dir, capsys):
     grid = write_grid(tmp_path, regularizers=("null", "nir"), name="tiny-ray")
-    argv = ["grid", str(grid), "--results-dir", str(results_dir), "--executor", "ray",
-            "--address", "local", "--cpus-per-run", "1"]
+    argv = [
+        "grid",
+        str(grid),
+        "--results-dir",
+        str(results_dir),
+        "--executor",
+        "ray",
+        "--address",
+        "local",
+        "--cpus-per-run",
+        "1",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "ray executor at local" in out and "2 finished, 0 failed" in out

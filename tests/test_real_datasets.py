@@ -4,6 +4,7 @@ classes, Cars196 splits by official class id (never folder order or the .mat's c
 flag), SOP keeps its super-classes, labels are contiguous per split, wrong layouts name the
 missing file and the expected layout, unreadable images are listed and refused, and ``nirbench
 data check`` prints the public keys. Partial copies: tests/test_official_ids.py."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,13 @@ import torch
 import real_fixtures as rf
 from nirbench.harness.data import DATASETS
 from nirbench.harness.data.real import (
-    CachedImageSplit, DatasetLayoutError, PartialDatasetError, UnreadableImagesError, list_dataset,
-    load_real)
+    CachedImageSplit,
+    DatasetLayoutError,
+    PartialDatasetError,
+    UnreadableImagesError,
+    list_dataset,
+    load_real,
+)
 from nirbench.harness.data.real.cars196 import read_annotations
 from nirbench.harness.data.real.check import check_dataset
 
@@ -28,8 +34,11 @@ LAYOUTS = {
     "cars196-official": ("cars196", "official", rf.make_cars_official),
     "cars196-flat-names": ("cars196", "flat", lambda b: rf.make_cars_flat(b, style="names")),
     "cars196-flat-ids": ("cars196", "flat", lambda b: rf.make_cars_flat(b, style="ids")),
-    "cars196-kaggle": ("cars196", "flat-train-test",
-                       lambda b: rf.make_cars_flat(b, style="kaggle")),
+    "cars196-kaggle": (
+        "cars196",
+        "flat-train-test",
+        lambda b: rf.make_cars_flat(b, style="kaggle"),
+    ),
     "sop": ("sop", "official", rf.make_sop),
 }
 COUNT_KEYS = {"train_classes", "train_images", "test_classes", "test_images"}
@@ -43,8 +52,12 @@ def copies(tmp_path_factory) -> dict[str, rf.Truth]:
 
 
 def expected_counts(truth: rf.Truth) -> dict[str, int]:
-    return {"train_classes": len(truth.train_classes), "train_images": truth.train_images,
-            "test_classes": len(truth.test_classes), "test_images": truth.test_images}
+    return {
+        "train_classes": len(truth.train_classes),
+        "train_images": truth.train_images,
+        "test_classes": len(truth.test_classes),
+        "test_images": truth.test_images,
+    }
 
 
 @pytest.mark.parametrize("key", sorted(LAYOUTS))
@@ -65,11 +78,14 @@ def test_layout_split_counts_and_classes(key, copies):
 def test_loaded_splits_have_contiguous_labels_mapped_to_official_ids(key, copies, tmp_path):
     dataset, _, _ = LAYOUTS[key]
     truth = copies[key]
-    bundle = DATASETS.get(dataset).load(str(truth.root), str(tmp_path / "cache"),
-                                        allow_partial=True)
+    bundle = DATASETS.get(dataset).load(
+        str(truth.root), str(tmp_path / "cache"), allow_partial=True
+    )
     listing = list_dataset(dataset, truth.root)
-    for tag, split, classes in (("train", bundle.train, truth.train_classes),
-                                ("test", bundle.test, truth.test_classes)):
+    for tag, split, classes in (
+        ("train", bundle.train, truth.train_classes),
+        ("test", bundle.test, truth.test_classes),
+    ):
         assert isinstance(split, CachedImageSplit)
         assert split.labels.dtype == torch.int64
         assert sorted(split.labels.unique().tolist()) == list(range(len(classes)))
@@ -82,8 +98,11 @@ def test_loaded_splits_have_contiguous_labels_mapped_to_official_ids(key, copies
 
 
 def test_registry_entries():
-    for name, recall in (("cub200", (1, 2, 4, 8)), ("cars196", (1, 2, 4, 8)),
-                         ("sop", (1, 10, 100, 1000))):
+    for name, recall in (
+        ("cub200", (1, 2, 4, 8)),
+        ("cars196", (1, 2, 4, 8)),
+        ("sop", (1, 10, 100, 1000)),
+    ):
         info = DATASETS.get(name)
         assert info.needs_root and info.recall_at == recall
 
@@ -110,7 +129,8 @@ def test_cars_mat_reader_round_trip(copies):
     assert paths == truth.paths
     assert names == rf.car_names_196() and classes.dtype == np.int64
     assert {int(c): int(n) for c, n in zip(*np.unique(classes, return_counts=True))} == dict(
-        zip(rf.CAR_IDS, (3, 2, 2, 3)))
+        zip(rf.CAR_IDS, (3, 2, 2, 3))
+    )
 
 
 @pytest.mark.parametrize("key", ["cars196-flat-names", "cars196-kaggle", "cars196-flat-ids"])
@@ -120,17 +140,19 @@ def test_cars_flat_split_follows_official_ids_not_alphabetical_folders(key, copi
     # which folders the training images come from, read off the paths themselves
     train_folders = {Path(p).parent.name for p, t in zip(listing.paths, listing.train) if t}
     folders = sorted({Path(p).parent.name for p in truth.paths})
-    alphabetical_first_half = set(folders[:len(folders) // 2])
+    alphabetical_first_half = set(folders[: len(folders) // 2])
     if key == "cars196-flat-ids":  # ids 2, 3 train; string order would put "100" first
         assert train_folders == {"2.Zeta Roadster 2012", "3.Alpha C-V Van 2007"}
     else:  # names.csv order: Zeta is id 1, Alpha id 2 ('/' is '-' in the folder name)
         assert train_folders == {"Zeta Roadster 2012", "Alpha C-V Van 2007"}
     assert train_folders != alphabetical_first_half
-    bundle = load_real("cars196", truth.root, tmp_path / "cache", allow_partial=True,
-                       progress=False)
+    bundle = load_real(
+        "cars196", truth.root, tmp_path / "cache", allow_partial=True, progress=False
+    )
     names = bundle.info["class_names"]
-    assert {names[int(i)].replace("/", "-")
-            for i in bundle.info["global_class_train"]} == train_folders
+    assert {
+        names[int(i)].replace("/", "-") for i in bundle.info["global_class_train"]
+    } == train_folders
 
 
 def test_sop_keeps_super_class_ids(copies, tmp_path):
@@ -146,15 +168,30 @@ def test_sop_keeps_super_class_ids(copies, tmp_path):
     assert check_dataset("sop", truth.root, progress=False)["super_classes"] == 3
 
 
-@pytest.mark.parametrize("dataset,make,remove,expected", [
-    ("cub200", rf.make_cub_official, "CUB_200_2011/image_class_labels.txt",
-     "image_class_labels.txt is missing; the official CUB_200_2011 layout needs"),
-    ("cub200", rf.make_cub_official, "CUB_200_2011/classes.txt", "classes.txt is missing"),
-    ("cars196", rf.make_cars_official, "cars196/cars_annos.mat",
-     "cars_annos.mat is missing; the official layout needs cars_annos.mat and car_ims"),
-    ("sop", rf.make_sop, "Stanford_Online_Products/Ebay_test.txt",
-     "Ebay_test.txt is missing; the SOP layout needs Ebay_train.txt and Ebay_test.txt"),
-])
+@pytest.mark.parametrize(
+    "dataset,make,remove,expected",
+    [
+        (
+            "cub200",
+            rf.make_cub_official,
+            "CUB_200_2011/image_class_labels.txt",
+            "image_class_labels.txt is missing; the official CUB_200_2011 layout needs",
+        ),
+        ("cub200", rf.make_cub_official, "CUB_200_2011/classes.txt", "classes.txt is missing"),
+        (
+            "cars196",
+            rf.make_cars_official,
+            "cars196/cars_annos.mat",
+            "cars_annos.mat is missing; the official layout needs cars_annos.mat and car_ims",
+        ),
+        (
+            "sop",
+            rf.make_sop,
+            "Stanford_Online_Products/Ebay_test.txt",
+            "Ebay_test.txt is missing; the SOP layout needs Ebay_train.txt and Ebay_test.txt",
+        ),
+    ],
+)
 def test_missing_file_is_named_with_expected_layout(dataset, make, remove, expected, tmp_path):
     truth = make(tmp_path / "copy")
     os.remove(tmp_path / "copy" / remove)
@@ -163,8 +200,11 @@ def test_missing_file_is_named_with_expected_layout(dataset, make, remove, expec
     message = str(err.value)
     assert expected in message
     assert "Expected layout" in message  # the full tree and the download address follow
-    assert {"cub200": "data.caltech.edu", "cars196": "ai.stanford.edu/~jkrause/cars",
-            "sop": "cvgl.stanford.edu"}[dataset] in message
+    assert {
+        "cub200": "data.caltech.edu",
+        "cars196": "ai.stanford.edu/~jkrause/cars",
+        "sop": "cvgl.stanford.edu",
+    }[dataset] in message
 
 
 @pytest.mark.parametrize("dataset", ["cub200", "cars196", "sop"])
@@ -237,8 +277,9 @@ def nirbench(argv: list[str]) -> int:
 def test_data_check_json(key, copies, capsys):
     dataset, layout, _ = LAYOUTS[key]
     truth = copies[key]
-    assert nirbench(["data", "check", "--dataset", dataset, "--root", str(truth.root),
-                     "--json"]) == 3  # a miniature copy is partial
+    assert (
+        nirbench(["data", "check", "--dataset", dataset, "--root", str(truth.root), "--json"]) == 3
+    )  # a miniature copy is partial
     captured = capsys.readouterr()
     out = captured.out.strip().splitlines()
     assert len(out) == 1
@@ -248,8 +289,22 @@ def test_data_check_json(key, copies, capsys):
     assert report["layout"] == layout and report["ok"] and report["unreadable_count"] == 0
     assert report["complete"] is False and "partial copy" in captured.err
     assert "--set dataset.allow_partial=true" in captured.err
-    assert nirbench(["data", "check", "--dataset", dataset, "--root", str(truth.root),
-                     "--json", "--allow-partial", "--no-decode"]) == 0
+    assert (
+        nirbench(
+            [
+                "data",
+                "check",
+                "--dataset",
+                dataset,
+                "--root",
+                str(truth.root),
+                "--json",
+                "--allow-partial",
+                "--no-decode",
+            ]
+        )
+        == 0
+    )
 
 
 def test_data_check_human_output_and_exit_status(broken_cub, capsys):
@@ -261,8 +316,22 @@ def test_data_check_human_output_and_exit_status(broken_cub, capsys):
     assert f"absent: {absent}" in captured.out
     assert "2 unreadable images" in captured.err
     # --no-decode checks the layout, ids and counts only
-    assert nirbench(["data", "check", "--dataset", "cub200", "--root", str(truth.root),
-                     "--no-decode", "--json", "--allow-partial"]) == 0
+    assert (
+        nirbench(
+            [
+                "data",
+                "check",
+                "--dataset",
+                "cub200",
+                "--root",
+                str(truth.root),
+                "--no-decode",
+                "--json",
+                "--allow-partial",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["decoded"] is False
 
 

@@ -3,6 +3,7 @@ rebuilt when the file list changes; batches have the right shapes and are reprod
 evaluation batch equals torchvision's Resize(256) + CenterCrop(224) + ToTensor + Normalize, the
 training batch equals PIL's crop + resize + flip for the same boxes, and the crop boxes follow
 torchvision's RandomResizedCrop sampling rule."""
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,13 @@ from nirbench.harness.data.real import decode as decode_module
 from nirbench.harness.data.real.cache import PixelStore, decode_resized, resized_size
 from nirbench.harness.data.real.reference import eval_transform, pil_loader
 from nirbench.harness.data.real.transforms import (
-    IMAGENET_MEAN, IMAGENET_STD, RATIO, SCALE, center_boxes, sample_crop_boxes)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RATIO,
+    SCALE,
+    center_boxes,
+    sample_crop_boxes,
+)
 
 CPU = torch.device("cpu")
 # One grey level in normalised units for the channel with the smallest std: the most a uint8
@@ -80,8 +87,7 @@ def test_damaged_cache_is_rebuilt_with_a_warning(tmp_path):
     del first  # unmap before truncating: reading a mapped page past the new end is a SIGBUS
     pixels.write_bytes(data[:100])
     with pytest.warns(RuntimeWarning, match="unusable"):
-        again = load_real("sop", truth.root, tmp_path / "cache", allow_partial=True,
-                          progress=False)
+        again = load_real("sop", truth.root, tmp_path / "cache", allow_partial=True, progress=False)
     assert again.info["from_cache"] is False
     assert torch.equal(again.test.eval_batch(0, 3, CPU), expected)
 
@@ -153,8 +159,9 @@ def test_train_batch_equals_pil_crop_resize_flip_for_the_same_boxes(cub):
     assert flips.any() and not flips.all()  # both branches exercised
     reference = []
     for k, ((i, j, h, w), flip) in enumerate(zip(boxes.tolist(), flips.tolist())):
-        crop = TF.resized_crop(Image.fromarray(split.image(k)), i, j, h, w, [224, 224],
-                               TF.InterpolationMode.BILINEAR)
+        crop = TF.resized_crop(
+            Image.fromarray(split.image(k)), i, j, h, w, [224, 224], TF.InterpolationMode.BILINEAR
+        )
         crop = TF.hflip(crop) if flip else crop
         reference.append(TF.normalize(TF.to_tensor(crop), IMAGENET_MEAN, IMAGENET_STD))
     diff = (ours - torch.stack(reference)).abs()
@@ -207,10 +214,12 @@ def test_crop_boxes_obey_torchvision_bounds():
     slack_area = (h + w + 1).double() / (heights * widths).double()
     slack_aspect = 1.0 / h.double() + aspect / h.double()
     fallback = (h == heights) & (w == widths) | (h == heights) & (left == (widths - w) // 2) & (
-        top == 0) & ((w - torch.round(h * RATIO[1])).abs() < 1)
+        top == 0
+    ) & ((w - torch.round(h * RATIO[1])).abs() < 1)
     assert ((area >= SCALE[0] - slack_area) | fallback).all() and (area <= 1).all()
-    assert ((aspect >= RATIO[0] - slack_aspect) & (aspect <= RATIO[1] + slack_aspect)
-            | fallback).all()
+    assert (
+        (aspect >= RATIO[0] - slack_aspect) & (aspect <= RATIO[1] + slack_aspect) | fallback
+    ).all()
     assert 0.45 < flips.double().mean() < 0.55
 
 
@@ -226,13 +235,18 @@ def test_crop_boxes_follow_torchvision_distribution():
     ours = sample_crop_boxes(torch.full((n,), H), torch.full((n,), W), g)[0].double()
     torch.manual_seed(4)
     image = torch.empty(3, H, W)
-    theirs = torch.tensor([RandomResizedCrop.get_params(image, list(SCALE), list(RATIO))
-                           for _ in range(n)]).double()
+    theirs = torch.tensor(
+        [RandomResizedCrop.get_params(image, list(SCALE), list(RATIO)) for _ in range(n)]
+    ).double()
 
     def features(b):
         top, left, h, w = b.T
-        return {"area": h * w / (H * W), "log_aspect": torch.log(w / h),
-                "cy": (top + h / 2) / H, "cx": (left + w / 2) / W}
+        return {
+            "area": h * w / (H * W),
+            "log_aspect": torch.log(w / h),
+            "cy": (top + h / 2) / H,
+            "cx": (left + w / 2) / W,
+        }
 
     a, b = features(ours), features(theirs)
     for key in a:
@@ -245,14 +259,25 @@ def test_crop_box_fallback_equals_torchvision():
 
     H, W, scale = 256, 1024, (1.0, 1.0)
     expected = RandomResizedCrop.get_params(torch.empty(3, H, W), list(scale), list(RATIO))
-    boxes, _ = sample_crop_boxes(torch.tensor([H, W // 4]), torch.tensor([W, H]),
-                                 torch.Generator().manual_seed(0), scale=scale)
+    boxes, _ = sample_crop_boxes(
+        torch.tensor([H, W // 4]),
+        torch.tensor([W, H]),
+        torch.Generator().manual_seed(0),
+        scale=scale,
+    )
     assert tuple(boxes[0].tolist()) == expected == (0, (W - 341) // 2, 256, 341)
     # portrait: the aspect is clamped to 3/4 from the other side
-    portrait = RandomResizedCrop.get_params(torch.empty(3, W // 4 * 4, H // 4), list(scale),
-                                            list(RATIO))
-    assert tuple(sample_crop_boxes(torch.tensor([W // 4 * 4]), torch.tensor([H // 4]),
-                                   torch.Generator(), scale=scale)[0][0].tolist()) == portrait
+    portrait = RandomResizedCrop.get_params(
+        torch.empty(3, W // 4 * 4, H // 4), list(scale), list(RATIO)
+    )
+    assert (
+        tuple(
+            sample_crop_boxes(
+                torch.tensor([W // 4 * 4]), torch.tensor([H // 4]), torch.Generator(), scale=scale
+            )[0][0].tolist()
+        )
+        == portrait
+    )
 
 
 def test_center_boxes_match_torchvision_offsets():
@@ -262,7 +287,7 @@ def test_center_boxes_match_torchvision_offsets():
         image = torch.arange(h * w).view(1, h, w)
         crop = CenterCrop(224)(image)
         i, j, bh, bw = center_boxes(torch.tensor([h]), torch.tensor([w]))[0].tolist()
-        assert torch.equal(image[:, i:i + bh, j:j + bw], crop)
+        assert torch.equal(image[:, i : i + bh, j : j + bw], crop)
 
 
 def test_subset_keeps_the_cache_and_validation_split_works(cub):
@@ -309,11 +334,22 @@ def test_engine_trains_one_epoch_on_a_cached_split(cub):
     from nirbench.harness.train.engine import build_trainer, fit
 
     truth, bundle = cub
-    cfg = load_config(None, ["dataset.name=cub200", f"dataset.root={truth.root}",
-                             "backbone.name=small_cnn", "backbone.pretrained=false",
-                             "backbone.embed_dim=16", "train.epochs=1", "train.batch_size=8",
-                             "train.samples_per_class=2", "train.warmup_epochs=0",
-                             "eval.recall_at=1,2", "eval.nmi=false"])
+    cfg = load_config(
+        None,
+        [
+            "dataset.name=cub200",
+            f"dataset.root={truth.root}",
+            "backbone.name=small_cnn",
+            "backbone.pretrained=false",
+            "backbone.embed_dim=16",
+            "train.epochs=1",
+            "train.batch_size=8",
+            "train.samples_per_class=2",
+            "train.warmup_epochs=0",
+            "eval.recall_at=1,2",
+            "eval.nmi=false",
+        ],
+    )
     trainer = build_trainer(cfg, bundle, CPU)
     record = fit(trainer, bundle)
     assert trainer.epoch == 1 and math.isfinite(record["loss/total"])

@@ -1,6 +1,7 @@
 """`nirbench report`: the HTML report from a synthetic MLflow store: figures (PNG + PDF), every
 number traceable to its MLflow runs, provenance, offline by construction, and rendered for real in
 headless Chromium (DOM after load + a screenshot kept in tests/artifacts/)."""
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,10 @@ from tests.test_aggregate import ENVIRONMENT, arms, make_store
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed: `apt-get install -y chromium` "
-                             "(./run_all.sh --tests installs it when run as root)")
+    CHROMIUM is None,
+    reason="chromium is not installed: `apt-get install -y chromium` "
+    "(./run_all.sh --tests installs it when run as root)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +31,9 @@ def report(tmp_path_factory) -> Path:
     """Aggregate + report over 2 datasets (one real, for the published table) x (PA, PA+NIR, MS)
     x 3 seeds, with validation and structure metrics; returns the results folder."""
     results = tmp_path_factory.mktemp("report") / "results"
-    tracker = make_store(results, arms(datasets=("synth-cub", "cub200"), seeds=(0, 1, 2)),
-                         val=True, structure=True)
+    tracker = make_store(
+        results, arms(datasets=("synth-cub", "cub200"), seeds=(0, 1, 2)), val=True, structure=True
+    )
     agg.write_tables(tracker, results / "tables", resamples=2000, command="nirbench aggregate")
     from nirbench.dashboards.report import build_report
 
@@ -41,15 +45,31 @@ def report(tmp_path_factory) -> Path:
 def test_report_has_every_section_figure_and_format(report):
     page = (report / "report" / "index.html").read_text()
     figures = report / "report" / "figures"
-    for key in ("convergence-synth-cub-proxy_anchor", "convergence-cub200-multi_similarity",
-                "forest-last", "forest-best-test", "forest-best-val", "structure"):
+    for key in (
+        "convergence-synth-cub-proxy_anchor",
+        "convergence-cub200-multi_similarity",
+        "forest-last",
+        "forest-best-test",
+        "forest-best-val",
+        "structure",
+    ):
         assert (figures / f"{key}.png").stat().st_size > 5000, key
         assert (figures / f"{key}.pdf").read_bytes().startswith(b"%PDF"), key
         assert f'src="figures/{key}.png"' in page, key
-    for heading in ("Summary", "Arm comparisons", "Attribution ladder", "NIR activity",
-                    "Convergence", "All metrics",
-                    "Other model-selection policies", "Published vs reproduced",
-                    "Embedding structure", "Tuning", "Runs", "Provenance"):
+    for heading in (
+        "Summary",
+        "Arm comparisons",
+        "Attribution ladder",
+        "NIR activity",
+        "Convergence",
+        "All metrics",
+        "Other model-selection policies",
+        "Published vs reproduced",
+        "Embedding structure",
+        "Tuning",
+        "Runs",
+        "Provenance",
+    ):
         assert f">{heading}" in page, heading
     assert "Table 1 layout (last epoch)" in page and "Table 1 layout (best test epoch)" in page
     assert "Table 1 layout (best validation epoch)" in page
@@ -89,8 +109,9 @@ def test_every_number_links_to_runs_listed_in_the_runs_section(report):
     for attrs, text in cells:
         if text in ("-", "–") or 'title="published: ' in attrs:  # the paper's own numbers
             continue
-        ids = re.search(r'data-runs="([^"]+)"', attrs) or re.search(r'title="run ([0-9a-f]+)"',
-                                                                     attrs)
+        ids = re.search(r'data-runs="([^"]+)"', attrs) or re.search(
+            r'title="run ([0-9a-f]+)"', attrs
+        )
         assert ids, (attrs, text)
         assert set(ids.group(1).split()) <= anchors
     experiment = runs["experiment_id"].iloc[0]
@@ -118,8 +139,15 @@ def test_report_loads_nothing_from_the_network(report):
 
 
 def test_skipped_figures_say_why_and_tuning_plots_an_optuna_study(tmp_path):
-    selected = pd.DataFrame({"run_id": ["a"], "dataset": ["d"], "method": ["m"],
-                             "regularizer": ["none"], "recall@1": [0.5]})
+    selected = pd.DataFrame(
+        {
+            "run_id": ["a"],
+            "dataset": ["d"],
+            "method": ["m"],
+            "regularizer": ["none"],
+            "recall@1": [0.5],
+        }
+    )
     skipped = plots.structure(selected, "last epoch", tmp_path)
     assert isinstance(skipped, plots.Skipped) and "test/rho" in skipped.reason
 
@@ -134,10 +162,15 @@ def test_skipped_figures_say_why_and_tuning_plots_an_optuna_study(tmp_path):
     (tmp_path / "optuna").mkdir()
     journal = tmp_path / "optuna" / "pa.journal"  # where harness.search.study keeps its studies
     storage = JournalStorage(JournalFileBackend(str(journal)))
-    study = optuna.create_study(study_name="pa-margin", storage=storage, direction="maximize",
-                                sampler=optuna.samplers.RandomSampler(seed=0))
-    study.optimize(lambda t: -(t.suggest_float("margin", 0.01, 1.0, log=True) - 0.1) ** 2,
-                   n_trials=6)
+    study = optuna.create_study(
+        study_name="pa-margin",
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+    study.optimize(
+        lambda t: -((t.suggest_float("margin", 0.01, 1.0, log=True) - 0.1) ** 2), n_trials=6
+    )
     assert find_studies(tmp_path) == [journal]
     trials = load_trials([journal])
     assert len(trials) == 6 and set(trials["study"]) == {"pa-margin"}
@@ -155,17 +188,33 @@ def test_report_cli_without_tables_says_what_to_run(tmp_path, capsys):
 
 def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args],
-        check=False, capture_output=True, text=True, timeout=90)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
 
 
 @needs_chromium
 def test_report_renders_in_headless_chromium(report, tmp_path):
     index = (report / "report" / "index.html").resolve()
-    done = _chromium(tmp_path / "profile", "--virtual-time-budget=15000", "--dump-dom",
-                     index.as_uri())
+    done = _chromium(
+        tmp_path / "profile", "--virtual-time-budget=15000", "--dump-dom", index.as_uri()
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     dom = done.stdout
     body = re.search(r"<body([^>]*)>", dom)
@@ -181,8 +230,14 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report-screenshot.png"
     shot.unlink(missing_ok=True)
-    done = _chromium(tmp_path / "profile", "--hide-scrollbars", "--window-size=1400,2600",
-                     "--virtual-time-budget=15000", f"--screenshot={shot}", index.as_uri())
+    done = _chromium(
+        tmp_path / "profile",
+        "--hide-scrollbars",
+        "--window-size=1400,2600",
+        "--virtual-time-budget=15000",
+        f"--screenshot={shot}",
+        index.as_uri(),
+    )
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
     from PIL import Image
 

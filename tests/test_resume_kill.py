@@ -2,6 +2,7 @@
 prove nothing was lost or repeated: the same MLflow run continues from the last checkpoint, every
 per-epoch curve has exactly one point per epoch, and every epoch's metrics equal those of an
 uninterrupted run of the same configuration (CPU, one thread: bitwise deterministic)."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,10 @@ from nirbench.harness.tracking.store import Tracker
 REPO = Path(__file__).resolve().parent.parent
 EPOCHS = 6
 # `nirbench run` in a fresh interpreter that also knows the tests' tiny dataset.
-RUN = ("import sys; sys.path.insert(0, 'tests'); import conftest; "
-       "from nirbench.harness.cli.main import main; sys.exit(main(sys.argv[1:]))")
+RUN = (
+    "import sys; sys.path.insert(0, 'tests'); import conftest; "
+    "from nirbench.harness.cli.main import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 def untimed(record: dict[str, float]) -> dict[str, float]:
@@ -30,20 +33,39 @@ def untimed(record: dict[str, float]) -> dict[str, float]:
 
 def curves(tracker: Tracker, run_id: str) -> dict[str, list[tuple[int, float]]]:
     keys = [k for k in tracker.client.get_run(run_id).data.metrics if not k.startswith("time/")]
-    return {k: sorted((m.step, m.value) for m in tracker.client.get_metric_history(run_id, k))
-            for k in keys}
+    return {
+        k: sorted((m.step, m.value) for m in tracker.client.get_metric_history(run_id, k))
+        for k in keys
+    }
 
 
 def start_run(config: Path, results: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", RUN, "run", "--config", str(config),
-                             "--results-dir", str(results), "--no-progress", "--quiet"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            RUN,
+            "run",
+            "--config",
+            str(config),
+            "--results-dir",
+            str(results),
+            "--no-progress",
+            "--quiet",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
-def test_sigkilled_run_resumes_in_the_same_mlflow_run_with_identical_results(tiny_overrides,
-                                                                              tmp_path):
-    cfg = load_config(overrides=tiny_overrides + [f"train.epochs={EPOCHS}", "regularizer=nir",
-                                                  "train.threads=1"])
+def test_sigkilled_run_resumes_in_the_same_mlflow_run_with_identical_results(
+    tiny_overrides, tmp_path
+):
+    cfg = load_config(
+        overrides=tiny_overrides + [f"train.epochs={EPOCHS}", "regularizer=nir", "train.threads=1"]
+    )
     config = tmp_path / "config.yaml"
     config.write_text(cfg.to_yaml())
 
@@ -60,8 +82,9 @@ def test_sigkilled_run_resumes_in_the_same_mlflow_run_with_identical_results(tin
     victim = start_run(config, results)
     deadline = time.monotonic() + 60
     while not checkpoint.is_file():  # the first epoch is done and checkpointed: kill it
-        assert victim.poll() is None, f"the run ended before it could be killed: " \
-                                      f"{victim.communicate()[0]}"
+        assert victim.poll() is None, (
+            f"the run ended before it could be killed: {victim.communicate()[0]}"
+        )
         assert time.monotonic() < deadline, "no checkpoint after 60 s"
         time.sleep(0.01)
     os.kill(victim.pid, signal.SIGKILL)

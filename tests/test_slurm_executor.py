@@ -12,6 +12,7 @@ resumes by itself; a second submission resumes the cancelled one. In MLflow ever
 is FINISHED exactly once, and each interrupted one continued in its own run with epochs 1..E
 once each. Skipped, with the reason, where the daemons cannot run.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,22 +30,37 @@ from nirbench.harness.config import load_config
 from nirbench.harness.grid.executors import ELSEWHERE, FINISHED, Job, JobSettings
 from nirbench.harness.grid.executors import slurm as slurm_mod
 from nirbench.harness.grid.executors.slurm import SlurmTask, parse_extra, parse_time
-from nirbench.harness.grid.executors.slurm_status import (expand_ids, parse_sacct, parse_squeue, query,
-                                                 restarts)
+from nirbench.harness.grid.executors.slurm_status import (
+    expand_ids,
+    parse_sacct,
+    parse_squeue,
+    query,
+    restarts,
+)
 from nirbench.harness.train.runner import run_dir
 from nirbench.harness.tracking.store import Tracker
 from tests.grid_datasets import write_grid
 from tests.slurm_cluster import ClusterUnavailable, start_cluster, wait_for_empty_queue
 
-submitit = pytest.importorskip("submitit", reason="submitit is not installed "
-                                                  "(pip install 'nirbench[cluster]')")
+submitit = pytest.importorskip(
+    "submitit", reason="submitit is not installed (pip install 'nirbench[cluster]')"
+)
 REPO = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------------------- no cluster needed
-@pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30", 2), ("24:00:00", 1440),
-                                           ("0:00:30", 1), ("2-00", 2880),
-                                           ("1-02:03", 1563), ("1-00:00:01", 1441)])
+@pytest.mark.parametrize(
+    "text, minutes",
+    [
+        ("90", 90),
+        ("1:30", 2),
+        ("24:00:00", 1440),
+        ("0:00:30", 1),
+        ("2-00", 2880),
+        ("1-02:03", 1563),
+        ("1-00:00:01", 1441),
+    ],
+)
 def test_slurm_time_limits_become_whole_minutes(text, minutes):
     assert parse_time(text) == minutes
 
@@ -56,8 +72,12 @@ def test_bad_time_limits_are_refused(text):
 
 
 def test_extra_sbatch_options_and_the_ones_the_harness_owns():
-    assert parse_extra(["account=proj", "qos=high", "--constraint=a100", "exclusive"]) == \
-        {"account": "proj", "qos": "high", "constraint": "a100", "exclusive": True}
+    assert parse_extra(["account=proj", "qos=high", "--constraint=a100", "exclusive"]) == {
+        "account": "proj",
+        "qos": "high",
+        "constraint": "a100",
+        "exclusive": True,
+    }
     with pytest.raises(ValueError, match="--time"):
         parse_extra(["time=10"])
     with pytest.raises(ValueError, match="--cpus-per-run"):
@@ -69,36 +89,77 @@ def test_squeue_and_sacct_lines_are_read_per_array_task():
     assert expand_ids("12_4") == ["12_4"]
     queue = parse_squeue("12_0|RUNNING|node1|None\n12_[1-2]|PENDING||Resources\n")
     assert queue["12_0"].live and queue["12_0"].node == "node1"
-    assert queue["12_2"].state == "PENDING" and queue["12_2"].describe() == \
-        "12_2 PENDING (Resources)"
-    done = parse_sacct("12_0|CANCELLED by 0|node1|0:15\n12_0.batch|CANCELLED||0:15\n"
-                       "12_1|TIMEOUT|node2|0:0\n")
+    assert (
+        queue["12_2"].state == "PENDING" and queue["12_2"].describe() == "12_2 PENDING (Resources)"
+    )
+    done = parse_sacct(
+        "12_0|CANCELLED by 0|node1|0:15\n12_0.batch|CANCELLED||0:15\n12_1|TIMEOUT|node2|0:0\n"
+    )
     assert done["12_0"].state == "CANCELLED" and not done["12_0"].live
     assert done["12_1"].state == "TIMEOUT" and set(done) == {"12_0", "12_1"}
 
 
 def test_dry_run_prints_the_sbatch_script_of_the_array(tmp_path, results_dir, capsys):
     grid = write_grid(tmp_path, regularizers=("null", "nir"), seeds=(0, 1), name="dry")
-    argv = ["grid", str(grid), "--results-dir", str(results_dir), "--executor", "slurm",
-            "--partition", "gpu", "--gpus-per-run", "1", "--cpus-per-run", "8", "--mem", "32G",
-            "--time", "24:00:00", "--array-parallelism", "3", "--slurm-extra", "account=proj",
-            "--dry-run"]
+    argv = [
+        "grid",
+        str(grid),
+        "--results-dir",
+        str(results_dir),
+        "--executor",
+        "slurm",
+        "--partition",
+        "gpu",
+        "--gpus-per-run",
+        "1",
+        "--cpus-per-run",
+        "8",
+        "--mem",
+        "32G",
+        "--time",
+        "24:00:00",
+        "--array-parallelism",
+        "3",
+        "--slurm-extra",
+        "account=proj",
+        "--dry-run",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "4 new; would submit 4 task(s) as one array" in out
     script = out.split("rendered by submitit:\n", 1)[1]
-    for line in ("#SBATCH --array=0-3%3", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1",
-                 "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32G", "#SBATCH --time=1440",
-                 "#SBATCH --signal=USR2@90", "#SBATCH --account=proj",
-                 "#SBATCH --job-name=nirbench-dry", "-m submitit.core._submit"):
+    for line in (
+        "#SBATCH --array=0-3%3",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=32G",
+        "#SBATCH --time=1440",
+        "#SBATCH --signal=USR2@90",
+        "#SBATCH --account=proj",
+        "#SBATCH --job-name=nirbench-dry",
+        "-m submitit.core._submit",
+    ):
         assert line in script, line
     assert "wckey" not in script
     assert not (results_dir / "slurm" / "grid" / "dry").exists()  # nothing submitted
 
 
 def test_tune_dry_run_prints_the_workers_array(tmp_path, results_dir, capsys):
-    argv = ["tune", "--results-dir", str(results_dir), "--set", "dataset.name=test-tiny",
-            "--executor", "slurm", "--workers", "3", "--time", "2:00:00", "--dry-run"]
+    argv = [
+        "tune",
+        "--results-dir",
+        str(results_dir),
+        "--set",
+        "dataset.name=test-tiny",
+        "--executor",
+        "slurm",
+        "--workers",
+        "3",
+        "--time",
+        "2:00:00",
+        "--dry-run",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "shared by 3 Slurm task(s)" in out and ".journal" in out
@@ -116,12 +177,16 @@ time.sleep(float(sys.argv[2]))
 
 
 def test_a_requeued_task_waits_for_its_previous_incarnation_but_not_for_another_job(
-        tmp_path, results_dir, tiny_overrides, monkeypatch):
+    tmp_path, results_dir, tiny_overrides, monkeypatch
+):
     cfg = load_config(overrides=tiny_overrides)
     job = Job(cfg.to_yaml(), cfg.config_hash, "tiny")
-    settings = JobSettings(results_dir=str(results_dir),
-                           tracking_uri=f"sqlite:///{results_dir}/mlflow.db", grid="t",
-                           command="test")
+    settings = JobSettings(
+        results_dir=str(results_dir),
+        tracking_uri=f"sqlite:///{results_dir}/mlflow.db",
+        grid="t",
+        command="test",
+    )
     lock = run_dir(results_dir, cfg) / "lock"
     monkeypatch.setattr(slurm_mod, "LOCK_POLL_S", 0.2)
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
@@ -132,8 +197,12 @@ def test_a_requeued_task_waits_for_its_previous_incarnation_but_not_for_another_
         env.pop("SLURM_ARRAY_JOB_ID"), env.pop("SLURM_ARRAY_TASK_ID")
         if job_id:
             env["SLURM_JOB_ID"] = job_id
-        holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock), str(seconds)],
-                                  env=env, stdout=subprocess.PIPE, text=True)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD, str(lock), str(seconds)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert holder.stdout.readline().strip() == "held"
         return holder
 
@@ -198,8 +267,14 @@ from tests.test_postgres_store import mlflow_server, postgres  # noqa: E402,F401
 EPOCHS = 100
 
 
+# mlflow_server is the fixture imported above: a parameter of that name is how pytest passes it.
 def test_grid_on_slurm_skips_finished_resumes_cancelled_and_requeues_preempted(
-        slurm, mlflow_server, tmp_path, monkeypatch, capsys):
+    slurm,
+    mlflow_server,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    capsys,
+):
     url, _, _ = mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     clock = time.monotonic()
@@ -223,8 +298,18 @@ blocks:
   - {{seeds: [1], overrides: [train.epochs={EPOCHS}]}}
 """)
     base = ["grid", str(grid), "--results-dir", str(results)]
-    on_slurm = ["--executor", "slurm", "--partition", slurm.partition, "--cpus-per-run", "1",
-                "--mem", "1G", "--time", "30"]
+    on_slurm = [
+        "--executor",
+        "slurm",
+        "--partition",
+        slurm.partition,
+        "--cpus-per-run",
+        "1",
+        "--mem",
+        "1G",
+        "--time",
+        "30",
+    ]
     folder = results / "slurm" / "grid" / "slurm-tiny"
 
     # Two of the four configurations are finished beforehand, on this machine.
@@ -244,8 +329,10 @@ blocks:
     assert main(base + on_slurm) == 0
     out = capsys.readouterr().out
     array = re.search(r"submitted job array (\d+) \(2 tasks\)", out).group(1)
-    tasks = {label: (task, h) for task, label, h in
-             re.findall(r"^  (\d+_\d+)  (.+?)  \(config (\w+)\)$", out, re.M)}
+    tasks = {
+        label: (task, h)
+        for task, label, h in re.findall(r"^  (\d+_\d+)  (.+?)  \(config (\w+)\)$", out, re.M)
+    }
     assert (folder / f"{array}_submission.sh").read_text().strip() == script
     assert set(tasks) == {"test-tiny proxy_anchor seed=1", "test-tiny proxy_anchor+nir seed=1"}
     cancel_task, cancel_hash = tasks["test-tiny proxy_anchor seed=1"]
@@ -253,8 +340,10 @@ blocks:
     assert not {cancel_hash, requeue_hash} & set(before)
 
     # As soon as each has checkpointed an epoch: scancel one, USR2 the other.
-    actions = {cancel_hash: ["scancel", cancel_task],
-               requeue_hash: ["scancel", "--signal=USR2", requeue_task]}
+    actions = {
+        cancel_hash: ["scancel", cancel_task],
+        requeue_hash: ["scancel", "--signal=USR2", requeue_task],
+    }
     interrupted: dict[str, str] = {}
     deadline = time.monotonic() + 600  # generous: only a broken run ever waits this long
     while actions:
@@ -270,11 +359,19 @@ blocks:
         assert run is not None, f"{h} finished before it could be interrupted"
         interrupted[h] = run.run_id
 
-    wait_until(lambda: not (task_state(cancel_task) and task_state(cancel_task).live), 300,
-               f"{cancel_task} to end", slurm)
+    wait_until(
+        lambda: not (task_state(cancel_task) and task_state(cancel_task).live),
+        300,
+        f"{cancel_task} to end",
+        slurm,
+    )
     # Requeued: back to PENDING once its previous run has completed, held until BeginTime.
-    wait_until(lambda: restarts(requeue_task) >= 1 and held(task_state(requeue_task)), 300,
-               f"{requeue_task} to be requeued", slurm)
+    wait_until(
+        lambda: restarts(requeue_task) >= 1 and held(task_state(requeue_task)),
+        300,
+        f"{requeue_task} to be requeued",
+        slurm,
+    )
     phase("cancelled one gone, the other requeued")
     for h in (cancel_hash, requeue_hash):  # really stopped mid-run
         assert tracker.client.get_run(interrupted[h]).info.status != "FINISHED"
@@ -284,10 +381,13 @@ blocks:
     capsys.readouterr()
     assert main(base + ["--status"]) == 0
     status = capsys.readouterr().out
-    line = {h: next(ln for ln in status.splitlines() if ln.startswith(h))
-            for h in (cancel_hash, requeue_hash)}
-    assert "mlflow: resumable" in line[cancel_hash] and f"{cancel_task} CANCELLED" in \
-        line[cancel_hash]
+    line = {
+        h: next(ln for ln in status.splitlines() if ln.startswith(h))
+        for h in (cancel_hash, requeue_hash)
+    }
+    assert (
+        "mlflow: resumable" in line[cancel_hash] and f"{cancel_task} CANCELLED" in line[cancel_hash]
+    )
     assert "requeued 1x" in line[requeue_hash]
     assert "2 finished" in status
 
@@ -300,14 +400,20 @@ blocks:
     assert re.search(r"submitted job array \d+ \(1 tasks\)", out), out
     assert "proxy_anchor seed=1: done in" in out
     assert requeue_task in out or "running elsewhere" in out
-    wait_until(lambda: not (task_state(requeue_task) and task_state(requeue_task).live), 600,
-               f"{requeue_task} to finish after its requeue", slurm, poll_s=1.0)
+    wait_until(
+        lambda: not (task_state(requeue_task) and task_state(requeue_task).live),
+        600,
+        f"{requeue_task} to finish after its requeue",
+        slurm,
+        poll_s=1.0,
+    )
     phase("both resumed and finished")
 
     runs = tracker.runs()
     assert len(runs) == 4 and {r.status for r in runs} == {"FINISHED"}
     assert sorted(r.tags["config_hash"] for r in runs) == sorted(
-        set(before) | {cancel_hash, requeue_hash})  # each configuration exactly once
+        set(before) | {cancel_hash, requeue_hash}
+    )  # each configuration exactly once
     for r in runs:
         if r.tags["config_hash"] in before:
             assert r.run_id == before[r.tags["config_hash"]]  # skipped, not retrained
@@ -329,12 +435,14 @@ def torch_epoch(folder: Path) -> int:
     import torch
 
     path = folder / "checkpoint.pt"
-    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) \
-        if path.is_file() else 0
+    return (
+        int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+        if path.is_file()
+        else 0
+    )
 
 
-def test_tune_on_slurm_runs_workers_that_share_one_study(slurm, tmp_path, results_dir,
-                                                         capsys):
+def test_tune_on_slurm_runs_workers_that_share_one_study(slurm, tmp_path, results_dir, capsys):
     """Two array tasks work on one study (journal file in the shared results folder, MLflow in
     its SQLite store under the serialised-write lock): the study reaches its target exactly, no
     point is tried twice, and only worker 0 trains the final seed."""
@@ -344,11 +452,28 @@ def test_tune_on_slurm_runs_workers_that_share_one_study(slurm, tmp_path, result
     from nirbench.harness.search.tune_file import load_tune_config
     from tests.test_search import tune_file
 
-    path = tune_file(tmp_path, "n_trials: 3\nfinal_seeds: 1\nvalidation: {fraction: 0.25}\n"
-                               "sampler: {name: tpe, n_startup_trials: 2}\n")
-    argv = ["tune", "--config", str(path), "--results-dir", str(results_dir), "--executor",
-            "slurm", "--workers", "2", "--partition", slurm.partition, "--time", "30",
-            "--no-plots", "--wait"]
+    path = tune_file(
+        tmp_path,
+        "n_trials: 3\nfinal_seeds: 1\nvalidation: {fraction: 0.25}\n"
+        "sampler: {name: tpe, n_startup_trials: 2}\n",
+    )
+    argv = [
+        "tune",
+        "--config",
+        str(path),
+        "--results-dir",
+        str(results_dir),
+        "--executor",
+        "slurm",
+        "--workers",
+        "2",
+        "--partition",
+        slurm.partition,
+        "--time",
+        "30",
+        "--no-plots",
+        "--wait",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     array = re.search(r"submitted job array (\d+) \(2 tasks\)", out).group(1)

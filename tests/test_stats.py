@@ -1,5 +1,6 @@
 """harness.results.stats against scipy on known inputs, and the verdict rule on clear-cut cases
 (the rule's edge cases, power and Holm: tests/test_verdict_rules.py)."""
+
 from __future__ import annotations
 
 import math
@@ -59,12 +60,15 @@ def test_bootstrap_is_deterministic_with_a_seed_and_agrees_with_scipy():
     assert a == stats.bootstrap_mean_interval(d, seed=7)
     # With 5 values the resampled means are few and discrete; 40 values show the seed matters.
     many = np.random.default_rng(1).normal(size=40)
-    assert (stats.bootstrap_mean_interval(many, seed=7)
-            != stats.bootstrap_mean_interval(many, seed=8))
+    assert stats.bootstrap_mean_interval(many, seed=7) != stats.bootstrap_mean_interval(
+        many, seed=8
+    )
     assert stats.paired_comparison(BASE, TREATED, seed=3) == stats.paired_comparison(
-        BASE, TREATED, seed=3)
-    reference = sps.bootstrap((d,), np.mean, method="percentile", n_resamples=10_000,
-                              rng=np.random.default_rng(0)).confidence_interval
+        BASE, TREATED, seed=3
+    )
+    reference = sps.bootstrap(
+        (d,), np.mean, method="percentile", n_resamples=10_000, rng=np.random.default_rng(0)
+    ).confidence_interval
     # Different resample streams: agreement to Monte-Carlo precision, not bit for bit.
     assert a[0] == pytest.approx(reference.low, abs=6e-4)
     assert a[1] == pytest.approx(reference.high, abs=6e-4)
@@ -85,16 +89,22 @@ def test_verdicts():
     two = stats.paired_comparison(BASE[:2], TREATED[:2], margin=margin)
     assert two.verdict == stats.INCONCLUSIVE and two.n == 2 and two.t_lo < 0 < two.t_hi
     # Differences of both signs, ±3 points: neither a difference nor equality within 1 point.
-    noisy = stats.paired_comparison(BASE, BASE + np.array([0.02, -0.03, 0.01, -0.01, 0.015]),
-                                    margin=margin)
+    noisy = stats.paired_comparison(
+        BASE, BASE + np.array([0.02, -0.03, 0.01, -0.01, 0.015]), margin=margin
+    )
     assert noisy.verdict == stats.INCONCLUSIVE and noisy.seeds_needed > 5
     # The same spread a tenth as large: equal within a point.
-    calm = stats.paired_comparison(BASE, BASE + np.array([0.002, -0.003, 0.001, -0.001, 0.0015]),
-                                   margin=margin)
+    calm = stats.paired_comparison(
+        BASE, BASE + np.array([0.002, -0.003, 0.001, -0.001, 0.0015]), margin=margin
+    )
     assert calm.verdict == stats.EQUIVALENT
     # Without a margin, equality cannot be shown.
-    assert stats.paired_comparison(BASE, BASE + np.array([0.002, -0.003, 0.001, -0.001, 0.0015])
-                                   ).verdict == stats.INCONCLUSIVE
+    assert (
+        stats.paired_comparison(
+            BASE, BASE + np.array([0.002, -0.003, 0.001, -0.001, 0.0015])
+        ).verdict
+        == stats.INCONCLUSIVE
+    )
 
 
 def test_identical_differences_without_warnings(recwarn):

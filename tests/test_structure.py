@@ -1,6 +1,7 @@
 """harness.evaluation.structure: each metric against a naive reference written out here (loops over pairs
 and classes, scipy's SVD-free oracles), known values, the subsampled g2 path against the exact one,
 input checks, and `nirbench evaluate --structure`."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ from nirbench.harness.evaluation.structure import (
 )
 
 
-def clustered(n_classes: int, per_class: int, dim: int, seed: int = 0) -> tuple[np.ndarray,
-                                                                                np.ndarray]:
+def clustered(
+    n_classes: int, per_class: int, dim: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Unnormalised embeddings: class centres plus noise of a class-specific scale."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(n_classes), per_class)
@@ -38,6 +40,7 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 # --- naive references ----------------------------------------------------------------------------
+
 
 def naive_rho(x: np.ndarray) -> float:
     """The Revisiting-DML rho_spectrum@2: full SVD, drop the largest value, KL(uniform || p)."""
@@ -75,19 +78,23 @@ def naive_sigma2_kappa(x: np.ndarray, labels: np.ndarray) -> float:
         if len(members) < 2:
             continue
         r = np.linalg.norm(members.mean(axis=0))
-        kappas.append(r * (dim - r ** 2) / (1 - r ** 2))
+        kappas.append(r * (dim - r**2) / (1 - r**2))
     relative = np.array(kappas) / np.mean(kappas)
     return float(np.mean((relative - relative.mean()) ** 2))
 
 
 def naive_g2(x: np.ndarray) -> float:
     x = unit_rows(x)
-    values = [math.exp(-2.0 * float(np.sum((x[i] - x[j]) ** 2)))
-              for i in range(len(x)) for j in range(i + 1, len(x))]
+    values = [
+        math.exp(-2.0 * float(np.sum((x[i] - x[j]) ** 2)))
+        for i in range(len(x))
+        for j in range(i + 1, len(x))
+    ]
     return float(np.mean(values))
 
 
 # --- each metric against its reference -----------------------------------------------------------
+
 
 def test_every_metric_matches_its_naive_reference():
     x, labels = clustered(n_classes=6, per_class=7, dim=10, seed=3)
@@ -111,6 +118,7 @@ def test_torch_and_float32_inputs_give_the_numpy_float64_result():
 
 
 # --- known values --------------------------------------------------------------------------------
+
 
 def test_rho_is_zero_for_an_isotropic_spectrum_and_infinite_for_rank_one():
     dim = 6
@@ -161,8 +169,8 @@ def test_sigma2_kappa_known_values():
     x = np.eye(dim)[:6]
     labels = np.array([0, 0, 1, 1, 1, 1])
     r0, r1 = 1 / math.sqrt(2), 0.5
-    k0 = r0 * (dim - r0 ** 2) / (1 - r0 ** 2)
-    k1 = r1 * (dim - r1 ** 2) / (1 - r1 ** 2)
+    k0 = r0 * (dim - r0**2) / (1 - r0**2)
+    k1 = r1 * (dim - r1**2) / (1 - r1**2)
     mean = (k0 + k1) / 2
     expected = ((k0 / mean - 1) ** 2 + (k1 / mean - 1) ** 2) / 2
     assert structure_metrics(x, labels)["sigma2_kappa"] == pytest.approx(expected, rel=1e-12)
@@ -175,12 +183,14 @@ def test_g2_of_antipodal_and_orthogonal_points():
     x = np.stack([e[0], -e[0], e[1], -e[1]])
     expected = (2 * math.exp(-8.0) + 4 * math.exp(-4.0)) / 6
     assert structure_metrics(2.5 * x, np.array([0, 0, 1, 1]))["g2"] == pytest.approx(
-        expected, rel=1e-12)
+        expected, rel=1e-12
+    )
     # Identical points: the largest possible potential, 1.
     assert gaussian_potential(np.tile(e[0], (5, 1))) == pytest.approx(1.0, rel=1e-12)
 
 
 # --- exact pairs in blocks, and the subsampled path ----------------------------------------------
+
 
 def test_g2_block_size_does_not_change_the_result():
     x = unit_rows(clustered(n_classes=4, per_class=10, dim=6, seed=2)[0])
@@ -192,8 +202,9 @@ def test_g2_block_size_does_not_change_the_result():
 def test_g2_is_exact_up_to_max_pairs_samples_and_subsampled_above():
     x, labels = clustered(n_classes=60, per_class=50, dim=32, seed=4)  # N = 3000
     exact = structure_metrics(x, labels, max_pairs_samples=3000)
-    assert exact["g2"] == pytest.approx(gaussian_potential(unit_rows(x), max_samples=10 ** 9),
-                                        rel=1e-12)
+    assert exact["g2"] == pytest.approx(
+        gaussian_potential(unit_rows(x), max_samples=10**9), rel=1e-12
+    )
     sub = [structure_metrics(x, labels, max_pairs_samples=1000, seed=s) for s in range(4)]
     # The other metrics never subsample.
     for key in ("rho", "pi_density", "sigma2_kappa"):
@@ -210,13 +221,17 @@ def test_g2_is_exact_up_to_max_pairs_samples_and_subsampled_above():
 
 # --- input checks --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("embeddings, labels, message", [
-    (np.ones((4, 3)), np.zeros(4), "at least 2 distinct labels"),
-    (np.eye(4), np.arange(4), "every one of the 4 labels is unique"),
-    (np.eye(4), np.zeros(3), "one entry per embedding row"),
-    (np.array([[1.0, np.nan], [0.0, 1.0], [1.0, 1.0]]), np.array([0, 0, 1]), "NaN or inf"),
-    (np.ones(4), np.zeros(4), "2-D"),
-])
+
+@pytest.mark.parametrize(
+    "embeddings, labels, message",
+    [
+        (np.ones((4, 3)), np.zeros(4), "at least 2 distinct labels"),
+        (np.eye(4), np.arange(4), "every one of the 4 labels is unique"),
+        (np.eye(4), np.zeros(3), "one entry per embedding row"),
+        (np.array([[1.0, np.nan], [0.0, 1.0], [1.0, 1.0]]), np.array([0, 0, 1]), "NaN or inf"),
+        (np.ones(4), np.zeros(4), "2-D"),
+    ],
+)
 def test_bad_inputs_are_named(embeddings, labels, message):
     with pytest.raises(ValueError, match=message):
         structure_metrics(embeddings, labels)
@@ -229,12 +244,20 @@ def test_bad_max_pairs_samples_is_named():
 
 # --- nirbench evaluate --structure ---------------------------------------------------------------
 
+
 def test_cli_evaluate_structure_adds_the_four_metrics(tmp_path, capsys):
     x, labels = clustered(n_classes=5, per_class=8, dim=8, seed=5)
     np.save(tmp_path / "emb.npy", x.astype(np.float32))
     np.save(tmp_path / "lab.npy", labels)
-    args = ["evaluate", "--embeddings", str(tmp_path / "emb.npy"),
-            "--labels", str(tmp_path / "lab.npy"), "--no-nmi", "--quiet"]
+    args = [
+        "evaluate",
+        "--embeddings",
+        str(tmp_path / "emb.npy"),
+        "--labels",
+        str(tmp_path / "lab.npy"),
+        "--no-nmi",
+        "--quiet",
+    ]
 
     assert main(args) == 0
     plain = json.loads(capsys.readouterr().out)

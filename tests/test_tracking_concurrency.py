@@ -3,6 +3,7 @@
 24 metrics, finish), then every logged metric is counted and compared value by value. Plus the two
 mechanisms behind it: every call holds the store's lock, and SQLite's own lock errors are
 retried while other errors are not."""
+
 from __future__ import annotations
 
 import fcntl
@@ -36,8 +37,9 @@ def test_four_concurrent_writers_lose_no_metric(results_dir):
     Tracker(results_dir)  # the store exists; its creation is serialised too, but not under test
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
-    writers = [ctx.Process(target=write_one_run, args=(str(results_dir), w, start))
-               for w in range(WRITERS)]
+    writers = [
+        ctx.Process(target=write_one_run, args=(str(results_dir), w, start)) for w in range(WRITERS)
+    ]
     for p in writers:
         p.start()
     start.set()
@@ -53,8 +55,10 @@ def test_four_concurrent_writers_lose_no_metric(results_dir):
         writer = int(run.tags["seed"])
         for k in range(METRICS):
             key = f"test/m{k}"
-            history = sorted((m.step, m.value) for m in
-                             tracker.client.get_metric_history(run.run_id, mlflow_key(key)))
+            history = sorted(
+                (m.step, m.value)
+                for m in tracker.client.get_metric_history(run.run_id, mlflow_key(key))
+            )
             assert history == [(e, expected(writer, e)[key]) for e in range(1, EPOCHS + 1)]
             total += len(history)
     assert total == WRITERS * EPOCHS * METRICS
@@ -84,8 +88,10 @@ class RecordingClient:
 def test_every_call_holds_the_store_lock_and_lock_errors_are_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(tracking, "RETRY_FIRST_S", 0.001)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    fake = RecordingClient(tmp_path / "mlflow.db.lock",
-                           [RuntimeError("(sqlite3.OperationalError) database is locked")] * 2)
+    fake = RecordingClient(
+        tmp_path / "mlflow.db.lock",
+        [RuntimeError("(sqlite3.OperationalError) database is locked")] * 2,
+    )
     assert SerializedClient(fake, uri).log_batch("run") == "ok"
     assert fake.calls == 3 and fake.held == [True, True, True]
 

@@ -1,5 +1,6 @@
 """Paper-scale training switches on the CPU: lr milestones (and their resume), bf16 autocast,
 channels_last, double pooling, and the config checks that guard them."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,12 @@ def _fit(tmp_path, overrides, **kwargs):
 
 
 def test_lr_milestones_follow_multistep_and_survive_a_resume(tmp_path, tiny_overrides):
-    over = tiny_overrides + ["train.epochs=4", "train.lr_milestones=1,3", "train.lr_gamma=0.5",
-                             "train.warmup_epochs=0"]
+    over = tiny_overrides + [
+        "train.epochs=4",
+        "train.lr_milestones=1,3",
+        "train.lr_gamma=0.5",
+        "train.warmup_epochs=0",
+    ]
     trainer = _fit(tmp_path, over)
     assert [r["lr/body"] for r in trainer.history] == pytest.approx([1e-3, 5e-4, 5e-4, 2.5e-4])
 
@@ -39,6 +44,7 @@ def test_lr_milestones_follow_multistep_and_survive_a_resume(tmp_path, tiny_over
 
 def _fit_epochs(trainer, bundle, epochs, ckpt):
     """fit() up to ``epochs`` by stopping from the epoch callback, as a kill would."""
+
     class Stop(Exception):
         pass
 
@@ -51,22 +57,27 @@ def _fit_epochs(trainer, bundle, epochs, ckpt):
 
 
 def test_bf16_autocast_and_channels_last_train_on_the_cpu(tmp_path, tiny_overrides):
-    trainer = _fit(tmp_path, tiny_overrides + ["train.precision=bf16", "train.channels_last=true",
-                                               "regularizer=nir"])
+    trainer = _fit(
+        tmp_path,
+        tiny_overrides + ["train.precision=bf16", "train.channels_last=true", "regularizer=nir"],
+    )
     last = trainer.history[-1]
     assert all(torch.isfinite(torch.tensor(v)) for v in last.values())
     # The losses (and NIR's flow) stay in fp32 under autocast: no parameter changed dtype.
     assert {p.dtype for p in trainer.objective.parameters()} == {torch.float32}
 
 
-@pytest.mark.parametrize("override,match", [
-    ("train.lr_milestones=3,1", "increasing"),
-    ("train.lr_milestones=[0]", "increasing"),
-    ("train.lr_gamma=0", "lr_gamma"),
-    ("train.precision=fp16", "precision"),
-    ("backbone.pooling=max", "pooling"),
-    ("backbone.pooling=double", "ResNet"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("train.lr_milestones=3,1", "increasing"),
+        ("train.lr_milestones=[0]", "increasing"),
+        ("train.lr_gamma=0", "lr_gamma"),
+        ("train.precision=fp16", "precision"),
+        ("backbone.pooling=max", "pooling"),
+        ("backbone.pooling=double", "ResNet"),
+    ],
+)
 def test_bad_training_switches_are_refused_at_load_time(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, ["train.epochs=5", override])
@@ -81,20 +92,39 @@ def test_double_pooling_adds_max_to_average_pooling():
     dbl = build_model("resnet18", 8, False, False, "double").eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        feats = avg.body.net.layer4(avg.body.net.layer3(avg.body.net.layer2(avg.body.net.layer1(
-            avg.body.net.maxpool(avg.body.net.relu(avg.body.net.bn1(avg.body.net.conv1(x))))))))
+        feats = avg.body.net.layer4(
+            avg.body.net.layer3(
+                avg.body.net.layer2(
+                    avg.body.net.layer1(
+                        avg.body.net.maxpool(
+                            avg.body.net.relu(avg.body.net.bn1(avg.body.net.conv1(x)))
+                        )
+                    )
+                )
+            )
+        )
         want = feats.mean((2, 3)) + feats.amax((2, 3))
         assert torch.allclose(dbl.body(x), want, atol=1e-5)
 
 
-@pytest.mark.parametrize("method,groups", [("proxy_anchor", {"proxies"}),
-                                           ("multi_similarity", {"nir_proxies"})])
+@pytest.mark.parametrize(
+    "method,groups", [("proxy_anchor", {"proxies"}), ("multi_similarity", {"nir_proxies"})]
+)
 def test_train_proxy_lr_mult_overrides_every_proxy_table(tmp_path, tiny_overrides, method, groups):
-    cfg = load_config(None, tiny_overrides + [f"method={method}", "regularizer=nir",
-                                              "regularizer.proxy_source=auto",
-                                              "train.proxy_lr_mult=7", "train.lr=0.01"])
-    trainer = build_trainer(cfg, load_dataset(cfg.dataset.name, None, tmp_path),
-                            torch.device("cpu"))
+    cfg = load_config(
+        None,
+        tiny_overrides
+        + [
+            f"method={method}",
+            "regularizer=nir",
+            "regularizer.proxy_source=auto",
+            "train.proxy_lr_mult=7",
+            "train.lr=0.01",
+        ],
+    )
+    trainer = build_trainer(
+        cfg, load_dataset(cfg.dataset.name, None, tmp_path), torch.device("cpu")
+    )
     lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
     assert {n for n, lr in lrs.items() if lr == pytest.approx(0.07)} == groups
     assert lrs["flow"] == pytest.approx(0.01 * cfg.regularizer.params["flow_lr_mult"])
@@ -109,7 +139,9 @@ def test_structure_metrics_are_logged_every_epoch_unless_switched_off(tmp_path, 
     from nirbench.harness.train.engine import embed
 
     split = load_dataset(trainer.cfg.dataset.name, None, tmp_path).test
-    again = structure_metrics(embed(trainer.model, split, torch.device("cpu")), split.labels.numpy())
+    again = structure_metrics(
+        embed(trainer.model, split, torch.device("cpu")), split.labels.numpy()
+    )
     assert trainer.history[-1]["test/pi_density"] == pytest.approx(again["pi_density"])
     off = _fit(tmp_path, tiny_overrides + ["eval.structure=false"])
     assert not keys & set(off.history[-1])
@@ -134,8 +166,10 @@ def test_full_every_keeps_the_expensive_metrics_for_the_last_epoch(tmp_path, tin
     assert [e for e in range(1, 14) if is_full_eval_epoch(e, cfg)] == [6, 12, 13]
     with pytest.raises(ConfigError, match="eval.full_every must be >= 0"):
         load_config(None, over + ["eval.full_every=-1"])
-    assert load_config(None, over).config_hash == load_config(
-        None, over + ["eval.full_every=1"]).config_hash  # the default keeps every identity
+    assert (
+        load_config(None, over).config_hash
+        == load_config(None, over + ["eval.full_every=1"]).config_hash
+    )  # the default keeps every identity
 
 
 def test_foreach_adam_updates_bitwise_like_the_per_tensor_loop():
@@ -144,8 +178,13 @@ def test_foreach_adam_updates_bitwise_like_the_per_tensor_loop():
     torch.manual_seed(0)
     ps = [torch.randn(s, requires_grad=True) for s in [(128, 192), (128,), (64, 3, 3, 3)]]
     qs = [p.detach().clone().requires_grad_() for p in ps]
-    groups = lambda xs: [{"params": xs[:2], "weight_decay": 4e-4},  # noqa: E731
-                         {"params": xs[2:], "lr": 0.1, "weight_decay": 0.0}]
+
+    def groups(xs):
+        return [
+            {"params": xs[:2], "weight_decay": 4e-4},
+            {"params": xs[2:], "lr": 0.1, "weight_decay": 0.0},
+        ]
+
     loop = torch.optim.Adam(groups(ps), lr=1e-3, foreach=False)
     fused = torch.optim.Adam(groups(qs), lr=1e-3, foreach=True)
     for _ in range(30):

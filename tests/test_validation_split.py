@@ -1,5 +1,6 @@
 """The class-disjoint validation split of the training classes, its config section, and a run
 that uses it: trains on the remaining classes, logs val/<metric>, never evaluates on test."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,13 +52,16 @@ def test_split_depends_on_its_seed_only_and_folds_partition_the_classes():
     assert [len(f) for f in folds] == [3, 3, 2, 2]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"fraction": 0.2, "folds": 4}, "exactly one"),
-    ({}, "exactly one"),
-    ({"folds": 4, "fold": 4}, "0 <= fold < folds"),
-    ({"fraction": 0.95}, "at least 2"),
-    ({"folds": 20}, "need at least 20"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"fraction": 0.2, "folds": 4}, "exactly one"),
+        ({}, "exactly one"),
+        ({"folds": 4, "fold": 4}, "0 <= fold < folds"),
+        ({"fraction": 0.95}, "at least 2"),
+        ({"folds": 20}, "need at least 20"),
+    ],
+)
 def test_impossible_splits_are_refused(kwargs, match):
     with pytest.raises(ValidationSplitError, match=match):
         heldout_classes(10, **kwargs)
@@ -73,17 +77,21 @@ def test_validation_section_is_validated_and_inactive_keeps_old_hashes():
     assert active.config_hash != base.config_hash
     assert active.to_dict()["validation"]["fraction"] == 0.2
     assert build_config(active.to_dict()) == active  # round trip
-    for bad, match in (({"fraction": 1.0}, "fraction must be in"), ({"folds": 1}, "folds must be"),
-                       ({"fraction": 0.2, "folds": 4}, "not both"),
-                       ({"folds": 4, "fold": 5}, "fold must be in"),
-                       ({"fold": 2}, "needs validation.folds"), ({"frac": 0.2}, "fraction")):
+    for bad, match in (
+        ({"fraction": 1.0}, "fraction must be in"),
+        ({"folds": 1}, "folds must be"),
+        ({"fraction": 0.2, "folds": 4}, "not both"),
+        ({"folds": 4, "fold": 5}, "fold must be in"),
+        ({"fold": 2}, "needs validation.folds"),
+        ({"frac": 0.2}, "fraction"),
+    ):
         with pytest.raises(ConfigError, match=match):
             build_config({**raw, "validation": bad})
 
 
-def test_a_validation_run_trains_on_remaining_classes_and_never_sees_test(tiny_overrides,
-                                                                          results_dir,
-                                                                          monkeypatch):
+def test_a_validation_run_trains_on_remaining_classes_and_never_sees_test(
+    tiny_overrides, results_dir, monkeypatch
+):
     bundle = load_dataset(TINY, None, results_dir)
     train_rows = {bytes(img.numpy().tobytes()) for img in bundle.train.images}
     test_rows = {bytes(img.numpy().tobytes()) for img in bundle.test.images}
@@ -100,8 +108,10 @@ def test_a_validation_run_trains_on_remaining_classes_and_never_sees_test(tiny_o
 
     monkeypatch.setattr(engine, "evaluate", spy_evaluate)
     monkeypatch.setattr("nirbench.harness.train.runner.build_trainer", spy_build)
-    cfg = load_config(overrides=tiny_overrides + ["train.epochs=1", "train.warmup_epochs=0",
-                                                     "validation.fraction=0.25"])
+    cfg = load_config(
+        overrides=tiny_overrides
+        + ["train.epochs=1", "train.warmup_epochs=0", "validation.fraction=0.25"]
+    )
     tracker = Tracker(results_dir)
     outcome = execute(cfg, tracker, results_dir)
     assert seen and set(seen) <= train_rows and not set(seen) & test_rows

@@ -2,6 +2,7 @@
 differences, its interval against scipy, the minimum detectable effect and the seeds needed
 against statsmodels' power functions and the closed form, Holm against a hand computation and
 statsmodels, and the margin's way from protocol.yaml to the tables."""
+
 from __future__ import annotations
 
 import json
@@ -104,7 +105,7 @@ def test_nan_is_inconclusive_with_the_reason():
 def test_decide_is_strict_at_the_bounds():
     assert stats.decide(0.0, 0.5, 1.0) == stats.EQUIVALENT
     assert stats.decide(-1.0, 0.5, 1.0) == stats.INCONCLUSIVE  # touching -δ is not inside
-    assert stats.decide(0.0, 2.0, 1.0) == stats.INCONCLUSIVE   # touching 0 is not above it
+    assert stats.decide(0.0, 2.0, 1.0) == stats.INCONCLUSIVE  # touching 0 is not above it
     assert stats.decide(1e-9, 2.0, 1.0) == stats.HELPS
     with pytest.raises(ValueError, match="margin must be > 0"):
         verdict([0.1, 0.2], margin=0.0)
@@ -140,12 +141,14 @@ def test_bootstrap_only_from_ten_pairs():
 @pytest.mark.parametrize("n", [2, 3, 5, 10, 30])
 def test_minimum_detectable_effect_matches_statsmodels(n):
     sd = 0.012
-    effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=0.05, power=0.8,
-                                      alternative="two-sided")
+    effect = TTestPower().solve_power(
+        effect_size=None, nobs=n, alpha=0.05, power=0.8, alternative="two-sided"
+    )
     assert stats.min_detectable_effect(sd, n) == pytest.approx(effect * sd, rel=1e-4)
     assert stats.power_paired_t(effect, n) == pytest.approx(0.8, abs=1e-6)
     assert stats.power_paired_t(0.7, n) == pytest.approx(
-        TTestPower().power(effect_size=0.7, nobs=n, alpha=0.05, alternative="two-sided"))
+        TTestPower().power(effect_size=0.7, nobs=n, alpha=0.05, alternative="two-sided")
+    )
 
 
 def test_minimum_detectable_effect_near_the_normal_closed_form_for_many_pairs():
@@ -155,8 +158,9 @@ def test_minimum_detectable_effect_near_the_normal_closed_form_for_many_pairs():
     assert stats.min_detectable_effect(sd, n) == pytest.approx(closed, rel=0.01)
 
 
-@pytest.mark.parametrize("sd,margin", [(0.5, 1.0), (1.0, 1.0), (2.3, 1.0), (1.0, 0.25),
-                                       (10.0, 1.0)])
+@pytest.mark.parametrize(
+    "sd,margin", [(0.5, 1.0), (1.0, 1.0), (2.3, 1.0), (1.0, 0.25), (10.0, 1.0)]
+)
 def test_seeds_needed_is_the_first_n_whose_half_width_fits(sd, margin):
     n = stats.seeds_needed(sd, margin)
 
@@ -194,18 +198,47 @@ def comparisons(rows) -> pd.DataFrame:
 
 
 def test_holm_adjusts_the_headline_family_only():
-    frame = with_holm(comparisons([
-        ("synth-cub", "proxy_anchor", "none", "nir", "recall@1", 0.02, 0.9, 0.03),
-        ("synth-cars", "proxy_anchor", "none", "nir", "recall@1", 0.04, 0.9, 0.02),
-        ("synth-sop", "proxy_anchor", "none", "nir", "recall@1", 0.9, 0.006, 0.001),
-        ("synth-cub", "proxy_anchor", "none", "nir", "map@r", 0.001, 0.9, 0.03),
-        ("synth-cub", "proxy_anchor", "none", "nir[flow=false]", "recall@1", 0.001, 0.9, 0.03),
-        ("synth-cub", "proxy_anchor", "nir[flow=false]", "nir", "recall@1", 0.001, 0.9, 0.03)]))
+    frame = with_holm(
+        comparisons(
+            [
+                ("synth-cub", "proxy_anchor", "none", "nir", "recall@1", 0.02, 0.9, 0.03),
+                ("synth-cars", "proxy_anchor", "none", "nir", "recall@1", 0.04, 0.9, 0.02),
+                ("synth-sop", "proxy_anchor", "none", "nir", "recall@1", 0.9, 0.006, 0.001),
+                ("synth-cub", "proxy_anchor", "none", "nir", "map@r", 0.001, 0.9, 0.03),
+                (
+                    "synth-cub",
+                    "proxy_anchor",
+                    "none",
+                    "nir[flow=false]",
+                    "recall@1",
+                    0.001,
+                    0.9,
+                    0.03,
+                ),
+                (
+                    "synth-cub",
+                    "proxy_anchor",
+                    "nir[flow=false]",
+                    "nir",
+                    "recall@1",
+                    0.001,
+                    0.9,
+                    0.03,
+                ),
+            ]
+        )
+    )
     assert frame["headline"].tolist() == [True, True, True, False, False, False]
     # t p: 0.02 x3 = 0.06, 0.04 x2 = 0.08, 0.9; TOST p: 0.006 x3 = 0.018 < 0.025
     assert frame["p_holm"][:3].tolist() == pytest.approx([0.06, 0.08, 0.9])
-    assert frame["verdict_holm"].tolist() == ["inconclusive", "inconclusive", "equivalent",
-                                              "", "", ""]
+    assert frame["verdict_holm"].tolist() == [
+        "inconclusive",
+        "inconclusive",
+        "equivalent",
+        "",
+        "",
+        "",
+    ]
     assert frame["p_holm"][3:].isna().all()
     assert is_headline("recall@1", "none", "nir") and not is_headline("recall@1", "none", "none")
 
@@ -220,9 +253,18 @@ def test_published_gain_and_whether_the_interval_contains_it():
     rows = []
     for seed, (base, nir) in enumerate([(0.640, 0.655), (0.645, 0.662), (0.642, 0.657)]):
         for reg, value in (("none", base), ("nir", nir)):
-            rows.append({"run_id": f"{reg}{seed}", "dataset": "cub200", "method": "proxy_anchor",
-                         "regularizer": reg, "arm": reg, "seed": seed, "arm_hash": reg,
-                         "recall@1": value})
+            rows.append(
+                {
+                    "run_id": f"{reg}{seed}",
+                    "dataset": "cub200",
+                    "method": "proxy_anchor",
+                    "regularizer": reg,
+                    "arm": reg,
+                    "seed": seed,
+                    "arm_hash": reg,
+                    "recall@1": value,
+                }
+            )
     row = agg.compare_arms(pd.DataFrame(rows)).iloc[0]
     d = np.array([0.015, 0.017, 0.015])
     lo, hi = 100 * np.array(sps.t.interval(0.95, df=2, loc=d.mean(), scale=sps.sem(d)))
@@ -250,8 +292,10 @@ def test_the_grid_margin_comes_from_its_base_config(tmp_path):
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(SHIPPED.read_text().replace("margin: 1.0", "margin: 0.5"))
     grid = tmp_path / "g.yaml"
-    grid.write_text("name: g\nconfig: protocol.yaml\ndatasets: [synth-cub]\n"
-                    "methods: [proxy_anchor]\nregularizers: [null]\nseeds: [0]\n")
+    grid.write_text(
+        "name: g\nconfig: protocol.yaml\ndatasets: [synth-cub]\n"
+        "methods: [proxy_anchor]\nregularizers: [null]\nseeds: [0]\n"
+    )
     plan = load_grid(grid)  # the stats section is no run's: the grid expands as before
     assert plan.configs[0].config_hash == load_grid(grid).configs[0].config_hash
     assert load_config(protocol).config_hash == load_config(SHIPPED).config_hash

@@ -4,6 +4,7 @@ publishes a tiny state dict under a hash-named file (toynet-<sha256[:8]>.pth), r
 the ResNets; the torch hub cache is TORCH_HOME=tmp_path. Checked: a download verifies and loads,
 a corrupted copy is refused and leaves nothing in the cache, a cached corrupt file is refused
 with the fix, offline mode never contacts the server, and no network says so."""
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,14 @@ OFFICIAL_URL = f"https://weights.invalid/models/{FILE_NAME}"
 @pytest.fixture
 def toy(monkeypatch):
     """The toy backbone, registered for one test (the registry has no removal; setitem undoes)."""
-    info = BackboneInfo(name=TOY, title="Toy", feature_dim=6, build=toy_body, order=900,
-                        weights=WeightsFile(OFFICIAL_URL, "the toy's publisher"))
+    info = BackboneInfo(
+        name=TOY,
+        title="Toy",
+        feature_dim=6,
+        build=toy_body,
+        order=900,
+        weights=WeightsFile(OFFICIAL_URL, "the toy's publisher"),
+    )
     monkeypatch.setitem(BACKBONES._entries, TOY, info)
     return info
 
@@ -143,8 +150,9 @@ def test_a_mirrored_download_verifies_and_loads(toy, cache, serve, monkeypatch, 
     assert str(cache / FILE_NAME) in line and SHA256 in line and "verified" in line
 
 
-def test_a_corrupted_copy_is_refused_and_leaves_nothing_in_the_cache(toy, cache, serve,
-                                                                     monkeypatch):
+def test_a_corrupted_copy_is_refused_and_leaves_nothing_in_the_cache(
+    toy, cache, serve, monkeypatch
+):
     _, other = _state_bytes(1)  # the right name, a loadable state dict, other bytes
     server = serve({f"/{FILE_NAME}": other})
     monkeypatch.setenv("NIRBENCH_MIRROR", server.base)
@@ -236,9 +244,14 @@ def test_fetch_and_list_print_paths_and_verified_hashes(toy, cache, serve, monke
 
     assert main(["weights", "fetch", TOY, "--json"]) == 0
     (fetched,) = json.loads(capsys.readouterr().out)["weights"]
-    assert fetched == {"backbone": TOY, "path": str(cache / FILE_NAME), "sha256": SHA256,
-                       "bytes": len(PUBLISHED_BYTES), "url": f"{server.base}/{FILE_NAME}",
-                       "downloaded": True}
+    assert fetched == {
+        "backbone": TOY,
+        "path": str(cache / FILE_NAME),
+        "sha256": SHA256,
+        "bytes": len(PUBLISHED_BYTES),
+        "url": f"{server.base}/{FILE_NAME}",
+        "downloaded": True,
+    }
     assert main(["weights", "fetch", TOY]) == 0  # cached now: no second download
     assert f"sha256 {SHA256} verified" in capsys.readouterr().out and len(server.requests) == 1
     assert main(["weights", "list"]) == 0
@@ -266,14 +279,14 @@ def test_the_offline_switch_refuses_values_it_does_not_know(monkeypatch):
         weights.offline()
 
 
-def test_the_runs_first_log_line_names_its_weights(tmp_path, toy, cache, serve, monkeypatch,
-                                                   caplog, tiny_overrides):
+def test_the_runs_first_log_line_names_its_weights(
+    tmp_path, toy, cache, serve, monkeypatch, caplog, tiny_overrides
+):
     from nirbench.harness.config import load_config
     from nirbench.harness.train import runner
 
     cfg = load_config(None, tiny_overrides + ["backbone.pretrained=false"])
-    assert runner.weights_line(cfg, tmp_path) == \
-        "random initialisation (backbone.pretrained=false)"
+    assert runner.weights_line(cfg, tmp_path) == "random initialisation (backbone.pretrained=false)"
     embedded = load_config(None, tiny_overrides + ["backbone.pretrained=true"])
     line = runner.weights_line(embedded, tmp_path)
     assert line.startswith(f"embedded pretraining {embedded.backbone.weights} from {tmp_path}")
@@ -297,4 +310,5 @@ def test_the_docs_table_is_generated_from_the_registry():
     end = page.index("<!-- end of the backbones table -->")
     assert page[start:end] == markdown_table(), (
         "docs/weights.md's backbone table is stale: replace it with the output of python -c "
-        "'from nirbench.harness.config_backbones import markdown_table; print(markdown_table())'")
+        "'from nirbench.harness.config_backbones import markdown_table; print(markdown_table())'"
+    )

@@ -6,6 +6,7 @@ Also: what the miners select (semi-hard triplets, Multi-Similarity pairs) agains
 the distance-weighted sampler's weights and sampling frequencies against the paper's formula,
 and how ``class_proxies()`` maps PML's parameter layouts to (num_classes, embed_dim).
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,9 @@ REL = 1e-9  # float64 everywhere: the references agree to ~1e-15; 1e-9 leaves ro
 
 def build(name: str, num_classes: int, embed_dim: int, **overrides) -> Method:
     info = METHODS.get(name)
-    return info.cls(num_classes=num_classes, embed_dim=embed_dim,
-                    **dict(info.defaults, **overrides)).double()
+    return info.cls(
+        num_classes=num_classes, embed_dim=embed_dim, **dict(info.defaults, **overrides)
+    ).double()
 
 
 def unit_rows(x: torch.Tensor | list[list[float]]) -> list[list[float]]:
@@ -74,8 +76,10 @@ def naive_proxy_anchor(x, labels, proxies, alpha, delta):
         if members:
             present += 1
             pos += math.log(1 + sum(math.exp(-alpha * (dot(xs[i], p) - delta)) for i in members))
-        neg += math.log(1 + sum(math.exp(alpha * (dot(xs[i], p) + delta))
-                                for i, y in enumerate(labels) if y != c))
+        neg += math.log(
+            1
+            + sum(math.exp(alpha * (dot(xs[i], p) + delta)) for i, y in enumerate(labels) if y != c)
+        )
     return pos / present + neg / len(ps)
 
 
@@ -91,8 +95,9 @@ def test_proxy_anchor_matches_published_formula():
 def naive_proxy_nca(x, labels, proxies, scale):
     """-log softmax over ALL proxies of -scale * ||x^ - p^||^2 (PML's NCA form), batch mean."""
     xs, ps = unit_rows(x), unit_rows(proxies)
-    losses = [cross_entropy([-scale * dist(xs[i], p) ** 2 for p in ps], y)
-              for i, y in enumerate(labels)]
+    losses = [
+        cross_entropy([-scale * dist(xs[i], p) ** 2 for p in ps], y) for i, y in enumerate(labels)
+    ]
     return sum(losses) / len(losses)
 
 
@@ -123,8 +128,12 @@ def naive_soft_triple(x, labels, centres, la, gamma, delta, tau):
     loss = total / len(labels)
     num_classes, k = len(cs), len(cs[0])
     if tau and k > 1:
-        reg = sum(math.sqrt(max(2.0 - 2.0 * dot(w[s], w[t]), 0.0))
-                  for w in cs for s in range(k) for t in range(s + 1, k))
+        reg = sum(
+            math.sqrt(max(2.0 - 2.0 * dot(w[s], w[t]), 0.0))
+            for w in cs
+            for s in range(k)
+            for t in range(s + 1, k)
+        )
         loss += tau * reg / (num_classes * k * (k - 1))
     return loss
 
@@ -133,14 +142,20 @@ def naive_soft_triple(x, labels, centres, la, gamma, delta, tau):
 def test_soft_triple_matches_formula(tau):
     num_classes, k, dim = 5, 3, 8
     x, labels = clustered(4, num_classes=4, per_class=3, dim=dim)
-    method = build("soft_triple", num_classes=num_classes, embed_dim=dim, centers_per_class=k,
-                   center_reg_weight=tau)
+    method = build(
+        "soft_triple",
+        num_classes=num_classes,
+        embed_dim=dim,
+        centers_per_class=k,
+        center_reg_weight=tau,
+    )
     centres = random_matrix(5, num_classes, k, dim)  # [class][k]
     # Our reading of PML's layout: class c owns the contiguous columns c*K .. c*K+K-1 of fc.
     set_param(method.loss.fc, centres.reshape(num_classes * k, dim).t())
     d = METHODS.get("soft_triple").defaults
-    want = naive_soft_triple(x, labels.tolist(), centres.tolist(), d["la"], d["gamma"],
-                             d["margin"], tau)
+    want = naive_soft_triple(
+        x, labels.tolist(), centres.tolist(), d["la"], d["gamma"], d["margin"], tau
+    )
     assert method(x, labels).item() == pytest.approx(want, rel=REL)
 
 
@@ -159,7 +174,7 @@ def test_soft_triple_column_layout_and_proxies():
     got = method.class_proxies()
     assert got.shape == (num_classes, dim)
     for c in range(num_classes):
-        cols = unit_rows(fc[:, c * k:(c + 1) * k].t())
+        cols = unit_rows(fc[:, c * k : (c + 1) * k].t())
         mean = [sum(col[j] for col in cols) / k for j in range(dim)]
         want = unit_rows([mean])[0]
         assert got[c].tolist() == pytest.approx(want, rel=1e-12, abs=1e-12)
@@ -167,14 +182,15 @@ def test_soft_triple_column_layout_and_proxies():
     # Differentiable w.r.t. fc, and class 2's proxy depends on class 2's columns only.
     got[2].sum().backward()
     grad = method.loss.fc.grad.abs().sum(dim=0)
-    assert (grad[2 * k:3 * k] > 0).all()
-    assert grad[:2 * k].sum() == 0 and grad[3 * k:].sum() == 0
+    assert (grad[2 * k : 3 * k] > 0).all()
+    assert grad[: 2 * k].sum() == 0 and grad[3 * k :].sum() == 0
 
 
 def naive_normalized_softmax(x, labels, weights_cd, temperature):
     xs, ws = unit_rows(x), unit_rows(weights_cd)
-    losses = [cross_entropy([dot(xs[i], w) / temperature for w in ws], y)
-              for i, y in enumerate(labels)]
+    losses = [
+        cross_entropy([dot(xs[i], w) / temperature for w in ws], y) for i, y in enumerate(labels)
+    ]
     return sum(losses) / len(losses)
 
 
@@ -307,8 +323,9 @@ def test_multi_similarity_matches_formula():
     x, labels = clustered(15, num_classes=5, per_class=4, dim=8, spread=0.7)
     d = METHODS.get("multi_similarity").defaults
     method = build("multi_similarity", num_classes=5, embed_dim=8)
-    want = naive_multi_similarity(x, labels.tolist(), d["alpha"], d["beta"], d["base"],
-                                  d["miner_epsilon"])
+    want = naive_multi_similarity(
+        x, labels.tolist(), d["alpha"], d["beta"], d["base"], d["miner_epsilon"]
+    )
     assert method(x, labels).item() == pytest.approx(want, rel=REL)
 
 
@@ -329,15 +346,17 @@ def naive_contrastive(x, labels, pos_margin, neg_margin):
                 neg.append(max(neg_margin - d, 0.0))
     pos_nz, neg_nz = [v for v in pos if v > 0], [v for v in neg if v > 0]
     loss = (sum(pos_nz) / len(pos_nz) if pos_nz else 0.0) + (
-        sum(neg_nz) / len(neg_nz) if neg_nz else 0.0)
+        sum(neg_nz) / len(neg_nz) if neg_nz else 0.0
+    )
     return loss, len(neg) - len(neg_nz)
 
 
 @pytest.mark.parametrize("pos_margin,neg_margin", [(0.0, 1.0), (0.3, 1.2)])
 def test_contrastive_matches_formula(pos_margin, neg_margin):
     x, labels = clustered(16, num_classes=4, per_class=3, dim=8)
-    method = build("contrastive", num_classes=4, embed_dim=8, pos_margin=pos_margin,
-                   neg_margin=neg_margin)
+    method = build(
+        "contrastive", num_classes=4, embed_dim=8, pos_margin=pos_margin, neg_margin=neg_margin
+    )
     want, zero_negatives = naive_contrastive(x, labels.tolist(), pos_margin, neg_margin)
     assert zero_negatives > 0  # the non-zero averaging was exercised
     assert method(x, labels).item() == pytest.approx(want, rel=REL)
@@ -453,14 +472,16 @@ def test_distance_weighted_sampler_weights_match_formula(monkeypatch):
     monkeypatch.setattr(dwm.lmu, "get_random_triplet_indices", spy)
     method.miner(x, labels)
     d = METHODS.get("margin").defaults
-    want = naive_distance_weights(x, labels.tolist(), d["sampler_cutoff"],
-                                  d["sampler_nonzero_loss_cutoff"])
+    want = naive_distance_weights(
+        x, labels.tolist(), d["sampler_cutoff"], d["sampler_nonzero_loss_cutoff"]
+    )
     got = captured["weights"].tolist()
     zeros_for_far_negatives = 0
     for i, (got_row, want_row) in enumerate(zip(got, want)):
         assert got_row == pytest.approx(want_row, rel=1e-9, abs=1e-12)
         zeros_for_far_negatives += sum(
-            w == 0 for j, w in enumerate(want_row) if labels[j] != labels[i])
+            w == 0 for j, w in enumerate(want_row) if labels[j] != labels[i]
+        )
     assert zeros_for_far_negatives > 0  # the 1.4 cut-off was exercised
 
 
@@ -497,12 +518,24 @@ def test_soft_triple_block_centre_regularizer_equals_pmls_full_matrix_version():
 
     num_classes, k, dim = 6, 4, 8
     x, labels = clustered(7, num_classes=num_classes, per_class=3, dim=dim)
-    ours = build("soft_triple", num_classes=num_classes, embed_dim=dim, centers_per_class=k,
-                 center_reg_weight=0.2)
+    ours = build(
+        "soft_triple",
+        num_classes=num_classes,
+        embed_dim=dim,
+        centers_per_class=k,
+        center_reg_weight=0.2,
+    )
     d = METHODS.get("soft_triple").defaults
-    pml = SoftTripleLoss(num_classes, dim, centers_per_class=k, la=d["la"], gamma=d["gamma"],
-                         margin=d["margin"], weight_reg_weight=0.2,
-                         weight_regularizer=SparseCentersRegularizer(num_classes, k)).double()
+    pml = SoftTripleLoss(
+        num_classes,
+        dim,
+        centers_per_class=k,
+        la=d["la"],
+        gamma=d["gamma"],
+        margin=d["margin"],
+        weight_reg_weight=0.2,
+        weight_regularizer=SparseCentersRegularizer(num_classes, k),
+    ).double()
     with torch.no_grad():
         pml.fc.copy_(ours.loss.fc)
     a, b = ours(x, labels), pml(x, labels.long())

@@ -14,6 +14,7 @@ The sample's sizes (assumptions, from the datasets' published image sizes): CUB 
 (some portrait), Cars196 640-1024 px wide at aspect 1.3-2.0, SOP square to 4:3 product shots of
 400-640 px (some portrait).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -67,8 +68,14 @@ def generate(kind: str, folder: Path, n: int, seed: int = 0) -> list[Path]:
     return files
 
 
-def run(*, datasets: tuple[str, ...] = KINDS, images: int = 200, workers: int = 2, seed: int = 0,
-        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run(
+    *,
+    datasets: tuple[str, ...] = KINDS,
+    images: int = 200,
+    workers: int = 2,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     from nirbench.harness.data.real.cache import open_or_build, resized_size
     from nirbench.harness.data.real.jpeg_cache import QUALITY
 
@@ -84,14 +91,22 @@ def run(*, datasets: tuple[str, ...] = KINDS, images: int = 200, workers: int = 
             say(f"{kind}: generating {images} photographs")
             files = generate(kind, scratch / "images", images, seed)
             rel = [f.relative_to(scratch / "images").as_posix() for f in files]
-            row: dict[str, Any] = {"source_bytes_per_image": float(np.mean(
-                [f.stat().st_size for f in files]))}
+            row: dict[str, Any] = {
+                "source_bytes_per_image": float(np.mean([f.stat().st_size for f in files]))
+            }
             for cache in ("uint8", "jpeg"):
                 say(f"{kind}: building the {cache} cache")
                 started = time.perf_counter()
-                store, _ = open_or_build(kind, "sample", scratch / "images", rel,
-                                         scratch / "cache", workers=workers, progress=False,
-                                         kind=cache)
+                store, _ = open_or_build(
+                    kind,
+                    "sample",
+                    scratch / "images",
+                    rel,
+                    scratch / "cache",
+                    workers=workers,
+                    progress=False,
+                    kind=cache,
+                )
                 row[f"{cache}_build_s_per_image"] = (time.perf_counter() - started) / images
                 row[f"{cache}_bytes_per_image"] = store.meta["bytes"] / images
             from PIL import Image
@@ -103,15 +118,17 @@ def run(*, datasets: tuple[str, ...] = KINDS, images: int = 200, workers: int = 
                 aspects.append(max(w, h) / min(w, h))
                 formula += 3 * w * h
             total = OFFICIAL[kind].images
-            row.update({
-                "mean_aspect": float(np.mean(aspects)),
-                "uint8_formula_bytes": formula / images,
-                "jpeg_size_ratio": row["uint8_bytes_per_image"] / row["jpeg_bytes_per_image"],
-                "official_images": total,
-                "uint8_gb": row["uint8_bytes_per_image"] * total / 1e9,
-                "jpeg_gb": row["jpeg_bytes_per_image"] * total / 1e9,
-                "source_gb": row["source_bytes_per_image"] * total / 1e9,
-            })
+            row.update(
+                {
+                    "mean_aspect": float(np.mean(aspects)),
+                    "uint8_formula_bytes": formula / images,
+                    "jpeg_size_ratio": row["uint8_bytes_per_image"] / row["jpeg_bytes_per_image"],
+                    "official_images": total,
+                    "uint8_gb": row["uint8_bytes_per_image"] * total / 1e9,
+                    "jpeg_gb": row["jpeg_bytes_per_image"] * total / 1e9,
+                    "source_gb": row["source_bytes_per_image"] * total / 1e9,
+                }
+            )
             out["datasets"][kind] = row
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

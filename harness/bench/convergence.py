@@ -8,6 +8,7 @@ gaps as JSON and draws the curves (R@1 against epoch, B solid, 2B dashed) as one
 budgets use the protocol's cosine schedule over their own length, so 2B is "the same recipe,
 trained twice as long", not B continued.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,9 +31,17 @@ def budgets(runs: pd.DataFrame) -> pd.DataFrame:
             continue
         at_b, at_2b = float(by_epochs.loc[short]), float(by_epochs.loc[long])
         gap = 100 * (at_2b - at_b)
-        rows.append({"dataset": dataset, "method": method, "budget": short,
-                     "r1_at_budget": 100 * at_b, "r1_at_double": 100 * at_2b, "gap_pp": gap,
-                     "converged": gap <= MAX_GAP_PP})
+        rows.append(
+            {
+                "dataset": dataset,
+                "method": method,
+                "budget": short,
+                "r1_at_budget": 100 * at_b,
+                "r1_at_double": 100 * at_2b,
+                "gap_pp": gap,
+                "converged": gap <= MAX_GAP_PP,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -59,16 +68,27 @@ def check(results_dir: Path, grid: str = GRID, figure: Path | None = None) -> di
     # whose convergence the 2B pairs establish (its calibration, grids/rise_calibration.yaml).
     rises = convergence_table(every_arm, collected.epochs, by=CELL + ["epochs"])
     level = (100 * every_arm.groupby(CELL + ["epochs"])["recall@1"].mean()).rename("r1")
-    rises = (rises.join(level, on=CELL + ["epochs"])
-             .rename(columns={"rise": "rise_pp", "r1": "r1_at_last"})
-             .sort_values(CELL + ["epochs"], ignore_index=True))
-    return {"grid": grid, "max_gap_pp": MAX_GAP_PP,
-            "all_converged": bool(len(table)) and bool(table["converged"].all()),
-            "cells": table.to_dict("records"),
-            "rise_margin_pp": RISE_MARGIN_PP,
-            "rises": [{**row, "still_rising": bool(row["still_rising"]),
-                       "epochs": int(row["epochs"]), "n": int(row["n"])}
-                      for row in rises.to_dict("records")]}
+    rises = (
+        rises.join(level, on=CELL + ["epochs"])
+        .rename(columns={"rise": "rise_pp", "r1": "r1_at_last"})
+        .sort_values(CELL + ["epochs"], ignore_index=True)
+    )
+    return {
+        "grid": grid,
+        "max_gap_pp": MAX_GAP_PP,
+        "all_converged": bool(len(table)) and bool(table["converged"].all()),
+        "cells": table.to_dict("records"),
+        "rise_margin_pp": RISE_MARGIN_PP,
+        "rises": [
+            {
+                **row,
+                "still_rising": bool(row["still_rising"]),
+                "epochs": int(row["epochs"]),
+                "n": int(row["n"]),
+            }
+            for row in rises.to_dict("records")
+        ],
+    }
 
 
 def draw(runs: pd.DataFrame, epochs: pd.DataFrame, table: pd.DataFrame, path: Path) -> Path:
@@ -85,13 +105,23 @@ def draw(runs: pd.DataFrame, epochs: pd.DataFrame, table: pd.DataFrame, path: Pa
         for k, method in enumerate(sorted(part["method"], key=method_rank)):
             row = part[part["method"] == method].iloc[0]
             for budget, style in ((row["budget"], "-"), (2 * row["budget"], "--")):
-                ids = runs[(runs["dataset"] == dataset) & (runs["method"] == method)
-                           & (runs["epochs"] == budget)]["run_id"]
+                ids = runs[
+                    (runs["dataset"] == dataset)
+                    & (runs["method"] == method)
+                    & (runs["epochs"] == budget)
+                ]["run_id"]
                 curve = epochs[epochs["run_id"].isin(ids)].dropna(subset=["test/recall@1"])
                 curve = curve.groupby("epoch")["test/recall@1"].mean() * 100
-                label = (f"{METHOD_TITLES.get(method, method)} ({budget} ep)")
-                ax.plot(curve.index, curve.values, style, marker="o", ms=2.5,
-                        color=colors[k % len(colors)], label=label)
+                label = f"{METHOD_TITLES.get(method, method)} ({budget} ep)"
+                ax.plot(
+                    curve.index,
+                    curve.values,
+                    style,
+                    marker="o",
+                    ms=2.5,
+                    color=colors[k % len(colors)],
+                    label=label,
+                )
             ax.axvline(row["budget"], color="#999", lw=0.6, ls=":")
         budgets = sorted({int(b) for b in part["budget"]})
         ax.set_title(f"{dataset}: budget {' / '.join(map(str, budgets))} epochs", fontsize=10)
@@ -99,8 +129,9 @@ def draw(runs: pd.DataFrame, epochs: pd.DataFrame, table: pd.DataFrame, path: Pa
         ax.set_ylabel("test R@1 (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("Embedded protocol: each baseline at its budget B (solid) and at 2B (dashed)",
-                 fontsize=11)
+    fig.suptitle(
+        "Embedded protocol: each baseline at its budget B (solid) and at 2B (dashed)", fontsize=11
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path

@@ -22,6 +22,7 @@ warm-up of both libraries are not timed); ``--repeat`` keeps the fastest of R ru
 the process high-water mark (``ru_maxrss``); per phase it is reset through
 /proc/self/clear_refs where the kernel allows it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,7 +42,12 @@ FULL_RECALL_AT = (1, 10, 100, 1000)
 
 
 def synthetic_embeddings(
-    n: int, dim: int, classes: int, *, seed: int = 0, noise: float = 1.4,
+    n: int,
+    dim: int,
+    classes: int,
+    *,
+    seed: int = 0,
+    noise: float = 1.4,
     max_class: int = SOP_MAX_CLASS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class-structured embeddings: every class gets 2 samples, the rest are spread over classes
@@ -49,8 +55,9 @@ def synthetic_embeddings(
     (a random unit vector) plus isotropic Gaussian noise of total norm about ``noise``. The default
     1.4 gives recall@1 of about 0.77 at SOP size (a good SOP model: about 0.79)."""
     if classes < 1 or n < 2 * classes:
-        raise ValueError(f"need n >= 2 x classes so every class has 2 samples, got n={n}, "
-                         f"classes={classes}")
+        raise ValueError(
+            f"need n >= 2 x classes so every class has 2 samples, got n={n}, classes={classes}"
+        )
     rng = np.random.default_rng(seed)
     cap = max(max_class, -(-n // classes))
     extra_slots = np.repeat(np.arange(classes), cap - 2)
@@ -65,9 +72,19 @@ def synthetic_embeddings(
 
 
 def run(
-    n: int = SOP_TEST["n"], dim: int = SOP_TEST["dim"], classes: int = SOP_TEST["classes"], *,
-    seed: int = 0, noise: float = 1.4, repeat: int = 1, threads: int = 0, pml: bool = True,
-    nmi: bool = True, full: bool = True, exact: bool = True, approximate: str | None = None,
+    n: int = SOP_TEST["n"],
+    dim: int = SOP_TEST["dim"],
+    classes: int = SOP_TEST["classes"],
+    *,
+    seed: int = 0,
+    noise: float = 1.4,
+    repeat: int = 1,
+    threads: int = 0,
+    pml: bool = True,
+    nmi: bool = True,
+    full: bool = True,
+    exact: bool = True,
+    approximate: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     import faiss
@@ -84,9 +101,16 @@ def run(
     max_class = int(np.bincount(labels).max())
     k_needed = min(max(1, max_class - 1), n - 1)  # our pass for recall@1 + map@r + r_precision
     _warm_up(xn, labels)
-    out: dict[str, Any] = {"n": n, "dim": dim, "classes": classes, "max_class_size": max_class,
-                           "seed": seed, "noise": noise, "repeat": repeat,
-                           "load_average_before": _load_average()}
+    out: dict[str, Any] = {
+        "n": n,
+        "dim": dim,
+        "classes": classes,
+        "max_class_size": max_class,
+        "seed": seed,
+        "noise": noise,
+        "repeat": repeat,
+        "load_average_before": _load_average(),
+    }
     from nirbench.harness.evaluation.clustering import select_kmeans_engine
     from nirbench.harness.evaluation.knn import select_engine
 
@@ -99,19 +123,22 @@ def run(
     if exact:
         say(f"ours: recall@1, r_precision, map@r (k = {k_needed})")
         out["ours_knn_s"], ours, out["ours_knn_peak_rss_mb"] = _timed(
-            lambda: retrieval_metrics(x, labels, (1,), include=("map@r", "r_precision")), repeat)
+            lambda: retrieval_metrics(x, labels, (1,), include=("map@r", "r_precision")), repeat
+        )
         out.update({f"ours/{key}": value for key, value in ours.items()})
 
         say(f"bare faiss search (k = {k_needed} + 1)")
         out["knn_s"], _, _ = _timed(lambda: _bare_search(xn, k_needed + 1, bare), repeat)
         out["ratio_vs_knn"] = out["ours_knn_s"] / out["knn_s"]
 
-    out.update(dict.fromkeys(("pml_knn_s", "ratio_knn_vs_pml", "max_abs_diff",
-                              "pml_knn_peak_rss_mb")))
+    out.update(
+        dict.fromkeys(("pml_knn_s", "ratio_knn_vs_pml", "max_abs_diff", "pml_knn_peak_rss_mb"))
+    )
     if pml and exact:
         say("pytorch-metric-learning AccuracyCalculator (k = max_bin_count)")
-        out["pml_knn_s"], theirs, out["pml_knn_peak_rss_mb"] = _timed(lambda: _pml_knn(xn, labels),
-                                                                      repeat)
+        out["pml_knn_s"], theirs, out["pml_knn_peak_rss_mb"] = _timed(
+            lambda: _pml_knn(xn, labels), repeat
+        )
         out.update({f"pml/{key}": float(value) for key, value in theirs.items()})
         out["ratio_knn_vs_pml"] = out["pml_knn_s"] / out["ours_knn_s"]
         out["max_abs_diff"] = max(
@@ -120,27 +147,33 @@ def run(
             abs(ours["map@r"] - theirs["mean_average_precision_at_r"]),
         )
 
-    out.update(dict.fromkeys(("ours_nmi_s", "pml_nmi_s", "ratio_nmi_vs_pml", "ours/nmi",
-                              "pml/nmi")))
+    out.update(
+        dict.fromkeys(("ours_nmi_s", "pml_nmi_s", "ratio_nmi_vs_pml", "ours/nmi", "pml/nmi"))
+    )
     if nmi:
         say(f"ours: NMI (k-means, {classes} clusters)")
         out["ours_nmi_s"], out["ours/nmi"], out["ours_nmi_peak_rss_mb"] = _timed(
-            lambda: nmi_score(x, labels, seed=seed), repeat)
+            lambda: nmi_score(x, labels, seed=seed), repeat
+        )
         if pml:
             say("pytorch-metric-learning NMI")
             out["pml_nmi_s"], theirs, out["pml_nmi_peak_rss_mb"] = _timed(
-                lambda: _pml_nmi(xn, labels), repeat)
+                lambda: _pml_nmi(xn, labels), repeat
+            )
             out["pml/nmi"] = float(theirs["NMI"])
             out["ratio_nmi_vs_pml"] = out["pml_nmi_s"] / out["ours_nmi_s"]
 
     out.update(dict.fromkeys(("full_suite_s", "knn_k1000_s", "ratio_full_vs_knn_k1000")))
     if full and exact:
         k_full = min(max(1000, max_class - 1), n - 1)
-        say(f"ours: full suite (recall@{','.join(map(str, FULL_RECALL_AT))}, map@r, r_precision, "
-            f"map@1000; k = {k_full})")
+        say(
+            f"ours: full suite (recall@{','.join(map(str, FULL_RECALL_AT))}, map@r, r_precision, "
+            f"map@1000; k = {k_full})"
+        )
         recall_at = tuple(k for k in FULL_RECALL_AT if k <= n - 1)
         out["full_suite_s"], suite, out["full_suite_peak_rss_mb"] = _timed(
-            lambda: retrieval_metrics(x, labels, recall_at), repeat)
+            lambda: retrieval_metrics(x, labels, recall_at), repeat
+        )
         out.update({f"full/{key}": value for key, value in suite.items()})
         say(f"bare faiss search (k = {k_full} + 1)")
         out["knn_k1000_s"], _, _ = _timed(lambda: _bare_search(xn, k_full + 1, bare), repeat)
@@ -150,14 +183,22 @@ def run(
         say(f"approximate ({approximate}) full suite")
         recall_at = tuple(k for k in FULL_RECALL_AT if k <= n - 1)
         out["approx_suite_s"], approx, out["approx_suite_peak_rss_mb"] = _timed(
-            lambda: retrieval_metrics(x, labels, recall_at, approximate=approximate, seed=seed), 1)
+            lambda: retrieval_metrics(x, labels, recall_at, approximate=approximate, seed=seed), 1
+        )
         out.update({f"approx_suite/{key}": value for key, value in approx.items()})
         out["approx_method"] = approximate
 
     # peak_rss_mb: the process' high-water mark while OUR evaluation ran (data and libraries
     # included). Where the kernel cannot reset the mark per phase, the whole process' peak.
-    ours_peaks = [out.get(key) for key in ("ours_knn_peak_rss_mb", "ours_nmi_peak_rss_mb",
-                                           "full_suite_peak_rss_mb", "approx_suite_peak_rss_mb")]
+    ours_peaks = [
+        out.get(key)
+        for key in (
+            "ours_knn_peak_rss_mb",
+            "ours_nmi_peak_rss_mb",
+            "full_suite_peak_rss_mb",
+            "approx_suite_peak_rss_mb",
+        )
+    ]
     ours_peaks = [p for p in ours_peaks if p is not None]
     whole = max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, *_PEAKS])
     out["peak_rss_mb"] = max(ours_peaks) if ours_peaks else whole
@@ -193,7 +234,8 @@ def _pml_knn(xn: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
     calculator = AccuracyCalculator(
-        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count")
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count"
+    )
     return calculator.get_accuracy(torch.from_numpy(xn), torch.from_numpy(labels))
 
 
@@ -201,8 +243,9 @@ def _pml_nmi(xn: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     import torch
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
-    return AccuracyCalculator(include=("NMI",)).get_accuracy(torch.from_numpy(xn),
-                                                             torch.from_numpy(labels))
+    return AccuracyCalculator(include=("NMI",)).get_accuracy(
+        torch.from_numpy(xn), torch.from_numpy(labels)
+    )
 
 
 def _warm_up(xn: np.ndarray, labels: np.ndarray) -> None:

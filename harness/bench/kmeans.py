@@ -3,6 +3,7 @@
 k-means seed. Same embedding, same k (= classes), same 20 iterations; the engines draw different
 initial centroids, so a difference of the size of the seed spread is expected and is why a run
 uses one engine for all its epochs (tag nmi.kmeans_engine, issue 23)."""
+
 from __future__ import annotations
 
 import time
@@ -27,16 +28,28 @@ def load_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _engine_nmis(x: np.ndarray, y: np.ndarray, engine: str, seeds: list[int]) -> dict[str, Any]:
     values, started = [], time.perf_counter()
     for seed in seeds:
-        values.append(nmi_score(x, y, seed=seed, normalize=False, engine=engine,
-                                niter=KMEANS_NITER))
-    return {"nmi": values, "mean": float(np.mean(values)),
-            "seed_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-            "seconds_per_run": (time.perf_counter() - started) / len(seeds)}
+        values.append(
+            nmi_score(x, y, seed=seed, normalize=False, engine=engine, niter=KMEANS_NITER)
+        )
+    return {
+        "nmi": values,
+        "mean": float(np.mean(values)),
+        "seed_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "seconds_per_run": (time.perf_counter() - started) / len(seeds),
+    }
 
 
-def run(n: int = 2000, classes: int = 100, dim: int = 128, *, seed: int = 0, noise: float = 1.4,
-        kmeans_seeds: int = 5, embeddings: Path | None = None,
-        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run(
+    n: int = 2000,
+    classes: int = 100,
+    dim: int = 128,
+    *,
+    seed: int = 0,
+    noise: float = 1.4,
+    kmeans_seeds: int = 5,
+    embeddings: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """NMI per engine and k-means seed on one embedding; ``difference`` = torch - faiss per seed,
     with its mean, mean absolute value and maximum absolute value."""
     if embeddings is not None:
@@ -47,9 +60,14 @@ def run(n: int = 2000, classes: int = 100, dim: int = 128, *, seed: int = 0, noi
         source = f"synthetic (n={n}, classes={classes}, dim={dim}, seed={seed}, noise={noise})"
     x = l2_normalize(np.ascontiguousarray(x, dtype=np.float32))
     seeds = list(range(kmeans_seeds))
-    out: dict[str, Any] = {"embedding": source, "n": int(len(x)), "dim": int(x.shape[1]),
-                           "classes": int(len(np.unique(y))), "kmeans_seeds": seeds,
-                           "niter": KMEANS_NITER}
+    out: dict[str, Any] = {
+        "embedding": source,
+        "n": int(len(x)),
+        "dim": int(x.shape[1]),
+        "classes": int(len(np.unique(y))),
+        "kmeans_seeds": seeds,
+        "niter": KMEANS_NITER,
+    }
     cpu = {}
     for engine in ("torch-cpu", "faiss-cpu"):
         if progress:
@@ -57,18 +75,25 @@ def run(n: int = 2000, classes: int = 100, dim: int = 128, *, seed: int = 0, noi
         cpu[engine] = _engine_nmis(x, y, engine, seeds)
     out["cpu"] = cpu
     diff = np.subtract(cpu["torch-cpu"]["nmi"], cpu["faiss-cpu"]["nmi"])
-    out["difference"] = {"torch_minus_faiss": diff.tolist(), "mean": float(diff.mean()),
-                         "mean_abs": float(np.abs(diff).mean()),
-                         "max_abs": float(np.abs(diff).max())}
+    out["difference"] = {
+        "torch_minus_faiss": diff.tolist(),
+        "mean": float(diff.mean()),
+        "mean_abs": float(np.abs(diff).mean()),
+        "max_abs": float(np.abs(diff).max()),
+    }
     caps = probe()
     if caps.cuda:
-        gpu = {"torch-cuda": _engine_nmis(x, y, "torch-cuda", seeds),
-               "device": torch.cuda.get_device_name()}
+        gpu = {
+            "torch-cuda": _engine_nmis(x, y, "torch-cuda", seeds),
+            "device": torch.cuda.get_device_name(),
+        }
         if caps.faiss_gpu_works:
             gpu["faiss-gpu"] = _engine_nmis(x, y, "faiss-gpu", seeds)
         out["gpu"] = gpu
     else:
         out["gpu"] = None
-        out["gpu_note"] = "no CUDA device here: the GPU engines (torch-cuda, faiss-gpu) were not measured"
+        out["gpu_note"] = (
+            "no CUDA device here: the GPU engines (torch-cuda, faiss-gpu) were not measured"
+        )
     out["numerics"] = collect_numerics("cpu", "auto")
     return out

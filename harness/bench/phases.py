@@ -17,6 +17,7 @@ the flow's forward, its gradients and its 1.4 M parameters' Adam update), measur
 run. The sum of the timed phases is within a few percent of the epoch's wall time (Python
 bookkeeping is the rest); ``shares`` gives each phase's part of the NIR arm's epoch.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,12 +36,14 @@ def split_epoch(cfg: Any, cache_dir: Path) -> dict[str, float]:
     from nirbench.harness.train.engine import build_trainer, epoch_generator
 
     # Pretrained weights change no cost: time the same network built from scratch.
-    cfg = cfg.model_copy(update={"backbone": cfg.backbone.model_copy(
-        update={"pretrained": False, "weights": None})})
+    cfg = cfg.model_copy(
+        update={"backbone": cfg.backbone.model_copy(update={"pretrained": False, "weights": None})}
+    )
     bundle = load_dataset(cfg.dataset.name, cfg.dataset.root, cache_dir)
     trainer = build_trainer(cfg, bundle, torch.device("cpu"))
-    sampler = ClassBalancedBatchSampler(bundle.train.labels, cfg.train.batch_size,
-                                        cfg.train.samples_per_class, cfg.seed)
+    sampler = ClassBalancedBatchSampler(
+        bundle.train.labels, cfg.train.batch_size, cfg.train.samples_per_class, cfg.seed
+    )
     epoch = cfg.train.warmup_epochs
     trainer.model.set_body_trainable(True)
     trainer.model.train()
@@ -78,12 +81,17 @@ def _split_evaluation(trainer: Any, split: Any) -> dict[str, float]:
 
     cfg = trainer.cfg
     started = time.perf_counter()
-    embeddings = embed(trainer.model, split, trainer.device, cfg.eval.batch_size,
-                       cfg.train.precision, cfg.train.channels_last)
+    embeddings = embed(
+        trainer.model,
+        split,
+        trainer.device,
+        cfg.eval.batch_size,
+        cfg.train.precision,
+        cfg.train.channels_last,
+    )
     embedded = time.perf_counter()
     recall_at = tuple(k for k in cfg.recall_at if k <= len(split) - 1)
-    retrieval_metrics(embeddings, split.labels.numpy(), recall_at,
-                      include=SHALLOW_RANKING_METRICS)
+    retrieval_metrics(embeddings, split.labels.numpy(), recall_at, include=SHALLOW_RANKING_METRICS)
     return {"embed": embedded - started, "knn": time.perf_counter() - embedded}
 
 
@@ -97,10 +105,12 @@ def run(baseline_cfg: Any, cache_dir: Path) -> dict[str, Any]:
     nir_cfg = build_config(raw)
     baseline = split_epoch(baseline_cfg, cache_dir)
     nir = split_epoch(nir_cfg, cache_dir)
-    flow = {phase: nir[phase] - baseline[phase] for phase in ("objective", "backward",
-                                                               "optimizer")}
+    flow = {phase: nir[phase] - baseline[phase] for phase in ("objective", "backward", "optimizer")}
     timed = [*TRAIN_PHASES, "embed", "knn"]
     whole = sum(nir[p] for p in timed)
-    return {"baseline": baseline, "nir": nir,
-            "nir_flow": {**flow, "total": sum(flow.values())},
-            "shares_nir_arm": {p: nir[p] / whole for p in timed}}
+    return {
+        "baseline": baseline,
+        "nir": nir,
+        "nir_flow": {**flow, "total": sum(flow.values())},
+        "shares_nir_arm": {p: nir[p] / whole for p in timed},
+    }

@@ -26,6 +26,7 @@ the numbers wobble by a few percent; the load average says how busy the machine 
 data, forward, objective, backward, optimizer, the NIR flow's extra cost, embedding and kNN
 (harness/bench/phases.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,11 +36,19 @@ from typing import Any
 
 import torch
 
-BEFORE_OVERRIDES = {"backbone.width": 1.0, "backbone.input_px": None,
-                    "backbone.pretrained": False, "backbone.weights": None,
-                    "train.channels_last": False, "train.fused_optimizer": False,
-                    "eval.every": 1, "eval.full_every": 1, "eval.batch_size": 512, "eval.nmi": True,
-                    "eval.structure": True}
+BEFORE_OVERRIDES = {
+    "backbone.width": 1.0,
+    "backbone.input_px": None,
+    "backbone.pretrained": False,
+    "backbone.weights": None,
+    "train.channels_last": False,
+    "train.fused_optimizer": False,
+    "eval.every": 1,
+    "eval.full_every": 1,
+    "eval.batch_size": 512,
+    "eval.nmi": True,
+    "eval.structure": True,
+}
 DEFAULT_GRID = Path(__file__).resolve().parents[1] / "configs" / "grids" / "default.yaml"
 DATASETS = ("synth-cub", "synth-cars", "synth-sop")
 
@@ -50,8 +59,12 @@ def protocol_config(dataset: str, method: str = "proxy_anchor") -> Any:
 
     plan = load_grid(DEFAULT_GRID)
     for cfg in plan.configs:
-        if (cfg.dataset.name, cfg.method.name, cfg.regularizer, cfg.seed) == (dataset, method,
-                                                                             None, 0):
+        if (cfg.dataset.name, cfg.method.name, cfg.regularizer, cfg.seed) == (
+            dataset,
+            method,
+            None,
+            0,
+        ):
             return cfg
     raise ValueError(f"the default grid has no {method} baseline on {dataset} with seed 0")
 
@@ -75,12 +88,14 @@ def time_epoch(cfg: Any, cache_dir: Path) -> dict[str, float]:
     from nirbench.harness.evaluation.cadence import is_eval_epoch, is_full_eval_epoch
     from nirbench.harness.train.engine import build_trainer, evaluate, train_one_epoch
 
-    cfg = cfg.model_copy(update={"backbone": cfg.backbone.model_copy(
-        update={"pretrained": False, "weights": None})})
+    cfg = cfg.model_copy(
+        update={"backbone": cfg.backbone.model_copy(update={"pretrained": False, "weights": None})}
+    )
     bundle = load_dataset(cfg.dataset.name, cfg.dataset.root, cache_dir)
     trainer = build_trainer(cfg, bundle, torch.device("cpu"))
-    sampler = ClassBalancedBatchSampler(bundle.train.labels, cfg.train.batch_size,
-                                        cfg.train.samples_per_class, cfg.seed)
+    sampler = ClassBalancedBatchSampler(
+        bundle.train.labels, cfg.train.batch_size, cfg.train.samples_per_class, cfg.seed
+    )
     epoch = cfg.train.warmup_epochs  # the first epoch whose backbone trains
     started = time.perf_counter()
     train_one_epoch(trainer, bundle.train, sampler, epoch)
@@ -95,14 +110,25 @@ def time_epoch(cfg: Any, cache_dir: Path) -> dict[str, float]:
     evaluated = [e for e in epochs if is_eval_epoch(e, cfg)]
     full = sum(is_full_eval_epoch(e, cfg) for e in evaluated)
     eval_per_epoch = (full * eval_s + (len(evaluated) - full) * curve_eval_s) / len(epochs)
-    return {"train_epoch_s": train_s, "eval_s": eval_s, "curve_eval_s": curve_eval_s,
-            "eval_every": cfg.eval.every, "eval_full_every": cfg.eval.full_every,
-            "epoch_s": train_s + eval_per_epoch, "steps": sampler.iterations_per_epoch,
-            "width": cfg.backbone.width}
+    return {
+        "train_epoch_s": train_s,
+        "eval_s": eval_s,
+        "curve_eval_s": curve_eval_s,
+        "eval_every": cfg.eval.every,
+        "eval_full_every": cfg.eval.full_every,
+        "epoch_s": train_s + eval_per_epoch,
+        "steps": sampler.iterations_per_epoch,
+        "width": cfg.backbone.width,
+    }
 
 
-def run(datasets: tuple[str, ...] = DATASETS, *, threads: int = 1,
-        cache_dir: Path = Path("results/cache/data"), phases: bool = True) -> dict[str, Any]:
+def run(
+    datasets: tuple[str, ...] = DATASETS,
+    *,
+    threads: int = 1,
+    cache_dir: Path = Path("results/cache/data"),
+    phases: bool = True,
+) -> dict[str, Any]:
     from nirbench.harness.bench import phases as bench_phases
 
     previous = torch.get_num_threads()
@@ -114,10 +140,13 @@ def run(datasets: tuple[str, ...] = DATASETS, *, threads: int = 1,
             before_cfg = old_default_config(after_cfg)
             before = time_epoch(before_cfg, cache_dir)
             after = time_epoch(after_cfg, cache_dir)
-            out[dataset] = {"before": before, "after": after,
-                            "ratio_epoch": before["epoch_s"] / after["epoch_s"],
-                            "epochs": after_cfg.train.epochs,
-                            "run_s": after["epoch_s"] * after_cfg.train.epochs}
+            out[dataset] = {
+                "before": before,
+                "after": after,
+                "ratio_epoch": before["epoch_s"] / after["epoch_s"],
+                "epochs": after_cfg.train.epochs,
+                "run_s": after["epoch_s"] * after_cfg.train.epochs,
+            }
             if phases:  # the protocol's epoch split into its parts (harness/bench/phases.py)
                 out[dataset]["phases"] = bench_phases.run(after_cfg, cache_dir)
         out["load_average_after"] = os.getloadavg()[0]

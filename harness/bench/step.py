@@ -12,6 +12,7 @@ the ``small_cnn`` backbone, batch 64 at 32 px (ResNet50 at 224 px is not a CPU w
 says which ran (``device``, ``backbone``, ``batch``, ``image_px``) and whether a GPU was measured
 (``gpu_measured``).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -26,9 +27,17 @@ CPU_SETTING = {"backbone": "small_cnn", "batch": 64, "image_px": 32}
 
 
 def run(
-    *, device: str = "auto", backbone: str | None = None, batch: int | None = None,
-    image_px: int | None = None, classes: int = 100, steps: int = 20, warmup: int = 3,
-    rounds: int = 4, threads: int = 0, seed: int = 0,
+    *,
+    device: str = "auto",
+    backbone: str | None = None,
+    batch: int | None = None,
+    image_px: int | None = None,
+    classes: int = 100,
+    steps: int = 20,
+    warmup: int = 3,
+    rounds: int = 4,
+    threads: int = 0,
+    seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     from nirbench.harness.train.engine import resolve_device
@@ -38,11 +47,17 @@ def run(
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     setting = dict(GPU_SETTING if dev.type == "cuda" else CPU_SETTING)
-    setting.update({k: v for k, v in (("backbone", backbone), ("batch", batch),
-                                      ("image_px", image_px)) if v is not None})
+    setting.update(
+        {
+            k: v
+            for k, v in (("backbone", backbone), ("batch", batch), ("image_px", image_px))
+            if v is not None
+        }
+    )
     if setting["batch"] < 2 or setting["batch"] % 2:
-        raise ValueError(f"batch must be even and >= 2 (2 samples per class), got "
-                         f"{setting['batch']}")
+        raise ValueError(
+            f"batch must be even and >= 2 (2 samples per class), got {setting['batch']}"
+        )
 
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(setting["batch"], 3, setting["image_px"], setting["image_px"], generator=g)
@@ -50,8 +65,10 @@ def run(
     images, labels = images.to(dev), labels.to(dev)
 
     load_before = _load_average()
-    arms = {name: _make_step(name, setting, classes, seed, dev, images, labels)
-            for name in ("baseline", "nir")}
+    arms = {
+        name: _make_step(name, setting, classes, seed, dev, images, labels)
+        for name in ("baseline", "nir")
+    }
     for name, step in arms.items():
         say(f"warm-up {name} ({warmup} steps)")
         for _ in range(warmup):
@@ -86,14 +103,26 @@ def run(
     }
 
 
-def _make_step(arm: str, setting: dict[str, Any], classes: int, seed: int, dev: torch.device,
-               images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
+def _make_step(
+    arm: str,
+    setting: dict[str, Any],
+    classes: int,
+    seed: int,
+    dev: torch.device,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+) -> Callable[[], None]:
     from nirbench.harness.config import load_config
     from nirbench.harness.train.engine import build_trainer
 
-    overrides = [f"backbone.name={setting['backbone']}", "backbone.pretrained=false",
-                 f"train.batch_size={setting['batch']}", "train.samples_per_class=2",
-                 f"seed={seed}", "regularizer=" + ("nir" if arm == "nir" else "null")]
+    overrides = [
+        f"backbone.name={setting['backbone']}",
+        "backbone.pretrained=false",
+        f"train.batch_size={setting['batch']}",
+        "train.samples_per_class=2",
+        f"seed={seed}",
+        "regularizer=" + ("nir" if arm == "nir" else "null"),
+    ]
     cfg = load_config(None, overrides)
     bundle = SimpleNamespace(train=SimpleNamespace(num_classes=classes))
     trainer = build_trainer(cfg, bundle, dev)

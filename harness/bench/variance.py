@@ -25,6 +25,7 @@ Per source the JSON gives the std (R@1 points), its share of var(seed), and the 
 95% half-width <= ``margin`` if only that source were left. Nothing here trains by default: it
 reads runs and checkpoints an ordinary grid wrote (run the grid first).
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,9 @@ def per_query_correct(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (labels[idx[:, 0]] == labels).astype(np.float64)
 
 
-def class_bootstrap(diffs: np.ndarray, labels: np.ndarray, resamples: int,
-                    seed: int = 0) -> dict[str, float]:
+def class_bootstrap(
+    diffs: np.ndarray, labels: np.ndarray, resamples: int, seed: int = 0
+) -> dict[str, float]:
     """Class-cluster bootstrap of Δ for every seed at once. ``diffs`` (seeds, queries): per-query
     arm-minus-reference correctness of each seed's pair on the one test set with ``labels``.
     Every resample draws test classes with replacement (each with all its queries), the SAME draw
@@ -73,15 +75,19 @@ def class_bootstrap(diffs: np.ndarray, labels: np.ndarray, resamples: int,
     sums = np.stack([np.bincount(codes, weights=d, minlength=len(classes)) for d in diffs])
     counts = np.bincount(codes, minlength=len(classes)).astype(np.float64)
     rng = np.random.default_rng(seed)
-    weights = rng.multinomial(len(classes), np.full(len(classes), 1 / len(classes)),
-                              size=resamples).astype(np.float64)
+    weights = rng.multinomial(
+        len(classes), np.full(len(classes), 1 / len(classes)), size=resamples
+    ).astype(np.float64)
     replicates = (weights @ sums.T) / (weights @ counts)[:, None]  # (resamples, seeds)
     cov = np.atleast_2d(np.cov(replicates, rowvar=False))
     per_seed = float(np.mean(np.diag(cov)))
     n = len(diffs)
     shared = float((cov.sum() - np.trace(cov)) / (n * (n - 1))) if n > 1 else float("nan")
-    return {"per_seed_var": per_seed, "shared_var": shared,
-            "interaction_var": max(per_seed - shared, 0.0)}
+    return {
+        "per_seed_var": per_seed,
+        "shared_var": shared,
+        "interaction_var": max(per_seed - shared, 0.0),
+    }
 
 
 class _Runs:
@@ -118,14 +124,17 @@ class _Runs:
         uri = self.tracker.client.get_run(run.run_id).info.artifact_uri
         path = Path(unquote(urlparse(uri).path)) / "checkpoint" / "checkpoint.pt"
         if not path.is_file():
-            raise FileNotFoundError(f"run {run.run_id} ({key}) has no checkpoint artifact at "
-                                    f"{path}: the evaluation-set part needs each run's final "
-                                    f"checkpoint (grids keep it; pass --no-eval-set to skip)")
+            raise FileNotFoundError(
+                f"run {run.run_id} ({key}) has no checkpoint artifact at "
+                f"{path}: the evaluation-set part needs each run's final "
+                f"checkpoint (grids keep it; pass --no-eval-set to skip)"
+            )
         return path
 
 
-def _final_embeddings(checkpoint: Path, results: Path, bundles: dict) -> tuple[np.ndarray,
-                                                                                np.ndarray]:
+def _final_embeddings(
+    checkpoint: Path, results: Path, bundles: dict
+) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     from nirbench.harness.config import build_config
@@ -141,8 +150,14 @@ def _final_embeddings(checkpoint: Path, results: Path, bundles: dict) -> tuple[n
     bundle = bundles[name]
     trainer = build_trainer(cfg, bundle, torch.device("cpu"), pretrained_weights(cfg, results))
     trainer.load_state_dict(state)
-    x = embed(trainer.model, bundle.test, trainer.device, cfg.eval.batch_size,
-              cfg.train.precision, cfg.train.channels_last)
+    x = embed(
+        trainer.model,
+        bundle.test,
+        trainer.device,
+        cfg.eval.batch_size,
+        cfg.train.precision,
+        cfg.train.channels_last,
+    )
     return x, bundle.test.labels.numpy()
 
 
@@ -153,8 +168,9 @@ def _source(sd: float | None, total: float | None, margin: float) -> dict[str, A
     return {"sd": sd, "share_of_seed_var": share, "seeds_needed_alone": seeds_needed(sd, margin)}
 
 
-def _other_deltas(other: _Runs | None, dataset: str, method: str, reference: str, arm: str,
-                  seeds: list[int]) -> dict[int, float]:
+def _other_deltas(
+    other: _Runs | None, dataset: str, method: str, reference: str, arm: str, seeds: list[int]
+) -> dict[int, float]:
     if other is None:
         return {}
     out = {}
@@ -165,38 +181,65 @@ def _other_deltas(other: _Runs | None, dataset: str, method: str, reference: str
     return out
 
 
-def run(results: Path, *, grid: str | None = None, datasets: list[str] | None = None,
-        method: str = "proxy_anchor", reference: str = "none", arm: str = "nir",
-        margin: float = 1.0, resamples: int = 2000, eval_set: bool = True,
-        numerics_results: Path | None = None, order_results: Path | None = None,
-        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run(
+    results: Path,
+    *,
+    grid: str | None = None,
+    datasets: list[str] | None = None,
+    method: str = "proxy_anchor",
+    reference: str = "none",
+    arm: str = "nir",
+    margin: float = 1.0,
+    resamples: int = 2000,
+    eval_set: bool = True,
+    numerics_results: Path | None = None,
+    order_results: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     runs = _Runs(results, grid)
     numerics = _Runs(numerics_results, grid) if numerics_results else None
     order = _Runs(order_results, None) if order_results else None
     found = sorted({k[0] for k in runs.by_key if k[1] == method})
-    out: dict[str, Any] = {"results": str(results), "grid": grid, "method": method,
-                           "reference": reference, "arm": arm, "metric": HEADLINE,
-                           "margin": margin, "resamples": resamples, "datasets": {}}
+    out: dict[str, Any] = {
+        "results": str(results),
+        "grid": grid,
+        "method": method,
+        "reference": reference,
+        "arm": arm,
+        "metric": HEADLINE,
+        "margin": margin,
+        "resamples": resamples,
+        "datasets": {},
+    }
     bundles: dict = {}
     for dataset in datasets or found:
-        seeds = sorted(s for (d, m, a, s) in runs.by_key
-                       if d == dataset and m == method and a == arm
-                       and (d, m, reference, s) in runs.by_key)
+        seeds = sorted(
+            s
+            for (d, m, a, s) in runs.by_key
+            if d == dataset and m == method and a == arm and (d, m, reference, s) in runs.by_key
+        )
         if len(seeds) < 2:
-            out["datasets"][dataset] = {"pairs": len(seeds),
-                                        "error": "fewer than 2 seed pairs finished"}
+            out["datasets"][dataset] = {
+                "pairs": len(seeds),
+                "error": "fewer than 2 seed pairs finished",
+            }
             continue
         ref = np.array([runs.r1((dataset, method, reference, s)) for s in seeds])
         alt = np.array([runs.r1((dataset, method, arm, s)) for s in seeds])
         delta = alt - ref
         sd_seed = float(np.std(delta, ddof=1))
         entry: dict[str, Any] = {
-            "pairs": len(seeds), "seeds": seeds,
-            "reference_mean": float(ref.mean()), "reference_sd": float(np.std(ref, ddof=1)),
-            "arm_mean": float(alt.mean()), "arm_sd": float(np.std(alt, ddof=1)),
-            "delta": delta.tolist(), "delta_mean": float(delta.mean()),
+            "pairs": len(seeds),
+            "seeds": seeds,
+            "reference_mean": float(ref.mean()),
+            "reference_sd": float(np.std(ref, ddof=1)),
+            "arm_mean": float(alt.mean()),
+            "arm_sd": float(np.std(alt, ddof=1)),
+            "delta": delta.tolist(),
+            "delta_mean": float(delta.mean()),
             "seeds_needed": seeds_needed(sd_seed, margin),
-            "sources": {"seed": _source(sd_seed, sd_seed, margin)}}
+            "sources": {"seed": _source(sd_seed, sd_seed, margin)},
+        }
         if eval_set:
             diffs, reproduced, y = [], [], None
             for s in seeds:
@@ -214,12 +257,13 @@ def run(results: Path, *, grid: str | None = None, datasets: list[str] | None = 
             entry["test_queries"], entry["test_classes"] = len(y), len(np.unique(y))
             entry["r1_reproduced_max_abs_pp"] = float(max(reproduced))
             entry["sources"]["evaluation_set"] = _source(sd_eval, sd_seed, margin)
-            rest = math.sqrt(max(sd_seed ** 2 - sd_eval ** 2, 0.0))
+            rest = math.sqrt(max(sd_seed**2 - sd_eval**2, 0.0))
             entry["sources"]["training"] = _source(rest, sd_seed, margin)
             # Not part of the seed spread: the offset this draw of test classes gives every seed.
             entry["test_split_offset_sd"] = 100 * math.sqrt(max(boot["shared_var"], 0.0))
             entry["seeds_needed_with_test_classes_x4"] = seeds_needed(
-                math.sqrt(rest ** 2 + sd_eval ** 2 / 4), margin)
+                math.sqrt(rest**2 + sd_eval**2 / 4), margin
+            )
         for name, other in (("numerics", numerics), ("data_order", order)):
             moved = _other_deltas(other, dataset, method, reference, arm, seeds)
             if other is None:
@@ -230,8 +274,10 @@ def run(results: Path, *, grid: str | None = None, datasets: list[str] | None = 
                 continue
             change = np.array([moved[s] for s in common]) - delta[[seeds.index(s) for s in common]]
             # Two independent draws of the source per seed: the change has twice its variance.
-            entry["sources"][name] = {**_source(float(np.std(change, ddof=1) / math.sqrt(2)),
-                                                sd_seed, margin),
-                                      "pairs": len(common), "delta_change": change.tolist()}
+            entry["sources"][name] = {
+                **_source(float(np.std(change, ddof=1) / math.sqrt(2)), sd_seed, margin),
+                "pairs": len(common),
+                "delta_change": change.tolist(),
+            }
         out["datasets"][dataset] = entry
     return out

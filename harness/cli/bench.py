@@ -1,5 +1,6 @@
 """``nirbench bench {eval,step,data,protocol,convergence,robustness,variance,train,cache,kmeans,gpu-check}``: argument parsing and printing only;
 the work is in the harness.bench module of the same name (gpu-check: harness.bench.gpu_check)."""
+
 from __future__ import annotations
 
 import argparse
@@ -187,173 +188,320 @@ the protocol; this shows where the time went and what the cuts bought.
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``bench`` and its subcommands to the nirbench command line."""
-    bench = subparsers.add_parser("bench", parents=[common], help="benchmarks: evaluation speed, "
-                                  "NIR step cost, data pipeline, end-to-end training, cache "
-                                  "size, the GPU check",
-                                  description=BENCH_DESCRIPTION,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench = subparsers.add_parser(
+        "bench",
+        parents=[common],
+        help="benchmarks: evaluation speed, "
+        "NIR step cost, data pipeline, end-to-end training, cache "
+        "size, the GPU check",
+        description=BENCH_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     which = bench.add_subparsers(dest="bench_command", required=True)
 
-    p = which.add_parser("eval", parents=[common], help="evaluation speed and memory vs "
-                         "pytorch-metric-learning and the bare faiss search",
-                         description=EVAL_DESCRIPTION,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=60502,
-                   help="number of embeddings (default: SOP test, 60502)")
+    p = which.add_parser(
+        "eval",
+        parents=[common],
+        help="evaluation speed and memory vs pytorch-metric-learning and the bare faiss search",
+        description=EVAL_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--n", type=int, default=60502, help="number of embeddings (default: SOP test, 60502)"
+    )
     p.add_argument("--dim", type=int, default=128, help="embedding dimension (default 128)")
-    p.add_argument("--classes", type=int, default=11316, help="number of classes (default: SOP "
-                   "test, 11316)")
+    p.add_argument(
+        "--classes", type=int, default=11316, help="number of classes (default: SOP test, 11316)"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--noise", type=float, default=1.4,
-                   help="within-class noise norm relative to the unit class centres (default 1.4: "
-                        "recall@1 about 0.77 at SOP size)")
+    p.add_argument(
+        "--noise",
+        type=float,
+        default=1.4,
+        help="within-class noise norm relative to the unit class centres (default 1.4: "
+        "recall@1 about 0.77 at SOP size)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="keep the fastest of R runs per step")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch and faiss threads (default: theirs)")
-    p.add_argument("--no-pml", action="store_true", help="skip pytorch-metric-learning (e.g. at "
-                   "sizes where it would not finish)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch and faiss threads (default: theirs)"
+    )
+    p.add_argument(
+        "--no-pml",
+        action="store_true",
+        help="skip pytorch-metric-learning (e.g. at sizes where it would not finish)",
+    )
     p.add_argument("--no-nmi", action="store_true", help="skip the NMI timings")
     p.add_argument("--no-full", action="store_true", help="skip the k = 1000 full suite")
-    p.add_argument("--no-exact", action="store_true",
-                   help="skip every exact kNN timing (ours, PML, bare search, full suite): for "
-                        "million-scale sets with --approximate, where an exact N^2 pass takes an "
-                        "hour on a small CPU")
-    p.add_argument("--approximate", default=None, metavar="{ivf,ivf:NPROBE,hnsw,hnsw:EF}",
-                   help="also run the full suite with a faiss approximate index and report its "
-                        "measured recall@1 deviation from exact on a 2000-query sample")
+    p.add_argument(
+        "--no-exact",
+        action="store_true",
+        help="skip every exact kNN timing (ours, PML, bare search, full suite): for "
+        "million-scale sets with --approximate, where an exact N^2 pass takes an "
+        "hour on a small CPU",
+    )
+    p.add_argument(
+        "--approximate",
+        default=None,
+        metavar="{ivf,ivf:NPROBE,hnsw,hnsw:EF}",
+        help="also run the full suite with a faiss approximate index and report its "
+        "measured recall@1 deviation from exact on a 2000-query sample",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_eval)
 
-    p = which.add_parser("step", parents=[common], help="training step time with and without NIR",
-                         description=STEP_DESCRIPTION,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = which.add_parser(
+        "step",
+        parents=[common],
+        help="training step time with and without NIR",
+        description=STEP_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--backbone", choices=("small_cnn", "resnet18", "resnet50"), default=None,
-                   help="default: resnet50 on a GPU, small_cnn on a CPU")
+    p.add_argument(
+        "--backbone",
+        choices=("small_cnn", "resnet18", "resnet50"),
+        default=None,
+        help="default: resnet50 on a GPU, small_cnn on a CPU",
+    )
     p.add_argument("--batch", type=int, default=None, help="default: 90 on a GPU, 64 on a CPU")
     p.add_argument("--image-px", type=int, default=None, help="default: 224 on a GPU, 32 on a CPU")
-    p.add_argument("--classes", type=int, default=100,
-                   help="training classes (proxies), default 100")
+    p.add_argument(
+        "--classes", type=int, default=100, help="training classes (proxies), default 100"
+    )
     p.add_argument("--steps", type=int, default=20, help="timed steps per arm (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per arm first")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_step)
 
-    p = which.add_parser("data", parents=[common], help="training images per second: cached "
-                         "uint8 pipeline vs per-sample PIL + torchvision",
-                         description=DATA_DESCRIPTION,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=None, help="folder of images (default: generate a "
-                   "temporary folder of CUB-like JPEGs)")
-    p.add_argument("--images", type=int, default=None,
-                   help="use at most N images (evenly spaced; default: all, or 400 generated)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="DataLoader workers of the reference = torch threads of ours (default 2)")
+    p = which.add_parser(
+        "data",
+        parents=[common],
+        help="training images per second: cached uint8 pipeline vs per-sample PIL + torchvision",
+        description=DATA_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--root",
+        default=None,
+        help="folder of images (default: generate a temporary folder of CUB-like JPEGs)",
+    )
+    p.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="use at most N images (evenly spaced; default: all, or 400 generated)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="DataLoader workers of the reference = torch threads of ours (default 2)",
+    )
     p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--batches", type=int, default=8, help="timed batches per round (default 8)")
-    p.add_argument("--rounds", type=int, default=2,
-                   help="alternating rounds per pipeline, the best is reported (default 2)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternating rounds per pipeline, the best is reported (default 2)",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--caches", default="uint8,jpeg",
-                   help="caches to measure: uint8 (always) and jpeg, the compact one "
-                        "(default both, so their rates come from the same run)")
-    p.add_argument("--generate", action="store_true",
-                   help="rehearsal: first write a CUB-sized CUB_200_2011 copy (200 classes, "
-                        "11,788 generated JPEGs) into --root (default /tmp/cub_rehearsal); "
-                        "reused when already there. A --root holding CUB_200_2011 rehearses "
-                        "without it (docs/rehearsal.md)")
-    p.add_argument("--classes", type=int, default=None,
-                   help="rehearsal: a miniature generated copy of this many classes (with "
-                        "--images; default the full size)")
-    p.add_argument("--train-images", type=int, default=2000,
-                   help="rehearsal: training images of the one-epoch ResNet18 run (default 2000)")
-    p.add_argument("--test-images", type=int, default=500,
-                   help="rehearsal: test images it evaluates on (default 500)")
-    p.add_argument("--no-train", action="store_true",
-                   help="rehearsal: skip the training epoch (caches and rates only)")
-    p.add_argument("--keep-caches", action="store_true",
-                   help="rehearsal: keep the caches built in ROOT/nirbench_rehearsal_caches")
+    p.add_argument(
+        "--caches",
+        default="uint8,jpeg",
+        help="caches to measure: uint8 (always) and jpeg, the compact one "
+        "(default both, so their rates come from the same run)",
+    )
+    p.add_argument(
+        "--generate",
+        action="store_true",
+        help="rehearsal: first write a CUB-sized CUB_200_2011 copy (200 classes, "
+        "11,788 generated JPEGs) into --root (default /tmp/cub_rehearsal); "
+        "reused when already there. A --root holding CUB_200_2011 rehearses "
+        "without it (docs/rehearsal.md)",
+    )
+    p.add_argument(
+        "--classes",
+        type=int,
+        default=None,
+        help="rehearsal: a miniature generated copy of this many classes (with "
+        "--images; default the full size)",
+    )
+    p.add_argument(
+        "--train-images",
+        type=int,
+        default=2000,
+        help="rehearsal: training images of the one-epoch ResNet18 run (default 2000)",
+    )
+    p.add_argument(
+        "--test-images",
+        type=int,
+        default=500,
+        help="rehearsal: test images it evaluates on (default 500)",
+    )
+    p.add_argument(
+        "--no-train",
+        action="store_true",
+        help="rehearsal: skip the training epoch (caches and rates only)",
+    )
+    p.add_argument(
+        "--keep-caches",
+        action="store_true",
+        help="rehearsal: keep the caches built in ROOT/nirbench_rehearsal_caches",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_data)
 
-    p = which.add_parser("protocol", parents=[common], help="where an embedded run's time goes, "
-                         "the old default against the converged protocol",
-                         description=PROTOCOL_DESCRIPTION,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", default="synth-cub,synth-cars,synth-sop",
-                   help="comma-separated embedded datasets (default: all three)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: what each of the 2 grid workers gets here)")
-    p.add_argument("--no-phases", dest="phases", action="store_false",
-                   help="skip the split of one protocol epoch into data, forward, objective, "
-                        "backward, optimizer, NIR flow, embedding and kNN (key 'phases')")
+    p = which.add_parser(
+        "protocol",
+        parents=[common],
+        help="where an embedded run's time goes, the old default against the converged protocol",
+        description=PROTOCOL_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--datasets",
+        default="synth-cub,synth-cars,synth-sop",
+        help="comma-separated embedded datasets (default: all three)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: what each of the 2 grid workers gets here)",
+    )
+    p.add_argument(
+        "--no-phases",
+        dest="phases",
+        action="store_false",
+        help="skip the split of one protocol epoch into data, forward, objective, "
+        "backward, optimizer, NIR flow, embedding and kNN (key 'phases')",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_protocol)
 
-    p = which.add_parser("robustness", parents=[common],
-                         help="re-run a grid under other CPU kernels and compare its verdicts",
-                         description=ROBUSTNESS_DESCRIPTION,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = which.add_parser(
+        "robustness",
+        parents=[common],
+        help="re-run a grid under other CPU kernels and compare its verdicts",
+        description=ROBUSTNESS_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("grid", help="the grid file, already run into --results-dir (the reference)")
-    p.add_argument("--other-results", required=True, metavar="DIR",
-                   help="results folder for the re-run (resumable; finished runs are skipped)")
-    p.add_argument("--capability", default="default",
-                   help="ATEN_CPU_CAPABILITY of the re-run (default: 'default', the portable "
-                        "kernels; others: avx2, avx512 where the CPU has them)")
-    p.add_argument("--skip-run", action="store_true",
-                   help="only aggregate both folders and compare (the re-run is done)")
+    p.add_argument(
+        "--other-results",
+        required=True,
+        metavar="DIR",
+        help="results folder for the re-run (resumable; finished runs are skipped)",
+    )
+    p.add_argument(
+        "--capability",
+        default="default",
+        help="ATEN_CPU_CAPABILITY of the re-run (default: 'default', the portable "
+        "kernels; others: avx2, avx512 where the CPU has them)",
+    )
+    p.add_argument(
+        "--skip-run",
+        action="store_true",
+        help="only aggregate both folders and compare (the re-run is done)",
+    )
     p.add_argument("--workers", default="auto", help="worker processes of the re-run")
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_robustness)
 
-    p = which.add_parser("variance", parents=[common],
-                         help="where the spread of a comparison's Δ R@1 comes from (seed, "
-                              "evaluation set, training, data order, numerics)",
-                         description=VARIANCE_DESCRIPTION,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = which.add_parser(
+        "variance",
+        parents=[common],
+        help="where the spread of a comparison's Δ R@1 comes from (seed, "
+        "evaluation set, training, data order, numerics)",
+        description=VARIANCE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--grid", default=None, help="only runs of this grid name (default: all)")
-    p.add_argument("--datasets", default=None,
-                   help="comma-separated datasets (default: every dataset with finished pairs)")
-    p.add_argument("--method", default="proxy_anchor", help="the method compared (default "
-                   "proxy_anchor)")
+    p.add_argument(
+        "--datasets",
+        default=None,
+        help="comma-separated datasets (default: every dataset with finished pairs)",
+    )
+    p.add_argument(
+        "--method", default="proxy_anchor", help="the method compared (default proxy_anchor)"
+    )
     p.add_argument("--reference", default="none", help="reference arm (default none)")
     p.add_argument("--arm", default="nir", help="compared arm (default nir)")
-    p.add_argument("--margin", type=float, default=1.0,
-                   help="equivalence margin δ in R@1 points for the seeds-needed columns "
-                        "(default 1.0, as stats.margin)")
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=1.0,
+        help="equivalence margin δ in R@1 points for the seeds-needed columns "
+        "(default 1.0, as stats.margin)",
+    )
     p.add_argument("--resamples", type=int, default=2000, help="class-bootstrap resamples")
-    p.add_argument("--no-eval-set", dest="eval_set", action="store_false",
-                   help="skip the evaluation-set part (it re-embeds every final checkpoint)")
-    p.add_argument("--numerics-results", type=Path, default=None, metavar="DIR",
-                   help="the same runs under other CPU numerics (bench robustness' folder)")
-    p.add_argument("--order-results", type=Path, default=None, metavar="DIR",
-                   help="the same runs with another train.data_seed (batch order and "
-                        "augmentation changed, initial weights not)")
+    p.add_argument(
+        "--no-eval-set",
+        dest="eval_set",
+        action="store_false",
+        help="skip the evaluation-set part (it re-embeds every final checkpoint)",
+    )
+    p.add_argument(
+        "--numerics-results",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the same runs under other CPU numerics (bench robustness' folder)",
+    )
+    p.add_argument(
+        "--order-results",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the same runs with another train.data_seed (batch order and "
+        "augmentation changed, initial weights not)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_variance)
 
-    p = which.add_parser("convergence", parents=[common], help="has every default-grid baseline "
-                         "plateaued at its epoch budget? (runs of grids/convergence.yaml)",
-                         description=CONVERGENCE_DESCRIPTION,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grid", default="convergence",
-                   help="the grid whose runs hold each baseline at B and 2B epochs "
-                        "(default: convergence)")
-    p.add_argument("--figure", default=None, metavar="PNG",
-                   help="also draw the curves (B solid, 2B dashed) into this PNG")
+    p = which.add_parser(
+        "convergence",
+        parents=[common],
+        help="has every default-grid baseline "
+        "plateaued at its epoch budget? (runs of grids/convergence.yaml)",
+        description=CONVERGENCE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--grid",
+        default="convergence",
+        help="the grid whose runs hold each baseline at B and 2B epochs (default: convergence)",
+    )
+    p.add_argument(
+        "--figure",
+        default=None,
+        metavar="PNG",
+        help="also draw the curves (B solid, 2B dashed) into this PNG",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_convergence)
 
-    p = which.add_parser("train", parents=[common], help="end-to-end training images/s against "
-                         "the bare model (ratio target >= 0.9)", description=TRAIN_DESCRIPTION,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = which.add_parser(
+        "train",
+        parents=[common],
+        help="end-to-end training images/s against the bare model (ratio target >= 0.9)",
+        description=TRAIN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--quick", action="store_true",
-                   help="toy sizes (small_cnn, batch 8, 32 px): a smoke test in seconds")
-    p.add_argument("--backbones", default=None,
-                   help="comma-separated (default: resnet50 on a GPU, small_cnn,resnet18 on a CPU)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="toy sizes (small_cnn, batch 8, 32 px): a smoke test in seconds",
+    )
+    p.add_argument(
+        "--backbones",
+        default=None,
+        help="comma-separated (default: resnet50 on a GPU, small_cnn,resnet18 on a CPU)",
+    )
     p.add_argument("--batch", type=int, default=None, help="default: 90 on a GPU, 32 on a CPU")
     p.add_argument("--image-px", type=int, default=None, help="default: 224 on a GPU, 32 on a CPU")
     p.add_argument("--steps", type=int, default=None, help="steps per timed round")
@@ -366,47 +514,72 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_train)
 
-    p = which.add_parser("gpu-check", parents=[common], help="the whole GPU check in one command "
-                         "and one JSON (doctor, bench train/eval/data, a 50-step paper run, "
-                         "gpu tests)", description=GPU_CHECK_DESCRIPTION,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="results/gpu_check.json",
-                   help="the JSON file (default results/gpu_check.json), rewritten after "
-                        "every part so a killed check keeps what it measured")
+    p = which.add_parser(
+        "gpu-check",
+        parents=[common],
+        help="the whole GPU check in one command "
+        "and one JSON (doctor, bench train/eval/data, a 50-step paper run, "
+        "gpu tests)",
+        description=GPU_CHECK_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--out",
+        default="results/gpu_check.json",
+        help="the JSON file (default results/gpu_check.json), rewritten after "
+        "every part so a killed check keeps what it measured",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--quick", action="store_true", help="toy sizes (CPU smoke test)")
-    p.add_argument("--budget-s", type=float, default=540.0,
-                   help="total time budget; later parts are skipped past it (default 540)")
-    p.add_argument("--only", default=None,
-                   help="comma-separated part names to run (default: all)")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=540.0,
+        help="total time budget; later parts are skipped past it (default 540)",
+    )
+    p.add_argument("--only", default=None, help="comma-separated part names to run (default: all)")
     p.add_argument("--json", action="store_true", help="also print the JSON")
     p.set_defaults(func=cmd_bench_gpu_check)
 
-    p = which.add_parser("cache", parents=[common], help="cache size per dataset at full scale, "
-                         "uint8 and compact JPEG, from a generated sample",
-                         description=CACHE_DESCRIPTION,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", default="cub200,cars196,sop",
-                   help="comma-separated, default all three")
+    p = which.add_parser(
+        "cache",
+        parents=[common],
+        help="cache size per dataset at full scale, "
+        "uint8 and compact JPEG, from a generated sample",
+        description=CACHE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--datasets", default="cub200,cars196,sop", help="comma-separated, default all three"
+    )
     p.add_argument("--images", type=int, default=200, help="sample size per dataset (default 200)")
     p.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_cache)
 
-    p = which.add_parser("kmeans", parents=[common], help="NMI of one embedding with torch's vs "
-                         "faiss' CPU k-means (eval.kmeans_engine)",
-                         description=KMEANS_DESCRIPTION,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = which.add_parser(
+        "kmeans",
+        parents=[common],
+        help="NMI of one embedding with torch's vs faiss' CPU k-means (eval.kmeans_engine)",
+        description=KMEANS_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--n", type=int, default=2000, help="synthetic embeddings (default 2000)")
     p.add_argument("--classes", type=int, default=100, help="classes = k (default 100)")
     p.add_argument("--dim", type=int, default=128, help="embedding dimension (default 128)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic embedding")
     p.add_argument("--noise", type=float, default=1.4, help="within-class noise (default 1.4)")
-    p.add_argument("--kmeans-seeds", type=int, default=5,
-                   help="k-means seeds per engine, 0..S-1 (default 5)")
-    p.add_argument("--embeddings", type=Path, default=None, metavar="FILE.npz",
-                   help="a real embedding instead: .npz with arrays 'embeddings' and 'labels'")
+    p.add_argument(
+        "--kmeans-seeds", type=int, default=5, help="k-means seeds per engine, 0..S-1 (default 5)"
+    )
+    p.add_argument(
+        "--embeddings",
+        type=Path,
+        default=None,
+        metavar="FILE.npz",
+        help="a real embedding instead: .npz with arrays 'embeddings' and 'labels'",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_bench_kmeans)
 
@@ -418,43 +591,68 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
 
     result = bench_train.run(
-        device=args.device, quick=args.quick, seed=args.seed, threads=args.threads,
-        backbones=flags(args.backbones, str) if args.backbones else None, batch=args.batch,
-        image_px=args.image_px, steps=args.steps, rounds=args.rounds,
-        nir=flags(args.nir, lambda v: v == "on"), precisions=flags(args.precisions, str),
-        channels_last=flags(args.channels_last, lambda v: v == "on"), progress=_progress(args))
+        device=args.device,
+        quick=args.quick,
+        seed=args.seed,
+        threads=args.threads,
+        backbones=flags(args.backbones, str) if args.backbones else None,
+        batch=args.batch,
+        image_px=args.image_px,
+        steps=args.steps,
+        rounds=args.rounds,
+        nir=flags(args.nir, lambda v: v == "on"),
+        precisions=flags(args.precisions, str),
+        channels_last=flags(args.channels_last, lambda v: v == "on"),
+        progress=_progress(args),
+    )
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{'backbone':10} {'nir':4} {'prec':5} {'layout':13} {'e2e img/s':>10} "
-          f"{'model img/s':>11} {'ratio':>6}")
+    print(
+        f"{'backbone':10} {'nir':4} {'prec':5} {'layout':13} {'e2e img/s':>10} "
+        f"{'model img/s':>11} {'ratio':>6}"
+    )
     for v in result["variants"]:
         layout = "channels_last" if v["channels_last"] else "contiguous"
         if "error" in v:
-            print(f"{v['backbone']:10} {'on' if v['nir'] else 'off':4} {v['precision']:5} "
-                  f"{layout:13} error: {v['error']}")
+            print(
+                f"{v['backbone']:10} {'on' if v['nir'] else 'off':4} {v['precision']:5} "
+                f"{layout:13} error: {v['error']}"
+            )
             continue
-        print(f"{v['backbone']:10} {'on' if v['nir'] else 'off':4} {v['precision']:5} "
-              f"{layout:13} {v['e2e_ips']:>10.1f} {v['model_ips']:>11.1f} {v['ratio']:>6.2f}")
-    print(f"ratio_min {result['ratio_min']}, target {result['target_ratio']}: "
-          f"{'met' if result['meets_target'] else 'not met'} ({result['device']}, "
-          f"batch {result['batch']}, {result['image_px']} px, load "
-          f"{result['load_average_before']} -> {result['load_average_after']})")
+        print(
+            f"{v['backbone']:10} {'on' if v['nir'] else 'off':4} {v['precision']:5} "
+            f"{layout:13} {v['e2e_ips']:>10.1f} {v['model_ips']:>11.1f} {v['ratio']:>6.2f}"
+        )
+    print(
+        f"ratio_min {result['ratio_min']}, target {result['target_ratio']}: "
+        f"{'met' if result['meets_target'] else 'not met'} ({result['device']}, "
+        f"batch {result['batch']}, {result['image_px']} px, load "
+        f"{result['load_average_before']} -> {result['load_average_after']})"
+    )
     return 0
 
 
 def cmd_bench_gpu_check(args: argparse.Namespace) -> int:
     from nirbench.harness.bench import gpu_check
 
-    result = gpu_check.run(out=args.out, device=args.device, quick=args.quick,
-                           budget_s=args.budget_s, only=args.only, results_dir=args.results_dir,
-                           progress=_progress(args))
+    result = gpu_check.run(
+        out=args.out,
+        device=args.device,
+        quick=args.quick,
+        budget_s=args.budget_s,
+        only=args.only,
+        results_dir=args.results_dir,
+        progress=_progress(args),
+    )
     if args.json:
         print(json.dumps(result))
     else:
         for name, part in result["parts"].items():
-            print(f"{part['status']:8} {name:16} {part.get('seconds', 0):7.1f} s  "
-                  f"{part.get('summary', part.get('error', ''))}")
+            print(
+                f"{part['status']:8} {name:16} {part.get('seconds', 0):7.1f} s  "
+                f"{part.get('summary', part.get('error', ''))}"
+            )
         print(f"total {result['total_s']:.1f} s; JSON written to {result['out']}")
     return 0 if all(p["status"] in ("ok", "skipped") for p in result["parts"].values()) else 1
 
@@ -462,9 +660,16 @@ def cmd_bench_gpu_check(args: argparse.Namespace) -> int:
 def cmd_bench_kmeans(args: argparse.Namespace) -> int:
     from nirbench.harness.bench import kmeans as bench_kmeans
 
-    result = bench_kmeans.run(args.n, args.classes, args.dim, seed=args.seed, noise=args.noise,
-                              kmeans_seeds=args.kmeans_seeds, embeddings=args.embeddings,
-                              progress=_progress(args))
+    result = bench_kmeans.run(
+        args.n,
+        args.classes,
+        args.dim,
+        seed=args.seed,
+        noise=args.noise,
+        kmeans_seeds=args.kmeans_seeds,
+        embeddings=args.embeddings,
+        progress=_progress(args),
+    )
     _print(result, args.json)
     return 0
 
@@ -473,17 +678,26 @@ def cmd_bench_cache(args: argparse.Namespace) -> int:
     from nirbench.harness.bench import cache_size
 
     datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
-    result = cache_size.run(datasets=datasets, images=args.images, workers=args.workers,
-                            seed=args.seed, progress=_progress(args))
+    result = cache_size.run(
+        datasets=datasets,
+        images=args.images,
+        workers=args.workers,
+        seed=args.seed,
+        progress=_progress(args),
+    )
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{'dataset':8}  {'images':>7}  {'aspect':>6}  {'uint8 GB':>8}  {'JPEG GB':>7}  "
-          f"{'x smaller':>9}  {'source GB':>9}")
+    print(
+        f"{'dataset':8}  {'images':>7}  {'aspect':>6}  {'uint8 GB':>8}  {'JPEG GB':>7}  "
+        f"{'x smaller':>9}  {'source GB':>9}"
+    )
     for name, row in result["datasets"].items():
-        print(f"{name:8}  {row['official_images']:>7,}  {row['mean_aspect']:>6.2f}  "
-              f"{row['uint8_gb']:>8.1f}  {row['jpeg_gb']:>7.2f}  {row['jpeg_size_ratio']:>9.1f}  "
-              f"{row['source_gb']:>9.2f}")
+        print(
+            f"{name:8}  {row['official_images']:>7,}  {row['mean_aspect']:>6.2f}  "
+            f"{row['uint8_gb']:>8.1f}  {row['jpeg_gb']:>7.2f}  {row['jpeg_size_ratio']:>9.1f}  "
+            f"{row['source_gb']:>9.2f}"
+        )
     return 0
 
 
@@ -493,17 +707,22 @@ def cmd_bench_convergence(args: argparse.Namespace) -> int:
     from nirbench.harness.bench import convergence
     from nirbench.harness.cli.common import results_dir_arg
 
-    result = convergence.check(results_dir_arg(args.results_dir), args.grid,
-                               Path(args.figure) if args.figure else None)
+    result = convergence.check(
+        results_dir_arg(args.results_dir), args.grid, Path(args.figure) if args.figure else None
+    )
     if args.json:
         print(json.dumps(result))
     else:
         for c in result["cells"]:
-            print(f"{c['dataset']:10s} {c['method']:18s} budget {c['budget']:3d}: R@1 "
-                  f"{c['r1_at_budget']:.1f} at B, {c['r1_at_double']:.1f} at 2B, gap "
-                  f"{c['gap_pp']:+.1f} pp: {'plateaued' if c['converged'] else 'STILL RISING'}")
-        print(f"rule: R@1 at 2B at most {result['max_gap_pp']:g} points above R@1 at B; all "
-              f"plateaued: {result['all_converged']}")
+            print(
+                f"{c['dataset']:10s} {c['method']:18s} budget {c['budget']:3d}: R@1 "
+                f"{c['r1_at_budget']:.1f} at B, {c['r1_at_double']:.1f} at 2B, gap "
+                f"{c['gap_pp']:+.1f} pp: {'plateaued' if c['converged'] else 'STILL RISING'}"
+            )
+        print(
+            f"rule: R@1 at 2B at most {result['max_gap_pp']:g} points above R@1 at B; all "
+            f"plateaued: {result['all_converged']}"
+        )
     return 0 if result["all_converged"] else 1
 
 
@@ -512,27 +731,46 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
     from nirbench.harness.cli.common import results_dir_arg
 
     datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
-    result = bench_protocol.run(datasets, threads=args.threads,
-                                cache_dir=results_dir_arg(args.results_dir) / "cache" / "data",
-                                phases=args.phases)
+    result = bench_protocol.run(
+        datasets,
+        threads=args.threads,
+        cache_dir=results_dir_arg(args.results_dir) / "cache" / "data",
+        phases=args.phases,
+    )
     if args.json:
         print(json.dumps(result))
         return 0
     for dataset in datasets:
         r = result[dataset]
         b, a = r["before"], r["after"]
-        print(f"{dataset}: before {b['train_epoch_s']:.2f}s train + {b['eval_s']:.2f}s eval "
-              f"every epoch = {b['epoch_s']:.2f}s/epoch; after {a['train_epoch_s']:.2f}s train + "
-              f"{a['eval_s']:.2f}s eval every {a['eval_every']} = {a['epoch_s']:.2f}s/epoch "
-              f"(x{r['ratio_epoch']:.2f} faster); {r['epochs']} epochs ~ {r['run_s']:.0f}s")
+        print(
+            f"{dataset}: before {b['train_epoch_s']:.2f}s train + {b['eval_s']:.2f}s eval "
+            f"every epoch = {b['epoch_s']:.2f}s/epoch; after {a['train_epoch_s']:.2f}s train + "
+            f"{a['eval_s']:.2f}s eval every {a['eval_every']} = {a['epoch_s']:.2f}s/epoch "
+            f"(x{r['ratio_epoch']:.2f} faster); {r['epochs']} epochs ~ {r['run_s']:.0f}s"
+        )
         if "phases" in r:
             for arm in ("baseline", "nir"):
                 t = r["phases"][arm]
-                print(f"  {arm:8s} epoch {t['epoch']:.2f}s: " + ", ".join(
-                    f"{p} {t[p]:.2f}s" for p in ("data", "forward", "objective", "backward",
-                                                   "optimizer", "embed", "knn")))
-            print(f"  NIR flow on top of the baseline: {r['phases']['nir_flow']['total']:.2f}s "
-                  f"per epoch")
+                print(
+                    f"  {arm:8s} epoch {t['epoch']:.2f}s: "
+                    + ", ".join(
+                        f"{p} {t[p]:.2f}s"
+                        for p in (
+                            "data",
+                            "forward",
+                            "objective",
+                            "backward",
+                            "optimizer",
+                            "embed",
+                            "knn",
+                        )
+                    )
+                )
+            print(
+                f"  NIR flow on top of the baseline: {r['phases']['nir_flow']['total']:.2f}s "
+                f"per epoch"
+            )
     return 0
 
 
@@ -541,24 +779,40 @@ def cmd_bench_variance(args: argparse.Namespace) -> int:
     from nirbench.harness.cli.common import results_dir_arg
 
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
-    result = variance.run(results_dir_arg(args.results_dir), grid=args.grid, datasets=datasets,
-                          method=args.method, reference=args.reference, arm=args.arm,
-                          margin=args.margin, resamples=args.resamples, eval_set=args.eval_set,
-                          numerics_results=args.numerics_results,
-                          order_results=args.order_results, progress=_progress(args))
+    result = variance.run(
+        results_dir_arg(args.results_dir),
+        grid=args.grid,
+        datasets=datasets,
+        method=args.method,
+        reference=args.reference,
+        arm=args.arm,
+        margin=args.margin,
+        resamples=args.resamples,
+        eval_set=args.eval_set,
+        numerics_results=args.numerics_results,
+        order_results=args.order_results,
+        progress=_progress(args),
+    )
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{result['method']}: {result['arm']} vs {result['reference']}, Δ {result['metric']} "
-          f"(points), margin δ = {result['margin']}")
+    print(
+        f"{result['method']}: {result['arm']} vs {result['reference']}, Δ {result['metric']} "
+        f"(points), margin δ = {result['margin']}"
+    )
     for dataset, entry in result["datasets"].items():
         if "error" in entry:
             print(f"  {dataset}: {entry['error']}")
             continue
-        parts = ", ".join(f"{name} sd {src['sd']:.2f}" for name, src in entry["sources"].items()
-                          if src.get("sd") is not None)
-        print(f"  {dataset}: {entry['pairs']} pairs, Δ {entry['delta_mean']:+.2f}; {parts}; "
-              f"seeds needed {entry['seeds_needed']}")
+        parts = ", ".join(
+            f"{name} sd {src['sd']:.2f}"
+            for name, src in entry["sources"].items()
+            if src.get("sd") is not None
+        )
+        print(
+            f"  {dataset}: {entry['pairs']} pairs, Δ {entry['delta_mean']:+.2f}; {parts}; "
+            f"seeds needed {entry['seeds_needed']}"
+        )
     return 0
 
 
@@ -568,20 +822,29 @@ def cmd_bench_robustness(args: argparse.Namespace) -> int:
     from nirbench.harness.bench import robustness
     from nirbench.harness.cli.common import results_dir_arg
 
-    result = robustness.run(args.grid, results_dir_arg(args.results_dir),
-                            Path(args.other_results), capability=args.capability,
-                            skip_run=args.skip_run, workers=args.workers)
+    result = robustness.run(
+        args.grid,
+        results_dir_arg(args.results_dir),
+        Path(args.other_results),
+        capability=args.capability,
+        skip_run=args.skip_run,
+        workers=args.workers,
+    )
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"grid {result['grid']}: {result['metric']} verdicts, this machine's kernels vs "
-          f"ATEN_CPU_CAPABILITY={result['capability_other']}")
+    print(
+        f"grid {result['grid']}: {result['metric']} verdicts, this machine's kernels vs "
+        f"ATEN_CPU_CAPABILITY={result['capability_other']}"
+    )
     for r in result["comparisons"]:
         mark = "same" if r["same"] else "DIFFERS"
         fmt = lambda v: "n/a" if v is None else f"{100 * v:+.2f}"  # noqa: E731
-        print(f"  {r['dataset']}, {r['method']}: {r['arm']} vs {r['reference']}: "
-              f"{r['verdict']} (Δ {fmt(r['diff'])}) | {r['verdict_other']} "
-              f"(Δ {fmt(r['diff_other'])}) -> {mark}")
+        print(
+            f"  {r['dataset']}, {r['method']}: {r['arm']} vs {r['reference']}: "
+            f"{r['verdict']} (Δ {fmt(r['diff'])}) | {r['verdict_other']} "
+            f"(Δ {fmt(r['diff_other'])}) -> {mark}"
+        )
     print("same verdicts: " + ("yes" if result["same_verdicts"] else "NO"))
     return 0 if result["same_verdicts"] else 1
 
@@ -589,10 +852,21 @@ def cmd_bench_robustness(args: argparse.Namespace) -> int:
 def cmd_bench_eval(args: argparse.Namespace) -> int:
     from nirbench.harness.bench import eval as bench_eval
 
-    result = bench_eval.run(args.n, args.dim, args.classes, seed=args.seed, noise=args.noise,
-                            repeat=args.repeat, threads=args.threads, pml=not args.no_pml,
-                            nmi=not args.no_nmi, full=not args.no_full, exact=not args.no_exact,
-                            approximate=args.approximate, progress=_progress(args))
+    result = bench_eval.run(
+        args.n,
+        args.dim,
+        args.classes,
+        seed=args.seed,
+        noise=args.noise,
+        repeat=args.repeat,
+        threads=args.threads,
+        pml=not args.no_pml,
+        nmi=not args.no_nmi,
+        full=not args.no_full,
+        exact=not args.no_exact,
+        approximate=args.approximate,
+        progress=_progress(args),
+    )
     _print(result, args.json)
     return 0
 
@@ -600,12 +874,22 @@ def cmd_bench_eval(args: argparse.Namespace) -> int:
 def cmd_bench_step(args: argparse.Namespace) -> int:
     from nirbench.harness.bench import step as bench_step
 
-    result = bench_step.run(device=args.device, backbone=args.backbone, batch=args.batch,
-                            image_px=args.image_px, classes=args.classes, steps=args.steps,
-                            warmup=args.warmup, threads=args.threads, progress=_progress(args))
+    result = bench_step.run(
+        device=args.device,
+        backbone=args.backbone,
+        batch=args.batch,
+        image_px=args.image_px,
+        classes=args.classes,
+        steps=args.steps,
+        warmup=args.warmup,
+        threads=args.threads,
+        progress=_progress(args),
+    )
     if not result["gpu_measured"]:
-        result["note"] = ("no CUDA device here: the GPU setting (ResNet50, batch 90, 224 px) was "
-                          "not measured; run 'nirbench bench step' on a GPU machine for it")
+        result["note"] = (
+            "no CUDA device here: the GPU setting (ResNet50, batch 90, 224 px) was "
+            "not measured; run 'nirbench bench step' on a GPU machine for it"
+        )
     _print(result, args.json)
     return 0
 
@@ -618,18 +902,35 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
 
     if args.generate or bench_data.is_cub_official(args.root):
         result = bench_data.rehearse(
-            args.root or REHEARSAL_ROOT, generate=args.generate, classes=args.classes,
-            images=args.images, workers=args.workers, batch=args.batch, batches=args.batches,
-            rounds=args.rounds, seed=args.seed, train_images=args.train_images,
-            test_images=args.test_images, train=not args.no_train, keep_caches=args.keep_caches,
-            progress=_rehearsal_progress(args))
+            args.root or REHEARSAL_ROOT,
+            generate=args.generate,
+            classes=args.classes,
+            images=args.images,
+            workers=args.workers,
+            batch=args.batch,
+            batches=args.batches,
+            rounds=args.rounds,
+            seed=args.seed,
+            train_images=args.train_images,
+            test_images=args.test_images,
+            train=not args.no_train,
+            keep_caches=args.keep_caches,
+            progress=_rehearsal_progress(args),
+        )
         _print(result, args.json)
         return 0
-    result = bench_data.run(root=args.root, workers=args.workers, batch=args.batch,
-                            batches=args.batches, rounds=args.rounds, images=args.images,
-                            device=args.device, seed=args.seed,
-                            caches=tuple(c.strip() for c in args.caches.split(",") if c.strip()),
-                            progress=_progress(args))
+    result = bench_data.run(
+        root=args.root,
+        workers=args.workers,
+        batch=args.batch,
+        batches=args.batches,
+        rounds=args.rounds,
+        images=args.images,
+        device=args.device,
+        seed=args.seed,
+        caches=tuple(c.strip() for c in args.caches.split(",") if c.strip()),
+        progress=_progress(args),
+    )
     _print(result, args.json)
     return 0
 

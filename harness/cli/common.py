@@ -1,5 +1,6 @@
 """What every subcommand shares: the results folder and the common options. It sits below every
 subcommand module, so none of them imports another (no cycles)."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,15 +16,21 @@ def results_dir_arg(value: str | None) -> Path:
 def common_options() -> argparse.ArgumentParser:
     """The parent parser of every subcommand: --results-dir, --debug, --quiet, --offline."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--results-dir", default=None,
-                        help="where the MLflow store, caches and tables live (default: "
-                             "$NIRBENCH_RESULTS or ./results). MLFLOW_TRACKING_URI, when set, "
-                             "overrides the store.")
+    common.add_argument(
+        "--results-dir",
+        default=None,
+        help="where the MLflow store, caches and tables live (default: "
+        "$NIRBENCH_RESULTS or ./results). MLFLOW_TRACKING_URI, when set, "
+        "overrides the store.",
+    )
     common.add_argument("--debug", action="store_true", help="show full tracebacks")
     common.add_argument("--quiet", action="store_true", help="only warnings and errors")
-    common.add_argument("--offline", action=_OfflineAction,
-                        help="never download (pretrained weights): a missing file is an error "
-                             "that says where to put it; the same as NIRBENCH_OFFLINE=1")
+    common.add_argument(
+        "--offline",
+        action=_OfflineAction,
+        help="never download (pretrained weights): a missing file is an error "
+        "that says where to put it; the same as NIRBENCH_OFFLINE=1",
+    )
     return common
 
 

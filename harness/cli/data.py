@@ -1,5 +1,6 @@
 """``nirbench data check`` and ``nirbench data fetch``: argument parsing and printing only; the
 work is in harness.data.real.check and harness.data.real.fetch."""
+
 from __future__ import annotations
 
 import argparse
@@ -58,38 +59,63 @@ dataset is still missing or its layout is wrong, 3 when the copy is partial.
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``data`` with ``check`` to the nirbench command line."""
-    data = subparsers.add_parser("data", parents=[common], help="real datasets: validate a copy",
-                                 description=DATA_DESCRIPTION,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = subparsers.add_parser(
+        "data",
+        parents=[common],
+        help="real datasets: validate a copy",
+        description=DATA_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     which = data.add_subparsers(dest="data_command", required=True)
 
-    p = which.add_parser("check", parents=[common], help="validate the layout, split sizes and "
-                         "images of a dataset copy", description=CHECK_DESCRIPTION,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = which.add_parser(
+        "check",
+        parents=[common],
+        help="validate the layout, split sizes and images of a dataset copy",
+        description=CHECK_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--dataset", required=True, choices=("cub200", "cars196", "sop"))
-    p.add_argument("--root", required=True, help="folder holding the dataset (or the dataset "
-                   "folder itself)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="decoding processes (default: $NIRBENCH_DECODE_WORKERS or min(8, CPUs))")
-    p.add_argument("--no-decode", action="store_true",
-                   help="check layout and split sizes only, do not decode the images")
-    p.add_argument("--allow-partial", action="store_true",
-                   help="exit 0 on a partial copy (a miniature or filtered one you mean to train "
-                        "on with dataset.allow_partial=true); the report still lists what is "
-                        "missing")
+    p.add_argument(
+        "--root", required=True, help="folder holding the dataset (or the dataset folder itself)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (default: $NIRBENCH_DECODE_WORKERS or min(8, CPUs))",
+    )
+    p.add_argument(
+        "--no-decode",
+        action="store_true",
+        help="check layout and split sizes only, do not decode the images",
+    )
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="exit 0 on a partial copy (a miniature or filtered one you mean to train "
+        "on with dataset.allow_partial=true); the report still lists what is "
+        "missing",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_data_check)
 
-    f = which.add_parser("fetch", parents=[common], help="download, verify and extract a "
-                         "dataset's official archive", description=FETCH_DESCRIPTION,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    f = which.add_parser(
+        "fetch",
+        parents=[common],
+        help="download, verify and extract a dataset's official archive",
+        description=FETCH_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     f.add_argument("dataset", choices=("cub200", "cars196", "sop"))
     f.add_argument("--root", required=True, help="folder to put the dataset in (created)")
     if not any("--offline" in a.option_strings for a in common._actions):
         # the shared options may already carry --offline (it sets NIRBENCH_OFFLINE=1)
-        f.add_argument("--offline", action="store_true",
-                       help="never download (as NIRBENCH_OFFLINE=1): say what to place where, "
-                            "then verify it")
+        f.add_argument(
+            "--offline",
+            action="store_true",
+            help="never download (as NIRBENCH_OFFLINE=1): say what to place where, then verify it",
+        )
     f.add_argument("--json", action="store_true", help="print one JSON object at the end")
     f.set_defaults(func=cmd_data_fetch)
 
@@ -98,23 +124,31 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     from nirbench.harness.data.real.check import check_dataset
 
     quiet = args.json or getattr(args, "quiet", False)
-    report = check_dataset(args.dataset, args.root, decode=not args.no_decode,
-                           workers=args.workers, progress=not quiet)
+    report = check_dataset(
+        args.dataset, args.root, decode=not args.no_decode, workers=args.workers, progress=not quiet
+    )
     _print(report, args.json)
     if not report["ok"]:
-        print(f"nirbench data check: {report['unreadable_count']} unreadable images in "
-              f"{args.dataset} under {report['root']}; re-download or replace them",
-              file=sys.stderr)
+        print(
+            f"nirbench data check: {report['unreadable_count']} unreadable images in "
+            f"{args.dataset} under {report['root']}; re-download or replace them",
+            file=sys.stderr,
+        )
         return 1
     if not report["complete"]:
-        verdict = ("accepted (--allow-partial): train with --set dataset.allow_partial=true"
-                   if args.allow_partial else
-                   "training refuses it; complete the copy, or pass --allow-partial here and "
-                   "--set dataset.allow_partial=true to the run")
-        print(f"nirbench data check: {args.dataset} under {report['root']} is a partial copy "
-              f"({report['missing_class_count']} missing and {report['unexpected_class_count']} "
-              f"unexpected class ids, {report['images']:,} of {report['official_images']:,} "
-              f"images); {verdict}", file=sys.stderr)
+        verdict = (
+            "accepted (--allow-partial): train with --set dataset.allow_partial=true"
+            if args.allow_partial
+            else "training refuses it; complete the copy, or pass --allow-partial here and "
+            "--set dataset.allow_partial=true to the run"
+        )
+        print(
+            f"nirbench data check: {args.dataset} under {report['root']} is a partial copy "
+            f"({report['missing_class_count']} missing and {report['unexpected_class_count']} "
+            f"unexpected class ids, {report['images']:,} of {report['official_images']:,} "
+            f"images); {verdict}",
+            file=sys.stderr,
+        )
         return 0 if args.allow_partial else 3
     return 0
 
@@ -125,9 +159,13 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
     try:
         offline = True if getattr(args, "offline", False) else None  # None: NIRBENCH_OFFLINE
-        result = fetch_and_check(args.dataset, args.root, offline_mode=offline,
-                                 progress=False if getattr(args, "quiet", False) else None,
-                                 say=say)
+        result = fetch_and_check(
+            args.dataset,
+            args.root,
+            offline_mode=offline,
+            progress=False if getattr(args, "quiet", False) else None,
+            say=say,
+        )
     except FetchError as err:
         print(f"nirbench data fetch: {err}", file=sys.stderr)
         return 1
@@ -148,8 +186,10 @@ def fetch_and_check(dataset: str, root: str, *, say=print, **options) -> dict[st
     result = fetch(dataset, root, say=say, **options)
     checks = [c for c in doctor.CHECKS if c.__name__ == f"check_dataset_{dataset}"]
     check = doctor.run(data_root=result["root"], checks=checks)["checks"][0]
-    say(f"doctor dataset:{dataset}: {check['status']}: {check['message']}"
-        + (f"\n  fix: {check['fix']}" if check["fix"] else ""))
+    say(
+        f"doctor dataset:{dataset}: {check['status']}: {check['message']}"
+        + (f"\n  fix: {check['fix']}" if check["fix"] else "")
+    )
     return {**result, "check": check}
 
 

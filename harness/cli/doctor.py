@@ -1,5 +1,6 @@
 """`nirbench doctor`: can this machine run the paper profile? Parsing and printing only; the
 checks are in harness/doctor.py."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,15 +27,21 @@ not after the first epoch.
 """
 
 
-
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``doctor`` to the nirbench command line."""
-    p = subparsers.add_parser("doctor", parents=[common], help="can this machine run the paper "
-                              "profile? GPU stack, faiss, weights, datasets, store, disk",
-                              description=DESCRIPTION,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", default=None,
-                   help="folder holding the datasets (default: $NIRBENCH_DATA or ./data)")
+    p = subparsers.add_parser(
+        "doctor",
+        parents=[common],
+        help="can this machine run the paper "
+        "profile? GPU stack, faiss, weights, datasets, store, disk",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="folder holding the datasets (default: $NIRBENCH_DATA or ./data)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable)")
     p.set_defaults(func=cmd_doctor)
 
@@ -52,8 +59,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             if c["fix"] and c["status"] != "ok":
                 print(f"{'':4}  {'':{width}}  -> {c['fix']}")
         counts = report["counts"]
-        verdict = ("ready for the paper profile" if report["ready"] else
-                   "not ready: fix the lines above" if not report["ok"] else
-                   "no failures, but not ready for the paper profile (see the warnings)")
+        verdict = (
+            "ready for the paper profile"
+            if report["ready"]
+            else "not ready: fix the lines above"
+            if not report["ok"]
+            else "no failures, but not ready for the paper profile (see the warnings)"
+        )
         print(f"{counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail: {verdict}")
     return 0 if report["ok"] else 1

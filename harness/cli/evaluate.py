@@ -1,26 +1,33 @@
 """`nirbench evaluate`: metrics for saved embeddings.
 Parsing and printing only; the work is in the library."""
+
 from __future__ import annotations
 
 import argparse
 import json
 
 
-
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("evaluate", parents=[common], help="metrics for saved embeddings",
-                       description="Recall@k, MAP@R, R-Precision, mAP@1000 and NMI from one exact kNN "
-                                   "pass (the query excluded from its own ranking), as one JSON "
-                                   "object; with --structure also the embedding-structure metrics "
-                                   "rho, pi_density, sigma2_kappa and g2 (harness/evaluation/structure.py).")
+    p = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="metrics for saved embeddings",
+        description="Recall@k, MAP@R, R-Precision, mAP@1000 and NMI from one exact kNN "
+        "pass (the query excluded from its own ranking), as one JSON "
+        "object; with --structure also the embedding-structure metrics "
+        "rho, pi_density, sigma2_kappa and g2 (harness/evaluation/structure.py).",
+    )
     p.add_argument("--embeddings", required=True, help=".npy float array (N, D)")
     p.add_argument("--labels", required=True, help=".npy int array (N,)")
     p.add_argument("--recall-at", default="1,2,4,8", help="comma-separated ks (default 1,2,4,8)")
     p.add_argument("--no-nmi", action="store_true", help="skip k-means NMI")
-    p.add_argument("--structure", action="store_true",
-                   help="add the structure metrics of the paper's analysis table: rho (spectral "
-                        "decay), pi_density, sigma2_kappa, g2 (g2 on a seeded 10,000-sample "
-                        "subset above that size)")
+    p.add_argument(
+        "--structure",
+        action="store_true",
+        help="add the structure metrics of the paper's analysis table: rho (spectral "
+        "decay), pi_density, sigma2_kappa, g2 (g2 on a seeded 10,000-sample "
+        "subset above that size)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (the default output anyway)")
     p.set_defaults(func=cmd_evaluate)
 

@@ -1,10 +1,10 @@
 """`nirbench list`: what is registered (methods, regularizers, datasets).
 Parsing and printing only; the work is in the library."""
+
 from __future__ import annotations
 
 import argparse
 import json
-
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -33,18 +33,34 @@ def list_entries(what: str) -> list[dict]:
     if what == "datasets":
         from nirbench.harness.data import DATASETS
 
-        return [{"name": n, "recall_at": ",".join(map(str, i.recall_at)), "needs_root": i.needs_root,
-                 "description": i.description} for n, i in DATASETS.items()]
+        return [
+            {
+                "name": n,
+                "recall_at": ",".join(map(str, i.recall_at)),
+                "needs_root": i.needs_root,
+                "description": i.description,
+            }
+            for n, i in DATASETS.items()
+        ]
     from nirbench.methods import METHODS, REGULARIZERS
 
     if what == "regularizers":
-        return [{"name": n, "needs_proxies": i.needs_proxies, "paper": i.paper}
-                for n, i in REGULARIZERS.items()]
+        return [
+            {"name": n, "needs_proxies": i.needs_proxies, "paper": i.paper}
+            for n, i in REGULARIZERS.items()
+        ]
     # nir_compatible: NIR conditions on the method's OWN proxies (the default proxy_source).
     # nir_proxy_source: the mode `regularizer.proxy_source=auto` resolves to; "own" = NIR brings
     # its own proxies and ProxyAnchor alignment (the published code's way for pair methods).
     nir = REGULARIZERS.get("nir")
-    return [{"name": n, "family": i.family, "provides_proxies": i.provides_proxies,
-             "nir_compatible": i.provides_proxies or not nir.needs_proxies,
-             "nir_proxy_source": "method" if i.provides_proxies else "own", "paper": i.paper}
-            for n, i in sorted(METHODS.items(), key=lambda item: (item[1].family != "proxy", item[0]))]
+    return [
+        {
+            "name": n,
+            "family": i.family,
+            "provides_proxies": i.provides_proxies,
+            "nir_compatible": i.provides_proxies or not nir.needs_proxies,
+            "nir_proxy_source": "method" if i.provides_proxies else "own",
+            "paper": i.paper,
+        }
+        for n, i in sorted(METHODS.items(), key=lambda item: (item[1].family != "proxy", item[0]))
+    ]

@@ -1,4 +1,5 @@
 """`nirbench ...`: parse, call the library, print. No logic lives here."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,11 @@ Typical use:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     # MLflow, alembic and faiss's loader are chatty at INFO; their warnings still show.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
     for noisy in ("alembic", "mlflow", "faiss"):
@@ -35,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted; finished runs are kept, the interrupted one resumes on the next start",
-              file=sys.stderr)
+        print(
+            "interrupted; finished runs are kept, the interrupted one resumes on the next start",
+            file=sys.stderr,
+        )
         return 130
     except Exception as err:  # a clear one-line error; the traceback only with --debug
         if getattr(args, "debug", False):
@@ -49,13 +55,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # One module per subcommand, each with register(sub, common); the order is the --help order.
-SUBCOMMANDS = ("run", "grid", "tune", "aggregate", "report", "evaluate", "listing", "show_config",
-               "ui", "bench", "data", "weights", "doctor")
+SUBCOMMANDS = (
+    "run",
+    "grid",
+    "tune",
+    "aggregate",
+    "report",
+    "evaluate",
+    "listing",
+    "show_config",
+    "ui",
+    "bench",
+    "data",
+    "weights",
+    "doctor",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nirbench", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="nirbench",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     common = common_options()
     for name in SUBCOMMANDS:

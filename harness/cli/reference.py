@@ -1,6 +1,7 @@
 """docs/cli.md, generated from the argument parser itself, so every command and option the CLI
 has is documented with the text its --help shows, and a test (tests/test_docs.py) fails when the
 committed page is stale. Regenerate: ``python -m nirbench.harness.cli.reference > docs/cli.md``."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,10 +35,14 @@ def reference_markdown() -> str:
     try:
         parser = build_parser()
         commands = list(_walk(parser, "nirbench"))
-        lines = ["# Command reference", "",
-                 "Every command and option of `nirbench`, as its `--help` prints it (generated "
-                 f"from the parser: `{REGENERATE}`). What each is for, with examples: the topical "
-                 "pages of these docs.", ""]
+        lines = [
+            "# Command reference",
+            "",
+            "Every command and option of `nirbench`, as its `--help` prints it (generated "
+            f"from the parser: `{REGENERATE}`). What each is for, with examples: the topical "
+            "pages of these docs.",
+            "",
+        ]
         lines += [f"- [`{name}`](#{_anchor(name)})" for name, _ in commands[1:]]
         for name, sub in commands:
             lines += ["", f"## {name}", "", "```text", sub.format_help().rstrip(), "```"]

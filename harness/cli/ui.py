@@ -1,5 +1,6 @@
 """`nirbench ui`: the MLflow UI command for this store.
 Parsing and printing only; the work is in the library."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,9 @@ from nirbench.harness.cli.common import results_dir_arg
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("ui", parents=[common], help="print (or start) the MLflow UI command")
-    p.add_argument("--start", action="store_true", help="start the UI instead of printing the command")
+    p.add_argument(
+        "--start", action="store_true", help="start the UI instead of printing the command"
+    )
     p.set_defaults(func=cmd_ui)
 
 

@@ -1,5 +1,6 @@
 """Datasets: the registry, the embedded synthetic benchmarks and the real ones (harness/data/real/),
 registered on import."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,5 +18,6 @@ def load_dataset(name: str, root: str | None, cache_dir: Path, **options: Any) -
     (``DatasetInfo.options``), so loaders that take none (the synthetic ones, test doubles) keep
     their two-argument signature; the config refuses a non-default option they lack."""
     info = DATASETS.get(name)
-    return info.load(root, str(cache_dir), **{k: v for k, v in options.items()
-                                              if k in info.options})
+    return info.load(
+        root, str(cache_dir), **{k: v for k, v in options.items() if k in info.options}
+    )

@@ -7,6 +7,7 @@ proxy table has C rows). The engine asks a split for whole batches only (``train
 batched on the training device; a split of real photographs can subclass it and read a
 memory-mapped uint8 cache instead (harness/data/real/), with its own batched transforms.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,8 +25,10 @@ class ImageSplit:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(f"images must be uint8 (N, 3, H, W), got {self.images.dtype} "
-                             f"{tuple(self.images.shape)}")
+            raise ValueError(
+                f"images must be uint8 (N, 3, H, W), got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError("labels must have one entry per image")
         if len(self.labels) and set(self.labels.unique().tolist()) != set(range(self.num_classes)):
@@ -34,8 +37,9 @@ class ImageSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def train_batch(self, idx: torch.Tensor, device: torch.device,
-                    generator: torch.Generator) -> torch.Tensor:
+    def train_batch(
+        self, idx: torch.Tensor, device: torch.device, generator: torch.Generator
+    ) -> torch.Tensor:
         """Augmented float32 (B, 3, h, w) training images at positions ``idx``, on ``device``.
         All randomness comes from ``generator`` (seeded by (seed, epoch): identical in both arms)."""
         from nirbench.harness.data.augment import train_augment

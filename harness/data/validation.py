@@ -16,6 +16,7 @@ Two ways to choose the held-out classes (exactly one):
 - ``folds`` k >= 2 with ``fold`` i in [0, k): the permutation cut into k near-equal folds
   (``numpy.array_split``), fold i held out (Reality Check used 4 folds).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,32 +31,40 @@ class ValidationSplitError(ValueError):
     """The requested validation split cannot be made from this dataset's training classes."""
 
 
-def heldout_classes(num_classes: int, *, fraction: float = 0.0, folds: int = 0, fold: int = 0,
-                    seed: int = 0) -> np.ndarray:
+def heldout_classes(
+    num_classes: int, *, fraction: float = 0.0, folds: int = 0, fold: int = 0, seed: int = 0
+) -> np.ndarray:
     """Sorted ids (0..num_classes-1) of the training classes held out for validation."""
     if (fraction > 0) == (folds > 0):
-        raise ValidationSplitError("give exactly one of fraction (0 < f < 1) or folds (k >= 2), "
-                                   f"got fraction={fraction}, folds={folds}")
+        raise ValidationSplitError(
+            "give exactly one of fraction (0 < f < 1) or folds (k >= 2), "
+            f"got fraction={fraction}, folds={folds}"
+        )
     order = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5A1])).permutation(
-        num_classes)
+        num_classes
+    )
     if fraction > 0:
         if not 0 < fraction < 1:
             raise ValidationSplitError(f"fraction must be in (0, 1), got {fraction}")
-        held = order[:max(1, int(round(fraction * num_classes)))]
+        held = order[: max(1, int(round(fraction * num_classes)))]
     else:
         if folds < 2 or not 0 <= fold < folds:
-            raise ValidationSplitError(f"folds must be >= 2 and 0 <= fold < folds, got "
-                                       f"folds={folds}, fold={fold}")
+            raise ValidationSplitError(
+                f"folds must be >= 2 and 0 <= fold < folds, got folds={folds}, fold={fold}"
+            )
         if folds > num_classes:
-            raise ValidationSplitError(f"{folds} folds need at least {folds} training classes, "
-                                       f"the dataset has {num_classes}")
+            raise ValidationSplitError(
+                f"{folds} folds need at least {folds} training classes, "
+                f"the dataset has {num_classes}"
+            )
         held = np.array_split(order, folds)[fold]
     kept = num_classes - len(held)
     if len(held) < MIN_CLASSES or kept < MIN_CLASSES:
         raise ValidationSplitError(
             f"a validation split of {len(held)} of {num_classes} training classes leaves "
             f"{len(held)} validation and {kept} training classes; both need at least "
-            f"{MIN_CLASSES}. Change validation.fraction / validation.folds.")
+            f"{MIN_CLASSES}. Change validation.fraction / validation.folds."
+        )
     return np.sort(held)
 
 
@@ -68,8 +77,9 @@ def _subset(split: ImageSplit, classes: np.ndarray) -> ImageSplit:
     return split.subset(mask, remap[split.labels[mask]])
 
 
-def split_validation(bundle: DatasetBundle, *, fraction: float = 0.0, folds: int = 0,
-                     fold: int = 0, seed: int = 0) -> DatasetBundle:
+def split_validation(
+    bundle: DatasetBundle, *, fraction: float = 0.0, folds: int = 0, fold: int = 0, seed: int = 0
+) -> DatasetBundle:
     """train = remaining training classes, test = held-out training classes (the validation set).
     The bundle's own test split is dropped: nothing built from the result can evaluate on it."""
     num = bundle.train.num_classes
@@ -78,12 +88,23 @@ def split_validation(bundle: DatasetBundle, *, fraction: float = 0.0, folds: int
     val = _subset(bundle.train, held)
     train = _subset(bundle.train, kept)
     if len(val) and int(torch.bincount(val.labels).min()) < 2:
-        raise ValidationSplitError("a validation class has fewer than 2 images; retrieval "
-                                   "metrics need a second image of the query's class")
-    info = {**bundle.info, "validation": {
-        "fraction": fraction, "folds": folds, "fold": fold, "seed": seed,
-        "heldout_train_classes": held.tolist(), "train_classes": kept.tolist(),
-        "images_train": len(train), "images_val": len(val)}}
+        raise ValidationSplitError(
+            "a validation class has fewer than 2 images; retrieval "
+            "metrics need a second image of the query's class"
+        )
+    info = {
+        **bundle.info,
+        "validation": {
+            "fraction": fraction,
+            "folds": folds,
+            "fold": fold,
+            "seed": seed,
+            "heldout_train_classes": held.tolist(),
+            "train_classes": kept.tolist(),
+            "images_train": len(train),
+            "images_val": len(val),
+        },
+    }
     return DatasetBundle(f"{bundle.name}:val", train, val, info)
 
 

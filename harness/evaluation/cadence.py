@@ -13,6 +13,7 @@ the last ``RISE_WINDOW`` of a run's epochs.
   kNN pass 1000 deep for mAP@1000, NMI, the structure metrics); 0 = the last only. The others get
   the curve metrics (Recall@k, MAP@R, R-Precision), which the curves and the rule read.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,12 +31,16 @@ def rise_window_start(epochs: int) -> int:
 def is_eval_epoch(epoch: int, cfg: Any) -> bool:
     """Whether finished epoch ``epoch`` (1-based) of a run of ``cfg`` is evaluated."""
     last = cfg.train.epochs
-    return (epoch % cfg.eval.every == 0 or epoch == last
-            or (cfg.eval.dense_tail and epoch >= rise_window_start(last)))
+    return (
+        epoch % cfg.eval.every == 0
+        or epoch == last
+        or (cfg.eval.dense_tail and epoch >= rise_window_start(last))
+    )
 
 
 def is_full_eval_epoch(epoch: int, cfg: Any) -> bool:
     """Whether evaluated epoch ``epoch`` gets every metric, not only the curve metrics."""
     every = cfg.eval.full_every
-    return epoch == cfg.train.epochs or (every > 0 and epoch % every == 0
-                                         and is_eval_epoch(epoch, cfg))
+    return epoch == cfg.train.epochs or (
+        every > 0 and epoch % every == 0 and is_eval_epoch(epoch, cfg)
+    )

@@ -17,6 +17,7 @@ torch-cpu on a CPU (at SOP size 3-4x faster than faiss' k-means on the 2-core re
 the NMI of earlier nirbench versions exactly. The engines draw different initial centroids, so
 their clusterings (and NMI) differ slightly for the same seed; each is deterministic for a seed.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,9 @@ def select_kmeans_engine(engine: str = "auto", *, caps: Capabilities | None = No
     if engine == "auto":
         engine = os.environ.get("NIRBENCH_KMEANS_ENGINE", "auto") or "auto"
     if engine not in KMEANS_ENGINES:
-        raise ValueError(f"unknown k-means engine {engine!r}; choose one of "
-                         f"{', '.join(KMEANS_ENGINES)}")
+        raise ValueError(
+            f"unknown k-means engine {engine!r}; choose one of {', '.join(KMEANS_ENGINES)}"
+        )
     caps = probe() if caps is None else caps
     if engine == "auto":
         if caps.cuda:
@@ -47,13 +49,16 @@ def select_kmeans_engine(engine: str = "auto", *, caps: Capabilities | None = No
     if engine == "torch-cuda" and not caps.cuda:
         raise RuntimeError("k-means engine torch-cuda needs a CUDA device and torch sees none")
     if engine == "faiss-gpu" and not caps.faiss_gpu_works:
-        raise RuntimeError("k-means engine faiss-gpu is not usable here (no GPU faiss can run "
-                           "on); use torch-cuda or faiss-cpu")
+        raise RuntimeError(
+            "k-means engine faiss-gpu is not usable here (no GPU faiss can run "
+            "on); use torch-cuda or faiss-cpu"
+        )
     return engine
 
 
-def resolve_kmeans_engine(choice: str = "auto", device: str = "cpu", *,
-                          caps: Capabilities | None = None) -> str:
+def resolve_kmeans_engine(
+    choice: str = "auto", device: str = "cpu", *, caps: Capabilities | None = None
+) -> str:
     """The concrete engine of a run's ``eval.kmeans_engine`` (``auto`` / ``torch`` / ``faiss``)
     on a run whose device type is ``device`` ("cpu" or "cuda"): ``auto`` = today's choice
     (:func:`select_kmeans_engine`: faiss-gpu on a GPU, torch-cpu on a CPU); ``torch`` = torch-cuda
@@ -77,8 +82,9 @@ def kmeans_assign(
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = len(x)
     if x.ndim != 2 or not 1 <= n_clusters <= n:
-        raise ValueError(f"need a 2-D array with at least n_clusters = {n_clusters} rows, got "
-                         f"shape {x.shape}")
+        raise ValueError(
+            f"need a 2-D array with at least n_clusters = {n_clusters} rows, got shape {x.shape}"
+        )
     name = select_kmeans_engine(engine)
     if name.startswith("faiss"):
         return _faiss_kmeans(x, n_clusters, niter, seed, gpu=name == "faiss-gpu")
@@ -89,15 +95,23 @@ def kmeans_assign(
 def _faiss_kmeans(x: np.ndarray, k: int, niter: int, seed: int, gpu: bool) -> np.ndarray:
     # min/max_points_per_centroid: cluster every sample (faiss would otherwise subsample above
     # 256 points per centroid) and skip faiss' warning about few points per centroid.
-    kmeans = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, gpu=gpu,
-                          min_points_per_centroid=1, max_points_per_centroid=len(x))
+    kmeans = faiss.Kmeans(
+        x.shape[1],
+        k,
+        niter=niter,
+        seed=seed,
+        gpu=gpu,
+        min_points_per_centroid=1,
+        max_points_per_centroid=len(x),
+    )
     kmeans.train(x)
     _, assignment = kmeans.index.search(x, 1)
     return assignment.ravel().astype(np.int64)
 
 
-def _torch_kmeans(x_np: np.ndarray, k: int, niter: int, seed: int, device: torch.device,
-                  bounds: bool = True) -> np.ndarray:
+def _torch_kmeans(
+    x_np: np.ndarray, k: int, niter: int, seed: int, device: torch.device, bounds: bool = True
+) -> np.ndarray:
     """Lloyd's algorithm, skipping the samples whose cluster provably cannot change.
 
     Per sample it keeps an upper bound on the distance to its centroid and a lower bound on the
@@ -140,7 +154,8 @@ def _torch_kmeans(x_np: np.ndarray, k: int, niter: int, seed: int, device: torch
                 maybe = torch.nonzero(upper > lower).squeeze(1)
             if len(maybe):
                 assignment[maybe], upper[maybe], lower[maybe] = _assign_top2(
-                    x, x_sq, slack, centroids, maybe)
+                    x, x_sq, slack, centroids, maybe
+                )
         return assignment.cpu().numpy()
     finally:
         torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
@@ -178,8 +193,9 @@ def _cluster_sums(
 
     a = assignment.numpy()
     counts = np.bincount(a, minlength=k)
-    one_hot = scipy.sparse.csr_matrix((np.ones(len(a), dtype=np.float32), (a, np.arange(len(a)))),
-                                      shape=(k, len(a)))
+    one_hot = scipy.sparse.csr_matrix(
+        (np.ones(len(a), dtype=np.float32), (a, np.arange(len(a)))), shape=(k, len(a))
+    )
     sums = np.asarray(one_hot @ x.numpy(), dtype=np.float32)
     return torch.from_numpy(counts), torch.from_numpy(sums)
 
@@ -218,8 +234,13 @@ def _move_bounds(x, x_sq, slack, centroids, drift, assignment, upper, lower) -> 
         torch.minimum(lower[rows], measured, out=lower[rows])
 
 
-def _assign_top2(x: torch.Tensor, x_sq: torch.Tensor, slack: torch.Tensor, centroids: torch.Tensor,
-                 rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _assign_top2(
+    x: torch.Tensor,
+    x_sq: torch.Tensor,
+    slack: torch.Tensor,
+    centroids: torch.Tensor,
+    rows: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For the given samples: nearest centroid (ties: lower index), an upper bound on the distance
     to it and a lower bound on the distance to every other centroid. Scores x.c - |c|^2 / 2 in
     row blocks; centroids padded to a multiple of 16 with -inf scores (segmented selection)."""
@@ -239,7 +260,8 @@ def _assign_top2(x: torch.Tensor, x_sq: torch.Tensor, slack: torch.Tensor, centr
         torch.addmm(bias, x[chunk], c.T, out=scores)
         values, where = top_along_rows(scores, 2)
         first = (values[:, 0] > values[:, 1]) | (
-            (values[:, 0] == values[:, 1]) & (where[:, 0] < where[:, 1]))
+            (values[:, 0] == values[:, 1]) & (where[:, 0] < where[:, 1])
+        )
         best[start : start + len(chunk)] = torch.where(first, where[:, 0], where[:, 1])
         top_scores[start : start + len(chunk), 0] = torch.where(first, values[:, 0], values[:, 1])
         top_scores[start : start + len(chunk), 1] = torch.where(first, values[:, 1], values[:, 0])

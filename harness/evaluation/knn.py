@@ -31,6 +31,7 @@ Engines (``engine=``):
 faiss is faster at k = 1000; see ``nirbench bench eval``). ``NIRBENCH_KNN_ENGINE`` overrides
 ``auto``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -101,8 +102,10 @@ def select_engine(engine: str = "auto", *, k: int = 1, caps: Capabilities | None
                 f"{caps.faiss_gpus}, trial search ok: {caps.faiss_gpu_works}); use torch-cuda"
             )
         if k + 2 > FAISS_GPU_MAX_K:
-            raise ValueError(f"faiss-gpu searches k + 2 <= {FAISS_GPU_MAX_K} candidates, got "
-                             f"k = {k}; use torch-cuda")
+            raise ValueError(
+                f"faiss-gpu searches k + 2 <= {FAISS_GPU_MAX_K} candidates, got "
+                f"k = {k}; use torch-cuda"
+            )
     return engine
 
 
@@ -165,7 +168,10 @@ def iter_knn(
 
 
 def search_rows(
-    x: np.ndarray, queries: np.ndarray, k: int, engine: str = "auto",
+    x: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    engine: str = "auto",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact leave-one-out kNN for the given query rows only (e.g. a sample): (sims, indices),
@@ -183,7 +189,8 @@ def search_rows(
         chunk = queries[lo : lo + chunk_size]
         cand_sims, cand_indices, self_in = searcher.query_candidates(chunk, k)
         sims[lo : lo + len(chunk)], indices[lo : lo + len(chunk)] = _finish(
-            searcher, cand_sims, cand_indices, chunk, k, self_in, chunk_size)
+            searcher, cand_sims, cand_indices, chunk, k, self_in, chunk_size
+        )
     return sims, indices
 
 
@@ -338,8 +345,9 @@ class _TorchSearcher:
             queries = torch.arange(q0, min(q0 + rows, n), device=self.device)
             yield (q0, *self._top_others(queries, fetch, buffer, width))
 
-    def _top_others(self, queries: torch.Tensor, fetch: int, buffer: torch.Tensor,
-                    width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _top_others(
+        self, queries: torch.Tensor, fetch: int, buffer: torch.Tensor, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, x = self.n, self.x
         best_sims = torch.full((len(queries), fetch), -torch.inf, device=self.device)
         best_indices = torch.full((len(queries), fetch), -1, dtype=torch.long, device=self.device)
@@ -429,8 +437,10 @@ def approximate_settings(spec: str, n: int, k: int) -> dict[str, float]:
     ``"hnsw"`` / ``"hnsw:EF"`` (HNSW, M = 32, efSearch EF, default max(64, 2 (k + 1)))."""
     method, colon, effort = spec.partition(":")
     if method not in APPROXIMATE or (colon and not effort.isdigit()) or (colon and int(effort) < 1):
-        raise ValueError(f"approximate mode {spec!r} is not one of 'ivf', 'ivf:NPROBE', 'hnsw', "
-                         f"'hnsw:EF' (NPROBE, EF positive integers)")
+        raise ValueError(
+            f"approximate mode {spec!r} is not one of 'ivf', 'ivf:NPROBE', 'hnsw', "
+            f"'hnsw:EF' (NPROBE, EF positive integers)"
+        )
     if method == "hnsw":
         return {"hnsw_m": 32.0, "ef_search": float(int(effort) if effort else max(64, 2 * (k + 1)))}
     nlist = int(np.clip(4 * np.sqrt(n), 1, n // 39 or 1))  # faiss wants >= 39 points per list

@@ -19,6 +19,7 @@ Singleton classes: a query whose class has no other sample (R = 0) cannot retrie
 is excluded from the averages of recall@k, map@r and r_precision (pytorch-metric-learning does the
 same). It still counts in map@1000, where it scores 0, which is also its best possible score.
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
@@ -27,8 +28,13 @@ import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
 from nirbench.harness.evaluation.clustering import kmeans_assign
-from nirbench.harness.evaluation.knn import (DEFAULT_CHUNK_SIZE, approximate_settings, iter_approximate_knn, iter_knn,
-                         search_rows)
+from nirbench.harness.evaluation.knn import (
+    DEFAULT_CHUNK_SIZE,
+    approximate_settings,
+    iter_approximate_knn,
+    iter_knn,
+    search_rows,
+)
 from nirbench.harness.evaluation.knn import knn as _knn
 
 MAP_CUTOFF = 1000  # the "1000" of the NIR code's mAP_1000
@@ -192,10 +198,15 @@ def retrieval_metrics(
     if "map@1000" in include:
         metrics["map@1000"] = float(map_at_cutoff.mean())
     if approximate is not None:
-        metrics.update({f"approx/{key}": value
-                        for key, value in approximate_settings(approximate, n, k).items()})
-        metrics.update(_approximate_deviation(x, codes, has_match, first_hit, approx_sample, seed,
-                                              engine))
+        metrics.update(
+            {
+                f"approx/{key}": value
+                for key, value in approximate_settings(approximate, n, k).items()
+            }
+        )
+        metrics.update(
+            _approximate_deviation(x, codes, has_match, first_hit, approx_sample, seed, engine)
+        )
     return metrics
 
 
@@ -209,20 +220,30 @@ def _approximate_deviation(
     _, exact = search_rows(x, queries, 1, engine)
     exact_r1 = float((codes[exact[:, 0]] == codes[queries]).mean())
     approx_r1 = float((first_hit[queries] < 1).mean())
-    return {"approx/sample": float(len(queries)), "approx/recall@1_exact": exact_r1,
-            "approx/recall@1_approx": approx_r1, "approx/recall@1_deviation": approx_r1 - exact_r1}
+    return {
+        "approx/sample": float(len(queries)),
+        "approx/recall@1_exact": exact_r1,
+        "approx/recall@1_approx": approx_r1,
+        "approx/recall@1_deviation": approx_r1 - exact_r1,
+    }
 
 
 def nmi_score(
-    embeddings: Any, labels: Any, *, seed: int = 0, normalize: bool = True, engine: str = "auto",
+    embeddings: Any,
+    labels: Any,
+    *,
+    seed: int = 0,
+    normalize: bool = True,
+    engine: str = "auto",
     niter: int = KMEANS_NITER,
 ) -> float:
     """NMI between ``labels`` and a k-means clustering of the embeddings, k = number of labels."""
     x = _as_embedding_matrix(embeddings)
     y = _as_label_vector(labels)
     if len(y) != len(x):
-        raise ValueError(f"embeddings and labels differ in length: {len(x)} embeddings, "
-                         f"{len(y)} labels")
+        raise ValueError(
+            f"embeddings and labels differ in length: {len(x)} embeddings, {len(y)} labels"
+        )
     if normalize:
         x = l2_normalize(x)
     _, codes = np.unique(y, return_inverse=True)
@@ -234,7 +255,9 @@ def nmi_score(
 
 
 def knn(
-    embeddings_normalised: np.ndarray, k: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
+    embeddings_normalised: np.ndarray,
+    k: int,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     engine: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact leave-one-out kNN by inner product: (similarities (N, k) float32, indices (N, k)).

@@ -49,6 +49,7 @@ Every metric is computed on the L2-normalised embeddings (as at evaluation), in 
     takes 21 s there on 2 CPU cores, all four metrics with the subset 1.4 s (CUB size, exact:
     0.6 s).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -77,8 +78,11 @@ def structure_metrics(
     N <= ``max_pairs_samples``, else computed on a uniform subset of that many samples drawn
     with ``seed``; the other three are always exact."""
     x, codes = _prepare(embeddings, labels)
-    if (isinstance(max_pairs_samples, bool)
-            or not isinstance(max_pairs_samples, (int, np.integer)) or max_pairs_samples < 2):
+    if (
+        isinstance(max_pairs_samples, bool)
+        or not isinstance(max_pairs_samples, (int, np.integer))
+        or max_pairs_samples < 2
+    ):
         raise ValueError(f"max_pairs_samples must be an integer >= 2, got {max_pairs_samples!r}")
     sums, counts, square_norms = _class_sums(x, codes)
     return {
@@ -98,8 +102,10 @@ def spectral_decay(x: np.ndarray) -> float:
         s = np.concatenate([s, np.zeros(d - len(s))])
     kept = s[RHO_DROPPED_LEADING:]
     if len(kept) < 2:
-        raise ValueError(f"rho needs embedding dimension D >= {RHO_DROPPED_LEADING + 2} (it drops "
-                         f"the largest singular value and compares the rest), got D = {d}")
+        raise ValueError(
+            f"rho needs embedding dimension D >= {RHO_DROPPED_LEADING + 2} (it drops "
+            f"the largest singular value and compares the rest), got D = {d}"
+        )
     if kept.min() <= d * np.finfo(np.float64).eps * s[0]:
         return float("inf")  # a direction with no variance: infinitely far from uniform
     p = kept / kept.sum()
@@ -107,8 +113,9 @@ def spectral_decay(x: np.ndarray) -> float:
     return float(np.sum(uniform * np.log(uniform / p)))
 
 
-def gaussian_potential(x: np.ndarray, *, seed: int = 0,
-                       max_samples: int = DEFAULT_MAX_PAIRS_SAMPLES) -> float:
+def gaussian_potential(
+    x: np.ndarray, *, seed: int = 0, max_samples: int = DEFAULT_MAX_PAIRS_SAMPLES
+) -> float:
     """g2: mean of exp(-2 |x_i - x_j|^2) over pairs i != j of the rows of ``x`` as given; over
     the pairs of a seeded uniform subset of ``max_samples`` rows when there are more rows."""
     x = np.asarray(x, dtype=np.float64)
@@ -129,8 +136,11 @@ def _mean_pair_potential(x: np.ndarray, block_rows: int) -> float:
     for start in range(0, n, block_rows):
         stop = min(start + block_rows, n)
         # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b, clipped: rounding can make it slightly negative.
-        d2 = square_norms[start:stop, None] + square_norms[None, start:] \
+        d2 = (
+            square_norms[start:stop, None]
+            + square_norms[None, start:]
             - 2.0 * (x[start:stop] @ x[start:].T)
+        )
         potential = np.exp(-G2_T * np.maximum(d2, 0.0))
         width = stop - start
         total += np.triu(potential[:, :width], k=1).sum() + potential[:, width:].sum()
@@ -185,19 +195,26 @@ def _prepare(embeddings: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
         labels = labels.detach().cpu().numpy()
     y = np.asarray(labels)
     if y.ndim != 1 or len(y) != len(x):
-        raise ValueError(f"labels must be 1-D with one entry per embedding row: {len(x)} rows, "
-                         f"labels of shape {y.shape}")
+        raise ValueError(
+            f"labels must be 1-D with one entry per embedding row: {len(x)} rows, "
+            f"labels of shape {y.shape}"
+        )
     bad_rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
     if len(bad_rows):
-        raise ValueError(f"embeddings contain NaN or inf in {len(bad_rows)} of {len(x)} rows, "
-                         f"first rows: {bad_rows[:5].tolist()}")
+        raise ValueError(
+            f"embeddings contain NaN or inf in {len(bad_rows)} of {len(x)} rows, "
+            f"first rows: {bad_rows[:5].tolist()}"
+        )
     _, codes, counts = np.unique(y, return_inverse=True, return_counts=True)
     if len(counts) < 2:
-        raise ValueError(f"structure metrics compare classes: need at least 2 distinct labels, "
-                         f"got {len(counts)}")
+        raise ValueError(
+            f"structure metrics compare classes: need at least 2 distinct labels, got {len(counts)}"
+        )
     if counts.max() < 2:
-        raise ValueError(f"every one of the {len(y)} labels is unique, so no class has a pair and "
-                         "intra-class structure (pi_density, sigma2_kappa) is undefined")
+        raise ValueError(
+            f"every one of the {len(y)} labels is unique, so no class has a pair and "
+            "intra-class structure (pi_density, sigma2_kappa) is undefined"
+        )
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     np.divide(x, norms, out=x, where=norms > 0)
     return x, codes.reshape(-1)

@@ -15,6 +15,7 @@ The names live here, in the grid stage, because a grid records the arms it runs 
 the comparisons it declares (``compare:``) before anything trains; the tables (results/arms.py)
 group runs by the same names, downstream.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -99,5 +100,15 @@ def arm_order(arm: str) -> tuple:
     return (arm != BASELINE, name, not is_control(arm), len(variant), arm)
 
 
-__all__ = ["BASELINE", "arm_key", "arm_of_config", "arm_order", "controlled_arm", "format_arm",
-           "is_control", "parse_arm", "registered", "text"]
+__all__ = [
+    "BASELINE",
+    "arm_key",
+    "arm_of_config",
+    "arm_order",
+    "controlled_arm",
+    "format_arm",
+    "is_control",
+    "parse_arm",
+    "registered",
+    "text",
+]

@@ -31,6 +31,7 @@ trained first: a finished configuration is never trained twice).
 Method x regularizer pairs that cannot work (NIR on a method without proxies) are skipped and
 listed; any other bad entry fails the whole grid before the first run starts.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,14 +42,27 @@ from typing import Any
 
 import yaml
 
-from nirbench.harness.config import (ConfigError, IncompatiblePairError, RunConfig, build_config,
-                            read_yaml, set_dotted)
+from nirbench.harness.config import (
+    ConfigError,
+    IncompatiblePairError,
+    RunConfig,
+    build_config,
+    read_yaml,
+    set_dotted,
+)
 from nirbench.harness.budgets import Budgets, BudgetError, budget_scale, parse_budgets
 from nirbench.harness.grid.status import ELSEWHERE, FAILED, FINISHED, NEW, RESUMABLE, Status
 
 log = logging.getLogger(__name__)
-BLOCK_KEYS = ("datasets", "methods", "regularizers", "seeds", "overrides", "dataset_overrides",
-              "budget_scale")
+BLOCK_KEYS = (
+    "datasets",
+    "methods",
+    "regularizers",
+    "seeds",
+    "overrides",
+    "dataset_overrides",
+    "budget_scale",
+)
 GRID_KEYS = ("name", "config", "blocks", "compare") + BLOCK_KEYS
 
 
@@ -89,11 +103,14 @@ def load_grid(path: str | Path, extra_overrides: list[str] | None = None) -> Gri
     for number, block in enumerate(blocks, 1):
         bad = sorted(set(block) - set(BLOCK_KEYS))
         if bad:
-            raise ConfigError(f"grid {path}: block {number} has unknown keys {bad}; valid: "
-                              f"{', '.join(BLOCK_KEYS)}")
+            raise ConfigError(
+                f"grid {path}: block {number} has unknown keys {bad}; valid: "
+                f"{', '.join(BLOCK_KEYS)}"
+            )
         merged = {**{k: v for k, v in grid.items() if k in BLOCK_KEYS}, **block}
         merged["overrides"] = list(grid.get("overrides") or []) + (
-            list(block.get("overrides") or []) if "overrides" in block else [])
+            list(block.get("overrides") or []) if "overrides" in block else []
+        )
         where = f"grid {path}" + (f", block {number}" if "blocks" in grid else "")
         _expand(plan, merged, base, budgets, list(extra_overrides or []), where)
     hashes = [c.config_hash for c in plan.configs]
@@ -108,15 +125,18 @@ def _compare_pairs(raw: Any, plan: GridPlan, path: Path) -> list[tuple[str, str]
         return []
     arms = plan.arms()
     if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 for p in raw):
-        raise ConfigError(f"grid {path}: compare must be a list of [arm A, arm B] pairs, got "
-                          f"{raw!r}")
+        raise ConfigError(
+            f"grid {path}: compare must be a list of [arm A, arm B] pairs, got {raw!r}"
+        )
     pairs = []
     for a, b in raw:
         a, b = ("none" if a is None else str(a)), ("none" if b is None else str(b))
         for arm in (a, b):
             if arm not in arms:
-                raise ConfigError(f"grid {path}: compare names the arm {arm!r}, which the grid "
-                                  f"does not run; its arms: {', '.join(arms)}")
+                raise ConfigError(
+                    f"grid {path}: compare names the arm {arm!r}, which the grid "
+                    f"does not run; its arms: {', '.join(arms)}"
+                )
         pairs.append((a, b))
     return pairs
 
@@ -139,12 +159,20 @@ def write_plan_record(results_dir: Path, plan: GridPlan, grid_file: str) -> Path
     earlier = json.loads(path.read_text()) if path.is_file() else {}
     files = dict(earlier.get("files", {}))
     files[str(Path(grid_file).resolve())] = {
-        "config_hashes": sorted(c.config_hash for c in plan.configs), "arms": plan.arms()}
+        "config_hashes": sorted(c.config_hash for c in plan.configs),
+        "arms": plan.arms(),
+    }
     hashes = {h for f in files.values() for h in f["config_hashes"]}
     arms = sorted({a for f in files.values() for a in f["arms"]}, key=arm_order)
-    record = {"name": plan.name, "grid_file": str(grid_file), "arms": arms,
-              "compare": [list(p) for p in plan.compare], "configurations": len(hashes),
-              "config_hashes": sorted(hashes), "files": files}
+    record = {
+        "name": plan.name,
+        "grid_file": str(grid_file),
+        "arms": arms,
+        "compare": [list(p) for p in plan.compare],
+        "configurations": len(hashes),
+        "config_hashes": sorted(hashes),
+        "files": files,
+    }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
@@ -173,8 +201,14 @@ def declared_pairs(results_dir: Path, name: str) -> list[tuple[str, str]]:
     return [tuple(p) for p in json.loads(path.read_text()).get("compare", [])]
 
 
-def _expand(plan: GridPlan, grid: dict[str, Any], base: dict[str, Any], budgets: Budgets,
-            extra_overrides: list[str], where: str) -> None:
+def _expand(
+    plan: GridPlan,
+    grid: dict[str, Any],
+    base: dict[str, Any],
+    budgets: Budgets,
+    extra_overrides: list[str],
+    where: str,
+) -> None:
     """Append datasets x methods x regularizers x seeds of one (block of a) grid to ``plan``."""
 
     def listed(key: str, default: list[Any]) -> list[Any]:
@@ -208,13 +242,17 @@ def _expand(plan: GridPlan, grid: dict[str, Any], base: dict[str, Any], budgets:
                     for item in overrides + list(per_dataset.get(dataset, [])):
                         key, _, value = str(item).partition("=")
                         set_dotted(raw, key.strip(), yaml.safe_load(value))
-                    entry = (f"dataset={dataset} method={_name(method)} "
-                             f"regularizer={_name(reg)} seed={seed}")
+                    entry = (
+                        f"dataset={dataset} method={_name(method)} "
+                        f"regularizer={_name(reg)} seed={seed}"
+                    )
                     try:
                         plan.configs.append(build_config(raw))
                     except IncompatiblePairError:  # listed, not fatal: config.py says why
-                        note = (f"{_name(method)} + {_name(reg)}: the regularizer needs class "
-                                f"proxies and this method provides none")
+                        note = (
+                            f"{_name(method)} + {_name(reg)}: the regularizer needs class "
+                            f"proxies and this method provides none"
+                        )
                         if note not in plan.skipped:
                             plan.skipped.append(note)
                     except ConfigError as err:
@@ -227,8 +265,12 @@ def _name(entry: Any) -> str:
     return str(entry.get("name")) if isinstance(entry, dict) else str(entry)
 
 
-ONLY_KEYS = {"dataset": lambda c: c.dataset.name, "method": lambda c: c.method.name,
-             "regularizer": lambda c: c.regularizer_name, "seed": lambda c: str(c.seed)}
+ONLY_KEYS = {
+    "dataset": lambda c: c.dataset.name,
+    "method": lambda c: c.method.name,
+    "regularizer": lambda c: c.regularizer_name,
+    "seed": lambda c: str(c.seed),
+}
 
 
 def select_configs(configs: list, only: list[str]) -> list:
@@ -237,8 +279,10 @@ def select_configs(configs: list, only: list[str]) -> list:
     for item in only:
         key, sep, values = item.partition("=")
         if not sep or key not in ONLY_KEYS or not values:
-            raise ConfigError(f"--only {item!r} must look like KEY=VALUE[,VALUE...] with KEY one "
-                              f"of {', '.join(ONLY_KEYS)}")
+            raise ConfigError(
+                f"--only {item!r} must look like KEY=VALUE[,VALUE...] with KEY one "
+                f"of {', '.join(ONLY_KEYS)}"
+            )
         wanted = {v.strip() for v in values.split(",")}
         configs = [c for c in configs if ONLY_KEYS[key](c) in wanted]
     if not configs:
@@ -287,16 +331,25 @@ def config_states(plan: GridPlan, tracker: Any, results_dir: Path) -> list[Confi
         if finished:
             states.append(ConfigState(cfg, FINISHED, run_id=finished[0].run_id))
         elif holder:
-            states.append(ConfigState(cfg, ELSEWHERE, holder,
-                                      unfinished[0].run_id if unfinished else ""))
+            states.append(
+                ConfigState(cfg, ELSEWHERE, holder, unfinished[0].run_id if unfinished else "")
+            )
         elif unfinished and unfinished[0].status == "FAILED":
-            states.append(ConfigState(cfg, FAILED, unfinished[0].tags.get("error", "no error tag"),
-                                      unfinished[0].run_id))
+            states.append(
+                ConfigState(
+                    cfg,
+                    FAILED,
+                    unfinished[0].tags.get("error", "no error tag"),
+                    unfinished[0].run_id,
+                )
+            )
         elif unfinished:
             epoch = _checkpoint_epoch(workdir / "checkpoint.pt")
-            detail = (f"{unfinished[0].status.lower()}, resumes after epoch {epoch}"
-                      if epoch is not None else f"{unfinished[0].status.lower()}, "
-                                                f"restarts (no checkpoint)")
+            detail = (
+                f"{unfinished[0].status.lower()}, resumes after epoch {epoch}"
+                if epoch is not None
+                else f"{unfinished[0].status.lower()}, restarts (no checkpoint)"
+            )
             states.append(ConfigState(cfg, RESUMABLE, detail, unfinished[0].run_id))
         else:
             states.append(ConfigState(cfg, NEW))

@@ -10,6 +10,7 @@ run ends. Per epoch, not per run: the grid starts its longest runs first, so the
 finish are the slowest. Lines, not a redrawn
 bar: they read the same in a terminal, a log file and CI.
 """
+
 from __future__ import annotations
 
 import sys
@@ -30,8 +31,15 @@ def format_duration(seconds: float) -> str:
 
 
 class GridProgress:
-    def __init__(self, jobs: list[Job], *, parallel: int, already_done: int = 0,
-                 stream: TextIO | None = None, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        jobs: list[Job],
+        *,
+        parallel: int,
+        already_done: int = 0,
+        stream: TextIO | None = None,
+        clock=time.monotonic,
+    ) -> None:
         self.total = len(jobs) + already_done
         self.index = {job.config_hash: i for i, job in enumerate(jobs, already_done + 1)}
         self.parallel = max(1, parallel)
@@ -95,8 +103,10 @@ class GridProgress:
 
     def counts(self) -> str:
         eta = self.eta_s()
-        text = (f"done {self.done}, running {len(self.running)}, failed {self.failed}, "
-                f"remaining {self.remaining}")
+        text = (
+            f"done {self.done}, running {len(self.running)}, failed {self.failed}, "
+            f"remaining {self.remaining}"
+        )
         if self.elsewhere:
             text += f", elsewhere {self.elsewhere}"
         if eta is not None and (self.remaining or self.running):

@@ -15,6 +15,7 @@ hands them to a pool executor (local, Ray, inline) and waits, the Slurm path sub
 ``follow``s the array (executors/slurm.py); ``collect`` sorts what came back by status. The CLI
 (cli/grid.py, cli/slurm.py) parses, calls this and prints.
 """
+
 from __future__ import annotations
 
 import signal
@@ -77,8 +78,16 @@ class GridSession:
     retry_failed: bool = False
 
     @classmethod
-    def open(cls, grid_file: str, overrides: list[str], only: list[str], results_dir: Path, *,
-             retry_failed: bool = False, record: bool = False) -> GridSession:
+    def open(
+        cls,
+        grid_file: str,
+        overrides: list[str],
+        only: list[str],
+        results_dir: Path,
+        *,
+        retry_failed: bool = False,
+        record: bool = False,
+    ) -> GridSession:
         """Plan the grid and read the state of each configuration; ``record``: write the plan
         record the tables read (RESULTS/grids/<name>.json) first."""
         from nirbench.harness.tracking.store import Tracker
@@ -89,8 +98,14 @@ class GridSession:
         if record:
             write_plan_record(results_dir, plan, grid_file)
         tracker = Tracker(results_dir)
-        return cls(grid_file, plan, results_dir, tracker,
-                   config_states(plan, tracker, results_dir), retry_failed)
+        return cls(
+            grid_file,
+            plan,
+            results_dir,
+            tracker,
+            config_states(plan, tracker, results_dir),
+            retry_failed,
+        )
 
     # ------------------------------------------------------------------ the plan's states
     @property
@@ -121,15 +136,21 @@ class GridSession:
     # ------------------------------------------------------------------ the jobs
     @staticmethod
     def jobs(states: Iterable[ConfigState]) -> list[Job]:
-        return [Job(st.cfg.to_yaml(), st.cfg.config_hash, st.label, st.cfg.train.epochs)
-                for st in states]
+        return [
+            Job(st.cfg.to_yaml(), st.cfg.config_hash, st.label, st.cfg.train.epochs)
+            for st in states
+        ]
 
     def settings(self) -> JobSettings:
         from nirbench.harness.train.runner import command_line
 
-        return JobSettings(results_dir=str(self.results_dir), tracking_uri=self.tracker.uri,
-                           grid=self.plan.name, command=command_line(),
-                           imports=default_imports())
+        return JobSettings(
+            results_dir=str(self.results_dir),
+            tracking_uri=self.tracker.uri,
+            grid=self.plan.name,
+            command=command_line(),
+            imports=default_imports(),
+        )
 
     def progress(self, jobs: list[Job], parallel: int) -> GridProgress:
         """The grid-level display; the configurations not run count as done already."""
@@ -166,15 +187,17 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def prepare_pretrained(states: Iterable[ConfigState], results_dir: Path,
-                       echo: Callable[[str], None] = _say) -> None:
+def prepare_pretrained(
+    states: Iterable[ConfigState], results_dir: Path, echo: Callable[[str], None] = _say
+) -> None:
     """Build the embedded pretraining weights the runs of ``states`` start from before any
     worker starts (cached: a no-op after the first time), so that no run waits on another for
     them; ``echo`` says so when it took a while."""
     from nirbench.harness.train.runner import pretrained_weights
 
-    for cfg in {st.cfg.backbone.weights: st.cfg for st in states
-                if st.cfg.backbone.weights is not None}.values():
+    for cfg in {
+        st.cfg.backbone.weights: st.cfg for st in states if st.cfg.backbone.weights is not None
+    }.values():
         started = time.perf_counter()
         path = pretrained_weights(cfg, results_dir)
         spent = time.perf_counter() - started

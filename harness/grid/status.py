@@ -5,6 +5,7 @@ Both read as the words the grid prints ("finished", "running elsewhere", ...): `
 ``StrEnum``, so a status formats, compares and sorts as its text, and a result pickled by a worker
 (a spawned process, a Ray task, a Slurm task) reads the same in the grid process.
 """
+
 from __future__ import annotations
 
 from enum import StrEnum

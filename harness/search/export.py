@@ -1,5 +1,6 @@
 """After the search: the trials CSV, the best parameters as a complete run config, the plots, and
 the summary on the MLflow parent run."""
+
 from __future__ import annotations
 
 import csv
@@ -18,12 +19,21 @@ from nirbench.harness.tracking.store import Tracker
 
 
 # ============================================================================ results
-def finalize(study: optuna.Study, tc: TuneConfig, results_dir: Path, tracker: Tracker,
-             location: str, ran: list[TrialReport], *, plots: bool = True) -> SearchOutcome:
+def finalize(
+    study: optuna.Study,
+    tc: TuneConfig,
+    results_dir: Path,
+    tracker: Tracker,
+    location: str,
+    ran: list[TrialReport],
+    *,
+    plots: bool = True,
+) -> SearchOutcome:
     c = counts(study)
     parent = study.user_attrs[PARENT_ATTR]
-    outcome = SearchOutcome(tc.study, location, c["complete"], c["pruned"], c["failed"], ran,
-                            parent_run_id=parent)
+    outcome = SearchOutcome(
+        tc.study, location, c["complete"], c["pruned"], c["failed"], ran, parent_run_id=parent
+    )
     out_dir = results_dir / SEARCH_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
@@ -41,13 +51,21 @@ def finalize(study: optuna.Study, tc: TuneConfig, results_dir: Path, tracker: Tr
         drawn, notes = draw_plots(study, tc, out_dir)
         outcome.files += drawn
         outcome.notes += notes
-    metrics = {f"best/val_{tc.metric}": best.value, "trials/complete": c["complete"],
-               "trials/pruned": c["pruned"], "trials/failed": c["failed"]}
+    metrics = {
+        f"best/val_{tc.metric}": best.value,
+        "trials/complete": c["complete"],
+        "trials/pruned": c["pruned"],
+        "trials/failed": c["failed"],
+    }
     tracker.log_metrics(parent, metrics)
-    tracker.set_tags(parent, {"best_trial": str(best.number),
-                              **{f"best.{k}": format_value(v) for k, v in best.params.items()},
-                              "best_config_hash": tc.final_config(best.params,
-                                                                  tc.base.seed).arm_hash})
+    tracker.set_tags(
+        parent,
+        {
+            "best_trial": str(best.number),
+            **{f"best.{k}": format_value(v) for k, v in best.params.items()},
+            "best_config_hash": tc.final_config(best.params, tc.base.seed).arm_hash,
+        },
+    )
     for path in outcome.files:
         tracker.log_artifact(parent, path)
     if c["running"] == 0:
@@ -67,33 +85,66 @@ def export_best(tc: TuneConfig, best: FrozenTrial, path: Path, location: str) ->
         "# Searched: " + ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items()),
     ]
     if conv is not None:
-        header.append(f"# NIR weight convention: {conv} "
-                      + ("(total = NIR + weight x method loss)" if conv == "w_align"
-                         else "(total = method loss + weight x NIR)"))
-    header += [f"# Storage: {display_location(location)}   source: {tc.source}",
-               f"# Run it: nirbench run --config {path}   (arm_hash {cfg.arm_hash})", ""]
+        header.append(
+            f"# NIR weight convention: {conv} "
+            + (
+                "(total = NIR + weight x method loss)"
+                if conv == "w_align"
+                else "(total = method loss + weight x NIR)"
+            )
+        )
+    header += [
+        f"# Storage: {display_location(location)}   source: {tc.source}",
+        f"# Run it: nirbench run --config {path}   (arm_hash {cfg.arm_hash})",
+        "",
+    ]
     path.write_text("\n".join(header) + cfg.to_yaml())
     return path
 
 
-def write_trials_csv(trials: Sequence[FrozenTrial], tc: TuneConfig, tracker: Tracker,
-                     path: Path) -> Path:
+def write_trials_csv(
+    trials: Sequence[FrozenTrial], tc: TuneConfig, tracker: Tracker, path: Path
+) -> Path:
     shown = display_location(storage_location(tc, tracker.results_dir))
-    runs = {r.tags.get("trial"): r.run_id
-            for r in tracker.runs(f"tags.study = '{tc.study}' and tags.stage = 'trial'")
-            if r.tags.get("search.storage") == shown}
+    runs = {
+        r.tags.get("trial"): r.run_id
+        for r in tracker.runs(f"tags.study = '{tc.study}' and tags.stage = 'trial'")
+        if r.tags.get("search.storage") == shown
+    }
     keys = [p.key for p in tc.space]
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["number", "state", f"val_{tc.metric}", "last_epoch", *keys,
-                         "seconds", "mlflow_run_id", "note"])
+        writer.writerow(
+            [
+                "number",
+                "state",
+                f"val_{tc.metric}",
+                "last_epoch",
+                *keys,
+                "seconds",
+                "mlflow_run_id",
+                "note",
+            ]
+        )
         for t in trials:
-            seconds = ((t.datetime_complete - t.datetime_start).total_seconds()
-                       if t.datetime_complete and t.datetime_start else "")
-            note = t.user_attrs.get(ERROR_ATTR) or ("surplus" if t.user_attrs.get(SURPLUS_ATTR)
-                                                    else "")
-            writer.writerow([t.number, t.state.name, "" if t.value is None else t.value,
-                             t.last_step if t.last_step is not None else "",
-                             *[t.params.get(k, "") for k in keys], seconds,
-                             runs.get(str(t.number), ""), note])
+            seconds = (
+                (t.datetime_complete - t.datetime_start).total_seconds()
+                if t.datetime_complete and t.datetime_start
+                else ""
+            )
+            note = t.user_attrs.get(ERROR_ATTR) or (
+                "surplus" if t.user_attrs.get(SURPLUS_ATTR) else ""
+            )
+            writer.writerow(
+                [
+                    t.number,
+                    t.state.name,
+                    "" if t.value is None else t.value,
+                    t.last_step if t.last_step is not None else "",
+                    *[t.params.get(k, "") for k in keys],
+                    seconds,
+                    runs.get(str(t.number), ""),
+                    note,
+                ]
+            )
     return path

@@ -1,5 +1,6 @@
 """The final runs: the best configuration trained on ALL training classes for the final seeds and
 tested, the numbers that go into the tables (tags ``stage=final``, ``study``, ``grid``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,14 @@ from nirbench.harness.train.runner import execute
 
 
 # ============================================================================ final runs
-def run_final(tc: TuneConfig, outcome: SearchOutcome, results_dir: Path, *,
-              progress: bool = False, echo: Callable[[str], None] = print) -> list[FinalRun]:
+def run_final(
+    tc: TuneConfig,
+    outcome: SearchOutcome,
+    results_dir: Path,
+    *,
+    progress: bool = False,
+    echo: Callable[[str], None] = print,
+) -> list[FinalRun]:
     """Train the best configuration on ALL training classes (validation off) for the final seeds
     and evaluate on the test classes: the numbers that go into the tables."""
     if outcome.best_trial is None:
@@ -23,18 +30,28 @@ def run_final(tc: TuneConfig, outcome: SearchOutcome, results_dir: Path, *,
     out = []
     for seed in tc.final_seed_list:
         cfg = tc.final_config(outcome.best_params, seed)
-        tags = {"stage": "final", "study": tc.study, "search_arm": tc.arm,
-                "search_trial": str(outcome.best_trial),
-                "search_parent_run": outcome.parent_run_id}
+        tags = {
+            "stage": "final",
+            "study": tc.study,
+            "search_arm": tc.arm,
+            "search_trial": str(outcome.best_trial),
+            "search_parent_run": outcome.parent_run_id,
+        }
         echo(f"final run seed={seed} (config {cfg.config_hash}, grid {tc.final_grid})")
-        result = execute(cfg, tracker, results_dir, grid=tc.final_grid, tags=tags,
-                         progress=progress)
+        result = execute(
+            cfg, tracker, results_dir, grid=tc.final_grid, tags=tags, progress=progress
+        )
         grid = tracker.tags(result.run_id).get("grid", "")
         if grid != tc.final_grid:
-            echo(f"  note: this config already finished as run {result.run_id} of grid "
-                 f"{grid!r}; `aggregate --grid {tc.final_grid}` will not include it")
-        metrics = {k.split("/", 1)[1].replace("_at_", "@"): v for k, v in result.metrics.items()
-                   if k.startswith("test/")}
+            echo(
+                f"  note: this config already finished as run {result.run_id} of grid "
+                f"{grid!r}; `aggregate --grid {tc.final_grid}` will not include it"
+            )
+        metrics = {
+            k.split("/", 1)[1].replace("_at_", "@"): v
+            for k, v in result.metrics.items()
+            if k.startswith("test/")
+        }
         out.append(FinalRun(seed, result.run_id, result.status, metrics, grid))
     return out
 

@@ -1,6 +1,7 @@
 """Killed workers: RDB storages use Optuna's heartbeat; Optuna 5's JournalStorage has none, so this
 module keeps one (the worker's host, pid and process start time plus a heartbeat timestamp in the
 trial's user attributes) and fails and re-queues the trials of dead workers."""
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,12 @@ def _process_start(pid: int) -> str | None:
 
 def this_worker(trial_number: int) -> dict[str, Any]:
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid),
-            "trial": trial_number}
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "start": _process_start(pid),
+        "trial": trial_number,
+    }
 
 
 def _worker_alive(worker: dict[str, Any]) -> bool | None:
@@ -83,8 +88,9 @@ class Heartbeat:
         self._thread.join()
 
 
-def stale_trials(trials: Sequence[FrozenTrial], grace_s: float,
-                 now: float | None = None) -> list[FrozenTrial]:
+def stale_trials(
+    trials: Sequence[FrozenTrial], grace_s: float, now: float | None = None
+) -> list[FrozenTrial]:
     """RUNNING trials whose worker process is gone (same host) or silent for ``grace_s``."""
     now = time.time() if now is None else now
     out = []
@@ -105,8 +111,9 @@ def stale_trials(trials: Sequence[FrozenTrial], grace_s: float,
     return out
 
 
-def fail_stale_trials(study: optuna.Study, storage: BaseStorage, tc: TuneConfig,
-                      tracker: Tracker) -> list[int]:
+def fail_stale_trials(
+    study: optuna.Study, storage: BaseStorage, tc: TuneConfig, tracker: Tracker
+) -> list[int]:
     """Fail the trials of dead workers, re-queue them (same parameters) and mark their MLflow
     runs KILLED. Returns the failed trial numbers."""
     running = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
@@ -130,11 +137,13 @@ def fail_stale_trials(study: optuna.Study, storage: BaseStorage, tc: TuneConfig,
                 retry(study, storage.get_trial(t._trial_id))
     shown = display_location(storage_location(tc, tracker.results_dir))
     for number in failed:
-        for run in tracker.runs(f"tags.study = '{tc.study}' and tags.trial = '{number}'",
-                                statuses=("RUNNING",)):
+        for run in tracker.runs(
+            f"tags.study = '{tc.study}' and tags.trial = '{number}'", statuses=("RUNNING",)
+        ):
             if run.tags.get("search.storage") != shown:
                 continue
-            tracker.killed(run.run_id, f"the worker running trial {number} died; the trial "
-                                       f"was re-queued")
+            tracker.killed(
+                run.run_id, f"the worker running trial {number} died; the trial was re-queued"
+            )
         log.warning("trial %d of %s: its worker died; failed and re-queued", number, tc.study)
     return failed

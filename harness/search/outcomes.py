@@ -1,4 +1,5 @@
 """What a search reports: one trial, the final runs of the best configuration, the whole search."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,5 +1,6 @@
 """The search's figures (optimisation history, metric vs NIR weight, parameter importances), drawn
 from the study alone."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,14 @@ def draw_plots(study: optuna.Study, tc: TuneConfig, out_dir: Path) -> tuple[list
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     ax.scatter([t.number for t in done], [t.value for t in done], label="complete", zorder=3)
     if pruned:
-        ax.scatter([t.number for t in pruned], [_plot_value(t) for t in pruned], marker="x",
-                   color="grey", label="pruned (last reported)", zorder=2)
+        ax.scatter(
+            [t.number for t in pruned],
+            [_plot_value(t) for t in pruned],
+            marker="x",
+            color="grey",
+            label="pruned (last reported)",
+            zorder=2,
+        )
     best, xs, ys = None, [], []
     for t in sorted(done, key=lambda t: t.number):
         if best is None or (t.value > best if maximize else t.value < best):
@@ -60,8 +67,11 @@ def draw_plots(study: optuna.Study, tc: TuneConfig, out_dir: Path) -> tuple[list
         for group, style in ((done, {}), (pruned, {"marker": "x", "color": "grey"})):
             pts = [(t.params[spec.key], _plot_value(t)) for t in group if spec.key in t.params]
             if pts:
-                ax.scatter([str(x) if spec.type == "categorical" else x for x, _ in pts],
-                           [y for _, y in pts], **style)
+                ax.scatter(
+                    [str(x) if spec.type == "categorical" else x for x, _ in pts],
+                    [y for _, y in pts],
+                    **style,
+                )
         if spec.log:
             ax.set_xscale("log")
         name = spec.key
@@ -69,15 +79,16 @@ def draw_plots(study: optuna.Study, tc: TuneConfig, out_dir: Path) -> tuple[list
             name = f"NIR weight ({tc.weight_convention})"
         ax.set_xlabel(name)
         ax.set_ylabel(label)
-    fig.suptitle(f"{tc.study}: {label} against the searched parameters (x = pruned)",
-                 fontsize=10)
+    fig.suptitle(f"{tc.study}: {label} against the searched parameters (x = pruned)", fontsize=10)
     fig.tight_layout()
     files.append(_save(fig, out_dir / f"{tc.study}-params.png"))
 
     # 3. parameter importances (fANOVA, seeded)
     if len(done) < 2 or len(tc.space) < 2:
-        notes.append(f"parameter importances not drawn: {len(done)} completed trial(s) and "
-                     f"{len(tc.space)} parameter(s); they need at least 2 of each")
+        notes.append(
+            f"parameter importances not drawn: {len(done)} completed trial(s) and "
+            f"{len(tc.space)} parameter(s); they need at least 2 of each"
+        )
     else:
         try:
             from optuna.importance import FanovaImportanceEvaluator, get_param_importances

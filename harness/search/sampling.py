@@ -1,6 +1,7 @@
 """Samplers and pruners: a sampler seeded by (seed, trial number), so one worker replays a study
 exactly and several workers never draw the same random numbers; parameter suggestion from the
 tune file's search space."""
+
 from __future__ import annotations
 
 import warnings
@@ -42,23 +43,35 @@ class TrialSeededSampler(BaseSampler):
             self._samplers[trial.number] = sampler
         return sampler
 
-    def infer_relative_search_space(self, study: optuna.Study,
-                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
         return self._for(trial).infer_relative_search_space(study, trial)
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         return self._for(trial).sample_relative(study, trial, search_space)
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
         return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._for(trial).before_trial(study, trial)
 
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
         self._for(trial).after_trial(study, trial, state, values)
         self._samplers.pop(trial.number, None)
 
@@ -96,8 +109,9 @@ def suggest(trial: Trial, space: Sequence[ParamSpec]) -> dict[str, Any]:
         if p.type == "categorical":
             params[p.key] = trial.suggest_categorical(p.key, list(p.choices))
         elif p.type == "int":
-            params[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high),
-                                              step=int(p.step or 1), log=p.log)
+            params[p.key] = trial.suggest_int(
+                p.key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log
+            )
         else:
             params[p.key] = trial.suggest_float(p.key, p.low, p.high, step=p.step, log=p.log)
     return params

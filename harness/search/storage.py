@@ -1,5 +1,6 @@
 """Where a study lives: a JournalStorage file under RESULTS/optuna/ by default (safe for several
 processes on one machine or an NFS share), or an RDB URL (PostgreSQL) for many machines."""
+
 from __future__ import annotations
 
 import logging
@@ -45,14 +46,20 @@ def open_storage(tc: TuneConfig, results_dir: Path) -> BaseStorage:
     location = storage_location(tc, results_dir)
     if is_url(location):
         if location.startswith("sqlite"):
-            log.warning("SQLite storage: fine for one worker, 'database is locked' for several; "
-                        "use the default journal file or PostgreSQL for parallel workers")
+            log.warning(
+                "SQLite storage: fine for one worker, 'database is locked' for several; "
+                "use the default journal file or PostgreSQL for parallel workers"
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
-            return RDBStorage(location, heartbeat_interval=tc.heartbeat_s,
-                              grace_period=tc.grace_s,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                                  max_retry=tc.max_retry))
+            return RDBStorage(
+                location,
+                heartbeat_interval=tc.heartbeat_s,
+                grace_period=tc.grace_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                    max_retry=tc.max_retry
+                ),
+            )
     path = Path(location)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The default lock (JournalFileSymlinkLock) is safe across processes and on NFS.

@@ -30,6 +30,7 @@ that validation runs never reach the tables. A pruned trial's run ends KILLED wi
 (``RESULTS/optuna/<study>-best.yaml``), plots are drawn next to it, and ``final_seeds`` runs of
 the best config land in the ``nirbench`` experiment with tags ``stage=final``, ``study`` and
 ``grid=<final_grid>`` (``nirbench aggregate --grid <final_grid>``)."""
+
 from __future__ import annotations
 
 import time
@@ -58,9 +59,14 @@ POLL_S = 2.0  # how often a worker waiting for other workers' trials looks again
 
 # ============================================================================ study + parent run
 def open_study(tc: TuneConfig, storage: BaseStorage) -> optuna.Study:
-    study = optuna.create_study(study_name=tc.study, storage=storage, direction=tc.direction,
-                                sampler=make_sampler(tc), pruner=make_pruner(tc),
-                                load_if_exists=True)
+    study = optuna.create_study(
+        study_name=tc.study,
+        storage=storage,
+        direction=tc.direction,
+        sampler=make_sampler(tc),
+        pruner=make_pruner(tc),
+        load_if_exists=True,
+    )
     attrs = study.user_attrs
     known = attrs.get("fingerprint")
     if known is None:
@@ -73,13 +79,20 @@ def open_study(tc: TuneConfig, storage: BaseStorage) -> optuna.Study:
         raise ConfigError(
             f"study {tc.study!r} was created with a different search setup "
             f"({'; '.join(diff) or 'the base run config differs'}); its trials would not be "
-            f"comparable. Use a new --study name, or the original tune file.")
+            f"comparable. Use a new --study name, or the original tune file."
+        )
     study.set_user_attr("n_trials", tc.n_trials)  # the target may grow between starts
     return study
 
 
-def run_search(tc: TuneConfig, results_dir: Path, *, progress: bool = False,
-               echo: Callable[[str], None] = print, plots: bool = True) -> SearchOutcome:
+def run_search(
+    tc: TuneConfig,
+    results_dir: Path,
+    *,
+    progress: bool = False,
+    echo: Callable[[str], None] = print,
+    plots: bool = True,
+) -> SearchOutcome:
     """Run (or resume, or join) the study until it holds ``tc.n_trials`` COMPLETE + PRUNED
     trials; then export the best config, draw the plots, run the final seeds."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -90,8 +103,9 @@ def run_search(tc: TuneConfig, results_dir: Path, *, progress: bool = False,
     study = open_study(tc, storage)
     tracker = Tracker(results_dir, experiment=SEARCH_EXPERIMENT)
     ensure_parent(study, tracker, tc, location)
-    objective = Objective(tc, results_dir, tracker, lambda: study.user_attrs[PARENT_ATTR],
-                          location, progress=progress)
+    objective = Objective(
+        tc, results_dir, tracker, lambda: study.user_attrs[PARENT_ATTR], location, progress=progress
+    )
     ran: list[TrialReport] = []
     waiting_said = False
     while True:
@@ -100,8 +114,10 @@ def run_search(tc: TuneConfig, results_dir: Path, *, progress: bool = False,
         if c["done"] >= tc.n_trials:
             break
         if c["errors"] >= tc.max_failed:
-            raise SearchError(f"study {tc.study}: {c['errors']} trials failed (search.max_failed "
-                              f"= {tc.max_failed}); see their 'error' attribute / MLflow runs")
+            raise SearchError(
+                f"study {tc.study}: {c['errors']} trials failed (search.max_failed "
+                f"= {tc.max_failed}); see their 'error' attribute / MLflow runs"
+            )
         if c["done"] + c["running"] >= tc.n_trials:  # the rest is running in other workers
             if not waiting_said:
                 echo(f"waiting for {c['running']} trial(s) of other workers to end")

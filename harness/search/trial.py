@@ -1,5 +1,6 @@
 """One trial: train its config on the validation split, report every epoch to the pruner, record
 the outcome in the study (COMPLETE, PRUNED, FAIL or surplus)."""
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,15 @@ class Objective:
     """Trains one trial's config on the validation split and returns its last-epoch
     validation metric; reports every epoch to the pruner."""
 
-    def __init__(self, tc: TuneConfig, results_dir: Path, tracker: Tracker,
-                 parent: Callable[[], str], location: str, progress: bool = False) -> None:
+    def __init__(
+        self,
+        tc: TuneConfig,
+        results_dir: Path,
+        tracker: Tracker,
+        parent: Callable[[], str],
+        location: str,
+        progress: bool = False,
+    ) -> None:
         self.tc, self.results_dir, self.tracker = tc, results_dir, tracker
         self.parent, self.progress = parent, progress
         self.storage_tag = display_location(location)
@@ -63,15 +71,27 @@ class Objective:
             # After the last epoch the trial is complete: pruning it then saves nothing and
             # would only hide its final value from the sampler.
             if epoch < cfg.train.epochs and trial.should_prune():
-                raise TrialPrunedRun(epoch, f"pruned after epoch {epoch} ({tc.metric} "
-                                            f"{value:.4f})")
+                raise TrialPrunedRun(epoch, f"pruned after epoch {epoch} ({tc.metric} {value:.4f})")
 
-        tags = {"stage": "trial", "study": tc.study, "trial": str(trial.number), "arm": tc.arm,
-                "search.metric": tc.metric, "search.storage": self.storage_tag,
-                "mlflow.runName": f"{tc.study}-t{trial.number}"}
-        outcome = execute(cfg, self.tracker, self.results_dir, tags=tags,
-                          parent_run_id=self.parent(), on_epoch_end=report, reuse=False,
-                          progress=self.progress)
+        tags = {
+            "stage": "trial",
+            "study": tc.study,
+            "trial": str(trial.number),
+            "arm": tc.arm,
+            "search.metric": tc.metric,
+            "search.storage": self.storage_tag,
+            "mlflow.runName": f"{tc.study}-t{trial.number}",
+        }
+        outcome = execute(
+            cfg,
+            self.tracker,
+            self.results_dir,
+            tags=tags,
+            parent_run_id=self.parent(),
+            on_epoch_end=report,
+            reuse=False,
+            progress=self.progress,
+        )
         trial.set_user_attr("mlflow_run_id", outcome.run_id)
         trial.set_user_attr("config_hash", cfg.config_hash)
         value = outcome.metrics.get(key)
@@ -80,21 +100,26 @@ class Objective:
         return float(value)
 
 
-def run_one(study: optuna.Study, storage: BaseStorage, tc: TuneConfig,
-             objective: Objective) -> TrialReport:
+def run_one(
+    study: optuna.Study, storage: BaseStorage, tc: TuneConfig, objective: Objective
+) -> TrialReport:
     with warnings.catch_warnings():  # the heartbeat thread below is ours, not optimize()'s
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
         trial = study.ask()
     started = time.perf_counter()
     # Surplus check: trials done, or running/queued with a smaller number, already fill the target.
-    ahead = sum(1 for t in study.get_trials(deepcopy=False)
-                if t.state in DONE or (t.state in (TrialState.RUNNING, TrialState.WAITING)
-                                       and t.number < trial.number))
+    ahead = sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state in DONE
+        or (t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < trial.number)
+    )
     if ahead >= tc.n_trials:
         trial.set_user_attr(SURPLUS_ATTR, True)
         study.tell(trial, state=TrialState.FAIL)
-        return TrialReport(trial.number, "SURPLUS", None, {}, 0.0,
-                           "the target was reached by other workers")
+        return TrialReport(
+            trial.number, "SURPLUS", None, {}, 0.0, "the target was reached by other workers"
+        )
     if not native_heartbeat(storage):  # a fresh beat before the worker claim: a re-queued copy
         trial.set_user_attr(HEARTBEAT_ATTR, time.time())  # carries its dead original's beat
     trial.set_user_attr(WORKER_ATTR, this_worker(trial.number))
@@ -123,11 +148,13 @@ def run_one(study: optuna.Study, storage: BaseStorage, tc: TuneConfig,
         raise
     except UpdateFinishedTrialError:
         note = "another worker declared this trial dead; its re-queued copy runs it again"
-        return TrialReport(trial.number, "FAIL", None, dict(trial.params),
-                           time.perf_counter() - started, note)
+        return TrialReport(
+            trial.number, "FAIL", None, dict(trial.params), time.perf_counter() - started, note
+        )
     _tell(study, trial, state, value)
-    return TrialReport(trial.number, state.name, value, dict(trial.params),
-                       time.perf_counter() - started, note)
+    return TrialReport(
+        trial.number, state.name, value, dict(trial.params), time.perf_counter() - started, note
+    )
 
 
 def _tell(study: optuna.Study, trial: Trial, state: TrialState, value: float | None) -> None:
@@ -137,5 +164,4 @@ def _tell(study: optuna.Study, trial: Trial, state: TrialState, value: float | N
         else:
             study.tell(trial, state=state)
     except UpdateFinishedTrialError:
-        log.warning("trial %d was already finished by another worker (declared dead)",
-                    trial.number)
+        log.warning("trial %d was already finished by another worker (declared dead)", trial.number)

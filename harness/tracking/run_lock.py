@@ -8,6 +8,7 @@ resumed by the next start. The lock is per machine (it lives in the results fold
 several machines need one scheduler (a Ray driver) or a results folder on a file system with
 working ``flock`` (NFSv4, Lustre with ``-o flock``).
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,9 @@ class RunLock:
             handle.seek(0)
             holder = handle.read().strip() or "unknown process"
             handle.close()
-            raise RunLockedElsewhere(f"{self.path.parent.name} is being trained by {holder} "
-                                     f"(lock {self.path})") from None
+            raise RunLockedElsewhere(
+                f"{self.path.parent.name} is being trained by {holder} (lock {self.path})"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}{_slurm_note()}\n")
@@ -59,8 +61,9 @@ class RunLock:
         self.acquire()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()
 
 

@@ -19,6 +19,7 @@ once. Other stores (``http://`` servers on PostgreSQL, see README) serialise on 
 take no lock. ``tests/test_tracking_concurrency.py`` runs 4 writer processes and counts every
 metric afterwards.
 """
+
 from __future__ import annotations
 
 import functools
@@ -51,8 +52,19 @@ EXPERIMENT = "nirbench"
 SEARCH_EXPERIMENT = "nirbench-search"
 REPO_DIR = Path(__file__).resolve().parent.parent
 SUPERSEDED_TAG = "superseded_by"
-PACKAGES = ("torch", "torchvision", "faiss-gpu", "faiss-cpu", "numpy", "mlflow", "optuna",
-            "pandas", "pytorch-metric-learning", "FrEIA", "scikit-learn")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "faiss-gpu",
+    "faiss-cpu",
+    "numpy",
+    "mlflow",
+    "optuna",
+    "pandas",
+    "pytorch-metric-learning",
+    "FrEIA",
+    "scikit-learn",
+)
 
 
 def mlflow_key(name: str) -> str:
@@ -80,17 +92,29 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except OSError as err:
         raise ConnectionError(
             f"MLflow tracking server {uri} is unreachable ({err}). Start it, fix "
-            f"MLFLOW_TRACKING_URI, or unset it to use the local sqlite store.") from None
+            f"MLFLOW_TRACKING_URI, or unset it to use the local sqlite store."
+        ) from None
 
 
 def git_state() -> tuple[str, str]:
     """(sha, dirty) of the checkout this code runs from; 'unknown' outside git."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True,
-                             text=True, check=True, timeout=10).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=REPO_DIR, capture_output=True, text=True, check=True,
-                                timeout=10).stdout
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
         return sha, "true" if status.strip() else "false"
     except (OSError, subprocess.SubprocessError):
         return "unknown", "unknown"
@@ -106,9 +130,15 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             pass
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "gpus": gpus, "packages": versions}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpus": gpus,
+        "packages": versions,
+    }
 
 
 def tag_value(value: Any) -> str:
@@ -118,10 +148,18 @@ def tag_value(value: Any) -> str:
 
 def run_tags(cfg: RunConfig, grid: str) -> dict[str, str]:
     sha, dirty = git_state()
-    tags = {"method": cfg.method.name, "regularizer": cfg.regularizer_name,
-            "dataset": cfg.dataset.name, "backbone": cfg.backbone.name, "seed": str(cfg.seed),
-            "config_hash": cfg.config_hash, "arm_hash": cfg.arm_hash,
-            "git_sha": sha, "git_dirty": dirty, "grid": grid}
+    tags = {
+        "method": cfg.method.name,
+        "regularizer": cfg.regularizer_name,
+        "dataset": cfg.dataset.name,
+        "backbone": cfg.backbone.name,
+        "seed": str(cfg.seed),
+        "config_hash": cfg.config_hash,
+        "arm_hash": cfg.arm_hash,
+        "git_sha": sha,
+        "git_dirty": dirty,
+        "grid": grid,
+    }
     if cfg.regularizer is not None:  # which published variant ran (PAPER.md: say it in the tags)
         from nirbench.methods import REGULARIZERS
 
@@ -137,7 +175,7 @@ def sqlite_lock_path(uri: str) -> Path | None:
     """The lock file that serialises writers of a local sqlite store; None for any other store."""
     if not uri.startswith("sqlite:///") or os.name != "posix":
         return None
-    db = Path(uri[len("sqlite:///"):])
+    db = Path(uri[len("sqlite:///") :])
     return db.with_name(db.name + ".lock")
 
 
@@ -205,8 +243,9 @@ def with_lock_retries(call: Callable[[], T], what: str = "MLflow call") -> T:
         except Exception as err:
             if not any(text in str(err) for text in LOCKED_ERRORS) or waited >= RETRY_TOTAL_S:
                 raise
-            log.warning("%s: sqlite store locked by another process, retrying in %.2fs", what,
-                        delay)
+            log.warning(
+                "%s: sqlite store locked by another process, retrying in %.2fs", what, delay
+            )
             pause = delay * (1 + 0.25 * random.random())
             time.sleep(pause)
             waited += pause
@@ -246,8 +285,9 @@ class RunRecord:
 
 
 class Tracker:
-    def __init__(self, results_dir: Path, uri: str | None = None,
-                 experiment: str = EXPERIMENT) -> None:
+    def __init__(
+        self, results_dir: Path, uri: str | None = None, experiment: str = EXPERIMENT
+    ) -> None:
         self.results_dir = Path(results_dir)
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self.uri = uri or default_tracking_uri(self.results_dir)
@@ -257,26 +297,40 @@ class Tracker:
         with _store_lock(self.uri):
             self.client = SerializedClient(
                 with_lock_retries(lambda: MlflowClient(tracking_uri=self.uri), "opening the store"),
-                self.uri)
+                self.uri,
+            )
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 artifacts = (self.results_dir / "mlartifacts").resolve().as_uri()
                 is_local = not urlparse(self.uri).scheme.startswith("http")
                 self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=artifacts if is_local else None)
+                    experiment, artifact_location=artifacts if is_local else None
+                )
             else:
                 self.experiment_id = found.experiment_id
 
     # ---------------------------------------------------------------- queries
-    def runs(self, filter_string: str = "", statuses: Iterable[str] | None = None) -> list[RunRecord]:
+    def runs(
+        self, filter_string: str = "", statuses: Iterable[str] | None = None
+    ) -> list[RunRecord]:
         out, token = [], None
         while True:
-            page = self.client.search_runs([self.experiment_id], filter_string=filter_string,
-                                           max_results=1000, page_token=token)
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=filter_string,
+                max_results=1000,
+                page_token=token,
+            )
             for run in page:
                 if statuses is None or run.info.status in statuses:
-                    out.append(RunRecord(run.info.run_id, run.info.status, dict(run.data.tags),
-                                         dict(run.data.metrics)))
+                    out.append(
+                        RunRecord(
+                            run.info.run_id,
+                            run.info.status,
+                            dict(run.data.tags),
+                            dict(run.data.metrics),
+                        )
+                    )
             token = page.token
             if not token:
                 return out
@@ -284,32 +338,45 @@ class Tracker:
     def find(self, config_hash: str, statuses: Iterable[str]) -> RunRecord | None:
         """The newest run of this configuration in one of ``statuses``; runs another run replaced
         (tag ``superseded_by``) do not count."""
-        found = [r for r in self.runs(f"tags.config_hash = '{config_hash}'",
-                                      statuses=tuple(statuses))
-                 if SUPERSEDED_TAG not in r.tags]
+        found = [
+            r
+            for r in self.runs(f"tags.config_hash = '{config_hash}'", statuses=tuple(statuses))
+            if SUPERSEDED_TAG not in r.tags
+        ]
         return found[0] if found else None
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client.get_metric_history(run_id, mlflow_key(key))]
 
     # ---------------------------------------------------------------- writing
-    def start(self, cfg: RunConfig, grid: str, command: str, *, tags: dict[str, str] | None = None,
-              parent_run_id: str | None = None) -> str:
-        tags = {**run_tags(cfg, grid), "command": command,
-                "mlflow.runName": f"{cfg.method.name}"
-                                  f"{'+' + cfg.regularizer.name if cfg.regularizer else ''}"
-                                  f"-{cfg.dataset.name}-s{cfg.seed}",
-                **(tags or {})}
+    def start(
+        self,
+        cfg: RunConfig,
+        grid: str,
+        command: str,
+        *,
+        tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None,
+    ) -> str:
+        tags = {
+            **run_tags(cfg, grid),
+            "command": command,
+            "mlflow.runName": f"{cfg.method.name}"
+            f"{'+' + cfg.regularizer.name if cfg.regularizer else ''}"
+            f"-{cfg.dataset.name}-s{cfg.seed}",
+            **(tags or {}),
+        }
         if cfg.validation.active:
-            tags["validation"] = ("fraction={fraction} folds={folds} fold={fold} seed={seed}"
-                                  .format(**vars(cfg.validation)))
+            tags["validation"] = "fraction={fraction} folds={folds} fold={fold} seed={seed}".format(
+                **vars(cfg.validation)
+            )
         if parent_run_id:  # the tag, not a fluent context: nesting must work across processes
             tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, tags=tags)
         run_id = run.info.run_id
         params = [Param(k, str(v)) for k, v in sorted(cfg.flat().items())]
         for i in range(0, len(params), 100):
-            self.client.log_batch(run_id, params=params[i:i + 100])
+            self.client.log_batch(run_id, params=params[i : i + 100])
         self.client.log_text(run_id, cfg.to_yaml(), "config.yaml")
         self.client.log_dict(run_id, environment(), "environment.json")
         return run_id
@@ -341,8 +408,10 @@ class Tracker:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
     def finish(self, run_id: str, summary: dict[str, float]) -> None:
-        self.client.log_batch(run_id, metrics=[Metric(mlflow_key(k), float(v), 0, 0)
-                                               for k, v in sorted(summary.items())])
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(mlflow_key(k), float(v), 0, 0) for k, v in sorted(summary.items())],
+        )
         self.client.set_terminated(run_id, "FINISHED")
 
     def fail(self, run_id: str, err: BaseException) -> None:
@@ -355,8 +424,11 @@ class Tracker:
         """A run a search pruner stopped after ``epoch``: KILLED (stopped on purpose, not a
         failure, never mistaken for a finished run), tags ``pruned=true``, ``pruned_at_epoch``."""
         tags = [RunTag("pruned", "true"), RunTag("pruned_at_epoch", str(epoch))]
-        self.client.log_batch(run_id, metrics=[Metric(mlflow_key(k), float(v), 0, 0)
-                                               for k, v in sorted(summary.items())], tags=tags)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(mlflow_key(k), float(v), 0, 0) for k, v in sorted(summary.items())],
+            tags=tags,
+        )
         self.client.set_terminated(run_id, "KILLED")
 
     def killed(self, run_id: str, reason: str) -> None:
@@ -370,15 +442,19 @@ class Tracker:
         self.client.set_tag(run_id, "error", cause[:5000])
         self.client.set_terminated(run_id, "FAILED")
 
-    def start_plain(self, tags: dict[str, str], params: dict[str, Any] | None = None,
-                    run_name: str | None = None) -> str:
+    def start_plain(
+        self,
+        tags: dict[str, str],
+        params: dict[str, Any] | None = None,
+        run_name: str | None = None,
+    ) -> str:
         """A run that is not a training run (e.g. the parent run of a search)."""
         if run_name:
             tags = {**tags, "mlflow.runName": run_name}
         run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
         items = [Param(k, str(v)[:6000]) for k, v in sorted((params or {}).items())]
         for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i:i + 100])
+            self.client.log_batch(run_id, params=items[i : i + 100])
         return run_id
 
     def status(self, run_id: str) -> str | None:
@@ -401,8 +477,12 @@ class Tracker:
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
 
         now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(mlflow_key(k), float(v), now, step)
-                                               for k, v in sorted(metrics.items())])
+        self.client.log_batch(
+            run_id,
+            metrics=[
+                Metric(mlflow_key(k), float(v), now, step) for k, v in sorted(metrics.items())
+            ],
+        )
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
@@ -414,5 +494,13 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
-__all__ = ["Tracker", "RunRecord", "SerializedClient", "with_lock_retries", "mlflow_key",
-           "metric_name", "EXPERIMENT", "SEARCH_EXPERIMENT"]
+__all__ = [
+    "Tracker",
+    "RunRecord",
+    "SerializedClient",
+    "with_lock_retries",
+    "mlflow_key",
+    "metric_name",
+    "EXPERIMENT",
+    "SEARCH_EXPERIMENT",
+]

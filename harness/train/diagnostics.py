@@ -20,6 +20,7 @@ Two pieces, both ignorant of which regularizer runs:
   magnitude stays below ``INACTIVE_RATIO`` times its epoch-1 magnitude for every later epoch, or
   ``never``. Computed from the full history, so a resumed run gets it right too.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,9 +43,12 @@ PROBE_EPOCH = -1
 PROBE_AUGMENT_STREAM = 2  # engine.epoch_generator streams: 1 = training augmentation
 
 
-def probe_batch(split: ImageSplit, sampler: ClassBalancedBatchSampler,
-                augment: torch.Generator, device: torch.device
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def probe_batch(
+    split: ImageSplit,
+    sampler: ClassBalancedBatchSampler,
+    augment: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed probe batch: (images, labels). ``sampler`` is the run's (seeded by the run
     seed; asked for the pseudo-epoch ``PROBE_EPOCH``), ``augment`` a generator seeded by the run
     seed alone, so the batch is a function of the run seed."""
@@ -65,10 +69,16 @@ def isolated_rng(device: torch.device) -> Iterator[None]:
         random.setstate(py_state)
 
 
-def run_probe(model: torch.nn.Module, objective: Objective, images: torch.Tensor,
-              labels: torch.Tensor,
-              *, device: torch.device, precision: str = "fp32",
-              memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
+def run_probe(
+    model: torch.nn.Module,
+    objective: Objective,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    device: torch.device,
+    precision: str = "fp32",
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> dict[str, float]:
     """``objective.probe_diagnostics`` on the probe batch, without side effects (see above)."""
     if not objective.wants_probe:
         return {}
@@ -76,8 +86,10 @@ def run_probe(model: torch.nn.Module, objective: Objective, images: torch.Tensor
     try:
         with isolated_rng(device):
             model.eval()
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                 enabled=precision == "bf16"):
+            with (
+                torch.no_grad(),
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
+            ):
                 embeddings = model(images.contiguous(memory_format=memory_format))
             return objective.probe_diagnostics(embeddings.float(), labels)
     finally:
@@ -112,5 +124,5 @@ def inactivity_tags(history: Sequence[Mapping[str, float]]) -> dict[str, str]:
     for key in keys:
         values = [record.get(key, float("nan")) for record in history]
         epoch = inactive_from_epoch(values)
-        tags[f"{key[:-len('/term')]}.inactive_from_epoch"] = NEVER if epoch is None else str(epoch)
+        tags[f"{key[: -len('/term')]}.inactive_from_epoch"] = NEVER if epoch is None else str(epoch)
     return tags

@@ -4,6 +4,7 @@ An ``EmbeddingModel`` is a feature extractor (the *body*) followed by a linear e
 L2 normalisation. The split matters: warmup freezes the body while the head trains, and the body
 alone gets weight decay in the paper's optimiser.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,22 +27,33 @@ class SmallCNN(nn.Module):
         self.input_px = input_px
 
         def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                    nn.ReLU(inplace=True)]
+            return [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
 
         c1, c2, c3, c4 = (max(1, round(c * width)) for c in (32, 64, 128, 256))
         self.feature_dim = c4
         self.layers = nn.Sequential(
-            *block(3, c1), nn.MaxPool2d(2),
-            *block(c1, c2), nn.MaxPool2d(2),
-            *block(c2, c3), nn.MaxPool2d(2),
+            *block(3, c1),
+            nn.MaxPool2d(2),
+            *block(c1, c2),
+            nn.MaxPool2d(2),
+            *block(c2, c3),
+            nn.MaxPool2d(2),
             *block(c3, c4),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_px is not None and x.shape[-1] != self.input_px:
-            x = F.interpolate(x, size=(self.input_px, self.input_px), mode="bilinear",
-                              antialias=True, align_corners=False)
+            x = F.interpolate(
+                x,
+                size=(self.input_px, self.input_px),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
         return F.adaptive_avg_pool2d(self.layers(x), 1).flatten(1)
 
 
@@ -50,8 +62,12 @@ class TorchvisionResNet(nn.Module):
     to average pooling, the variant of the NIR code. ``state_dict``: torchvision's weights for the
     whole network (its classifier included), loaded before the classifier is dropped."""
 
-    def __init__(self, name: str, state_dict: Mapping[str, torch.Tensor] | None = None,
-                 pooling: str = "average") -> None:
+    def __init__(
+        self,
+        name: str,
+        state_dict: Mapping[str, torch.Tensor] | None = None,
+        pooling: str = "average",
+    ) -> None:
         super().__init__()
         import torchvision
 
@@ -77,16 +93,19 @@ class TorchvisionResNet(nn.Module):
 
 # The builders the backbone registry names (harness/config_backbones.py).
 
-def small_cnn_body(name: str, state_dict: Mapping[str, torch.Tensor] | None,
-                   options: BodyOptions) -> SmallCNN:
+
+def small_cnn_body(
+    name: str, state_dict: Mapping[str, torch.Tensor] | None, options: BodyOptions
+) -> SmallCNN:
     body = SmallCNN(options.width, options.input_px)  # initialised either way: same RNG draws
     if state_dict is not None:
         body.load_state_dict(state_dict)
     return body
 
 
-def torchvision_resnet_body(name: str, state_dict: Mapping[str, torch.Tensor] | None,
-                            options: BodyOptions) -> TorchvisionResNet:
+def torchvision_resnet_body(
+    name: str, state_dict: Mapping[str, torch.Tensor] | None, options: BodyOptions
+) -> TorchvisionResNet:
     return TorchvisionResNet(name, state_dict, options.pooling)
 
 
@@ -107,8 +126,9 @@ def load_imagenet_weights(name: str) -> dict[str, torch.Tensor]:
 
 
 class EmbeddingModel(nn.Module):
-    def __init__(self, body: nn.Module, feature_dim: int, embed_dim: int,
-                 freeze_bn: bool = False) -> None:
+    def __init__(
+        self, body: nn.Module, feature_dim: int, embed_dim: int, freeze_bn: bool = False
+    ) -> None:
         super().__init__()
         self.body = body
         self.head = nn.Linear(feature_dim, embed_dim)
@@ -131,10 +151,16 @@ class EmbeddingModel(nn.Module):
             p.requires_grad_(trainable)
 
 
-def build_model(name: str, embed_dim: int, pretrained: bool, freeze_bn: bool,
-                pooling: str = "average", width: float = 1.0,
-                weights_file: Path | None = None,
-                input_px: int | None = None) -> EmbeddingModel:
+def build_model(
+    name: str,
+    embed_dim: int,
+    pretrained: bool,
+    freeze_bn: bool,
+    pooling: str = "average",
+    width: float = 1.0,
+    weights_file: Path | None = None,
+    input_px: int | None = None,
+) -> EmbeddingModel:
     """The registered backbone ``name`` (harness/config_backbones.py) under an embedding head.
 
     ``pretrained``: a backbone with published weights (the ResNets' ImageNet files) gets them
@@ -147,12 +173,15 @@ def build_model(name: str, embed_dim: int, pretrained: bool, freeze_bn: bool,
             state = load_imagenet_weights(name)
         elif info.embedded_pretraining:
             if weights_file is None:
-                raise ValueError(f"backbone {name} with pretrained=true needs its embedded "
-                                 f"pretraining weights (harness/train/pretrain.py); build them "
-                                 f"through the runner, or set backbone.pretrained=false")
+                raise ValueError(
+                    f"backbone {name} with pretrained=true needs its embedded "
+                    f"pretraining weights (harness/train/pretrain.py); build them "
+                    f"through the runner, or set backbone.pretrained=false"
+                )
             state = torch.load(weights_file, map_location="cpu", weights_only=True)
         else:
-            raise ValueError(f"backbone {name} has no pretrained weights; set "
-                             f"backbone.pretrained=false")
+            raise ValueError(
+                f"backbone {name} has no pretrained weights; set backbone.pretrained=false"
+            )
     body = info.builder()(name, state, BodyOptions(width, input_px, pooling))
     return EmbeddingModel(body, body.feature_dim, embed_dim, freeze_bn)

@@ -4,6 +4,7 @@ machines they move like another seed. :func:`collect_numerics` returns the ``num
 and ``nmi.kmeans_engine`` (the one k-means engine the run's NMI comes from); the runner records
 them on every run and, on a resume, compares them with the run's original tags
 (:func:`changes_on_resume`). No MLflow here: plain strings in, plain strings out."""
+
 from __future__ import annotations
 
 import os
@@ -14,9 +15,16 @@ import torch
 
 from nirbench.harness.evaluation.clustering import resolve_kmeans_engine
 
-NUMERICS_TAGS = ("numerics.cpu_capability", "numerics.threads", "numerics.cpu_model",
-                 "numerics.cuda", "numerics.cudnn", "numerics.device",
-                 "numerics.aten_cpu_capability_env", "nmi.kmeans_engine")
+NUMERICS_TAGS = (
+    "numerics.cpu_capability",
+    "numerics.threads",
+    "numerics.cpu_model",
+    "numerics.cuda",
+    "numerics.cudnn",
+    "numerics.device",
+    "numerics.aten_cpu_capability_env",
+    "nmi.kmeans_engine",
+)
 CHANGED_TAG = "numerics.changed_on_resume"
 # The values whose change on a resume makes the rest of the run numerically another machine.
 RESUME_CHECKED = ("cpu_capability", "threads", "device")
@@ -34,7 +42,9 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return platform.processor() or "unknown"
 
 
-def collect_numerics(device: torch.device | str = "cpu", kmeans_engine: str = "auto") -> dict[str, str]:
+def collect_numerics(
+    device: torch.device | str = "cpu", kmeans_engine: str = "auto"
+) -> dict[str, str]:
     """The numerics tags of a run training on ``device`` now (call it after the run's thread
     count is set), with ``kmeans_engine`` (``eval.kmeans_engine``) resolved for that device."""
     device = torch.device(device)

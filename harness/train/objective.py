@@ -2,6 +2,7 @@
 
 The engine only ever sees ``Objective``; it never asks which method or regularizer is inside.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -32,8 +33,9 @@ class Objective(nn.Module):
         terms, _ = self._terms(embeddings, labels)
         return terms
 
-    def _terms(self, embeddings: torch.Tensor, labels: torch.Tensor
-               ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    def _terms(
+        self, embeddings: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """The terms, and the regularizer's term as it is weighted in the total (None without)."""
         method_loss = self.method(embeddings, labels)
         terms = {"loss/method": method_loss}
@@ -72,8 +74,7 @@ class Objective(nn.Module):
         forward pass otherwise)."""
         return self.regularizer is not None
 
-    def probe_diagnostics(self, embeddings: torch.Tensor,
-                          labels: torch.Tensor) -> dict[str, float]:
+    def probe_diagnostics(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         """``<reg>/grad_share``: ||d(weighted regularizer term)/d embeddings|| over
         ||d(total loss)/d embeddings||, on ``embeddings`` (the engine's fixed probe batch).
 
@@ -107,16 +108,24 @@ def reg_name(reg: Regularizer) -> str:
     return getattr(reg, "registry_name", type(reg).__name__.lower())
 
 
-def build_objective(method_name: str, method_params: Mapping[str, Any],
-                    regularizer_name: str | None, regularizer_params: Mapping[str, Any],
-                    *, num_classes: int, embed_dim: int) -> Objective:
+def build_objective(
+    method_name: str,
+    method_params: Mapping[str, Any],
+    regularizer_name: str | None,
+    regularizer_params: Mapping[str, Any],
+    *,
+    num_classes: int,
+    embed_dim: int,
+) -> Objective:
     # Order matters for fair arms: the method (and its proxies) draws from the RNG first, so a
     # run with a regularizer has the same proxy initialisation as the run without.
-    method = METHODS.get(method_name).cls(num_classes=num_classes, embed_dim=embed_dim,
-                                          **method_params)
+    method = METHODS.get(method_name).cls(
+        num_classes=num_classes, embed_dim=embed_dim, **method_params
+    )
     regularizer = None
     if regularizer_name is not None:
         regularizer = REGULARIZERS.get(regularizer_name).cls(
-            num_classes=num_classes, embed_dim=embed_dim, **regularizer_params)
+            num_classes=num_classes, embed_dim=embed_dim, **regularizer_params
+        )
         regularizer.registry_name = regularizer_name
     return Objective(method, regularizer)

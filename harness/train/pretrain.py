@@ -17,6 +17,7 @@ changes CPU reduction order; a fixed count keeps the weights bitwise reproducibl
 forked RNG (the calling run's random streams are untouched). The recipe id is part of every run
 config that uses them (``backbone.weights``), so changing the recipe changes the runs' identity.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -35,12 +36,14 @@ from nirbench.harness.config_weights import RECIPE, pretraining_params, recipe_i
 
 log = logging.getLogger(__name__)
 
+
 def weights_path(cache_dir: Path, width: float, input_px: int | None = None) -> Path:
     return Path(cache_dir) / f"small_cnn-{recipe_id(width, input_px)}.pt"
 
 
-def ensure_weights(cache_dir: Path, width: float, data_cache_dir: Path,
-                   input_px: int | None = None) -> Path:
+def ensure_weights(
+    cache_dir: Path, width: float, data_cache_dir: Path, input_px: int | None = None
+) -> Path:
     """The cached weights for this architecture, pretrained now (once, under a lock) if
     missing."""
     path = weights_path(cache_dir, width, input_px)
@@ -51,8 +54,12 @@ def ensure_weights(cache_dir: Path, width: float, data_cache_dir: Path,
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second worker waits here for the first one's build
         if path.is_file():
             return path
-        log.warning("pretraining small_cnn (width %g) once on the embedded pretraining data: "
-                    "about 1 minute on 2 cores; cached as %s", width, path)
+        log.warning(
+            "pretraining small_cnn (width %g) once on the embedded pretraining data: "
+            "about 1 minute on 2 cores; cached as %s",
+            width,
+            path,
+        )
         started = time.perf_counter()
         state = pretrain(width, data_cache_dir, input_px)
         tmp = path.with_suffix(".tmp")
@@ -69,8 +76,13 @@ def pretraining_data(data_cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
     images, labels, offset = [], [], 0
     for name, params in pretraining_params().items():
-        bundle = load_synthetic(name, None, str(data_cache_dir),
-                                seed=DATA_SEED + RECIPE["data_seed_offset"], params=params)
+        bundle = load_synthetic(
+            name,
+            None,
+            str(data_cache_dir),
+            seed=DATA_SEED + RECIPE["data_seed_offset"],
+            params=params,
+        )
         for split in (bundle.train, bundle.test):
             images.append(split.images)
             labels.append(split.labels + offset)
@@ -78,8 +90,9 @@ def pretraining_data(data_cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(images), torch.cat(labels)
 
 
-def pretrain(width: float, data_cache_dir: Path,
-             input_px: int | None = None) -> dict[str, torch.Tensor]:
+def pretrain(
+    width: float, data_cache_dir: Path, input_px: int | None = None
+) -> dict[str, torch.Tensor]:
     """Train a small_cnn body of ``width`` (and ``input_px``) as a softmax classifier over the
     pretraining classes (same augmentation as the benchmark's training); return the body's state
     dict."""
@@ -95,24 +108,29 @@ def pretrain(width: float, data_cache_dir: Path,
             torch.manual_seed(RECIPE["seed"])
             body = SmallCNN(width, input_px)
             head = nn.Linear(body.feature_dim, classes)
-            memory_format = (torch.channels_last if RECIPE["channels_last"]
-                             else torch.contiguous_format)
+            memory_format = (
+                torch.channels_last if RECIPE["channels_last"] else torch.contiguous_format
+            )
             body = body.to(memory_format=memory_format)
             params = list(body.parameters()) + list(head.parameters())
-            optimizer = torch.optim.Adam(params, lr=RECIPE["lr"], foreach=True,
-                                         weight_decay=RECIPE["weight_decay"])
+            optimizer = torch.optim.Adam(
+                params, lr=RECIPE["lr"], foreach=True, weight_decay=RECIPE["weight_decay"]
+            )
             batch = RECIPE["batch_size"]
             per_epoch = len(images) // batch
             schedule = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=RECIPE["lr"], total_steps=RECIPE["epochs"] * per_epoch,
-                pct_start=RECIPE["warmup_share"])
+                optimizer,
+                max_lr=RECIPE["lr"],
+                total_steps=RECIPE["epochs"] * per_epoch,
+                pct_start=RECIPE["warmup_share"],
+            )
             generator = torch.Generator().manual_seed(RECIPE["seed"])
             body.train()
             for epoch in range(RECIPE["epochs"]):
                 order = torch.randperm(len(images), generator=generator)
                 correct = 0
                 for step in range(per_epoch):
-                    idx = order[step * batch:(step + 1) * batch]
+                    idx = order[step * batch : (step + 1) * batch]
                     batch_images = train_augment(images[idx], generator)
                     logits = head(body(batch_images.contiguous(memory_format=memory_format)))
                     loss = F.cross_entropy(logits, labels[idx])
@@ -121,8 +139,13 @@ def pretrain(width: float, data_cache_dir: Path,
                     optimizer.step()
                     schedule.step()
                     correct += int((logits.argmax(1) == labels[idx]).sum())
-                log.info("pretraining epoch %d/%d: loss %.3f, train accuracy %.3f", epoch + 1,
-                         RECIPE["epochs"], float(loss.detach()), correct / (per_epoch * batch))
+                log.info(
+                    "pretraining epoch %d/%d: loss %.3f, train accuracy %.3f",
+                    epoch + 1,
+                    RECIPE["epochs"],
+                    float(loss.detach()),
+                    correct / (per_epoch * batch),
+                )
         finally:
             torch.set_num_threads(threads)
     # Stored contiguous: loads into either memory format.

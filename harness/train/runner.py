@@ -4,6 +4,7 @@ record everything in MLflow; a run that raises is marked FAILED with its error a
 with tag ``killed``: neither is a failure). One MLflow run per configuration: a resumed or
 restarted run continues in the same MLflow run; a per-configuration lock file stops two processes
 from training the same configuration at once (harness/tracking/run_lock.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -20,7 +21,13 @@ from nirbench.harness.data import load_dataset
 from nirbench.harness.data.validation import split_validation
 from nirbench.harness.train.diagnostics import inactivity_tags
 from nirbench.harness.train import numerics
-from nirbench.harness.train.engine import EpochCallback, RunPruned, build_trainer, fit, resolve_device
+from nirbench.harness.train.engine import (
+    EpochCallback,
+    RunPruned,
+    build_trainer,
+    fit,
+    resolve_device,
+)
 from nirbench.harness.tracking.run_lock import RunLock
 from nirbench.harness.tracking.store import Tracker
 
@@ -43,8 +50,9 @@ def pretrained_weights(cfg: RunConfig, results_dir: Path) -> Path | None:
     from nirbench.harness.train.pretrain import ensure_weights
 
     cache = Path(results_dir) / "cache"
-    return ensure_weights(cache / "pretrained", cfg.backbone.width, cache / "data",
-                          cfg.backbone.input_px)
+    return ensure_weights(
+        cache / "pretrained", cfg.backbone.width, cache / "data", cfg.backbone.input_px
+    )
 
 
 def weights_line(cfg: RunConfig, results_dir: Path) -> str:
@@ -53,10 +61,13 @@ def weights_line(cfg: RunConfig, results_dir: Path) -> str:
     if cfg.backbone.weights is not None:  # small_cnn's embedded pretraining (the recipe id)
         from nirbench.harness.train.pretrain import weights_path
 
-        path = weights_path(Path(results_dir) / "cache" / "pretrained", cfg.backbone.width,
-                            cfg.backbone.input_px)
-        return (f"embedded pretraining {cfg.backbone.weights} from {path}"
-                f"{'' if path.is_file() else ' (built first)'}")
+        path = weights_path(
+            Path(results_dir) / "cache" / "pretrained", cfg.backbone.width, cfg.backbone.input_px
+        )
+        return (
+            f"embedded pretraining {cfg.backbone.weights} from {path}"
+            f"{'' if path.is_file() else ' (built first)'}"
+        )
     from nirbench.harness.train.weights import describe
 
     return describe(cfg.backbone.name, cfg.backbone.pretrained)
@@ -72,8 +83,10 @@ def reproduce_command(cfg: RunConfig, results_dir: Path, tracking_uri: str | Non
     tracking URI. The code version is the run's ``git_sha`` tag."""
     results_dir = Path(results_dir).resolve()
     config = run_dir(results_dir, cfg) / "config.yaml"
-    command = (f"nirbench run --config {shlex.quote(str(config))}"
-               f" --results-dir {shlex.quote(str(results_dir))}")
+    command = (
+        f"nirbench run --config {shlex.quote(str(config))}"
+        f" --results-dir {shlex.quote(str(results_dir))}"
+    )
     if tracking_uri and tracking_uri != f"sqlite:///{results_dir}/mlflow.db":
         command = f"MLFLOW_TRACKING_URI={shlex.quote(tracking_uri)} {command}"
     return f"{command}  # config_hash={cfg.config_hash}"
@@ -84,15 +97,26 @@ def command_line() -> str:
     if not sys.argv or not sys.argv[0]:
         return ""
     program = Path(sys.argv[0]).name
-    argv = ["nirbench" if program in ("nirbench", "cli.py", "__main__.py") else sys.argv[0],
-            *sys.argv[1:]]
+    argv = [
+        "nirbench" if program in ("nirbench", "cli.py", "__main__.py") else sys.argv[0],
+        *sys.argv[1:],
+    ]
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def execute(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str = "",
-            progress: bool = False, tags: dict[str, str] | None = None,
-            parent_run_id: str | None = None, on_epoch_end: EpochCallback | None = None,
-            reuse: bool = True, command: str | None = None) -> RunOutcome:
+def execute(
+    cfg: RunConfig,
+    tracker: Tracker,
+    results_dir: Path,
+    *,
+    grid: str = "",
+    progress: bool = False,
+    tags: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    reuse: bool = True,
+    command: str | None = None,
+) -> RunOutcome:
     """Train ``cfg`` and record it in MLflow.
 
     ``reuse`` (the default): a FINISHED run with the same config hash is skipped, an interrupted
@@ -109,9 +133,18 @@ def execute(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str = 
     propagate. With an active ``cfg.validation`` the run trains on the remaining training classes
     and evaluates on the held-out ones only (``val/<metric>``); the test split is never used."""
     if not reuse:
-        return _train(cfg, tracker, results_dir, grid=grid, progress=progress, tags=tags,
-                      parent_run_id=parent_run_id, on_epoch_end=on_epoch_end, checkpoint=None,
-                      command=command)
+        return _train(
+            cfg,
+            tracker,
+            results_dir,
+            grid=grid,
+            progress=progress,
+            tags=tags,
+            parent_run_id=parent_run_id,
+            on_epoch_end=on_epoch_end,
+            checkpoint=None,
+            command=command,
+        )
     done = tracker.find(cfg.config_hash, statuses=("FINISHED",))
     if done is not None:
         return RunOutcome(done.run_id, "skipped", done.metrics)
@@ -121,13 +154,23 @@ def execute(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str = 
         done = tracker.find(cfg.config_hash, statuses=("FINISHED",))
         if done is not None:
             return RunOutcome(done.run_id, "skipped", done.metrics)
-        return _train(cfg, tracker, results_dir, grid=grid, progress=progress, tags=tags,
-                      parent_run_id=parent_run_id, on_epoch_end=on_epoch_end,
-                      checkpoint=workdir / "checkpoint.pt", command=command)
+        return _train(
+            cfg,
+            tracker,
+            results_dir,
+            grid=grid,
+            progress=progress,
+            tags=tags,
+            parent_run_id=parent_run_id,
+            on_epoch_end=on_epoch_end,
+            checkpoint=workdir / "checkpoint.pt",
+            command=command,
+        )
 
 
-def _record_numerics(tracker: Tracker, run_id: str, cfg: RunConfig, device: torch.device, *,
-                     resumed: bool) -> None:
+def _record_numerics(
+    tracker: Tracker, run_id: str, cfg: RunConfig, device: torch.device, *, resumed: bool
+) -> None:
     """Tag the run with what its numbers are computed with (harness/train/numerics.py). A run
     resumed from a checkpoint keeps the tags it began with; where its CPU capability, thread count
     or device changed since, it gets a WARNING and ``numerics.changed_on_resume``."""
@@ -139,8 +182,12 @@ def _record_numerics(tracker: Tracker, run_id: str, cfg: RunConfig, device: torc
     tags = {k: v for k, v in now.items() if k not in original}  # a run begun by older code
     changes = numerics.changes_on_resume(original, now)
     if changes:
-        log.warning("run %s resumes with other numerics than it began with (%s): the rest of "
-                    "its epochs may differ like another seed would", run_id, "; ".join(changes))
+        log.warning(
+            "run %s resumes with other numerics than it began with (%s): the rest of "
+            "its epochs may differ like another seed would",
+            run_id,
+            "; ".join(changes),
+        )
         earlier = original.get(numerics.CHANGED_TAG, "")
         new = [c for c in changes if c not in earlier.split("; ")]
         tags[numerics.CHANGED_TAG] = "; ".join(filter(None, [earlier, *new]))[:5000]
@@ -148,10 +195,19 @@ def _record_numerics(tracker: Tracker, run_id: str, cfg: RunConfig, device: torc
         tracker.set_tags(run_id, tags)
 
 
-def _train(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str, progress: bool,
-           tags: dict[str, str] | None, parent_run_id: str | None,
-           on_epoch_end: EpochCallback | None, checkpoint: Path | None,
-           command: str | None) -> RunOutcome:
+def _train(
+    cfg: RunConfig,
+    tracker: Tracker,
+    results_dir: Path,
+    *,
+    grid: str,
+    progress: bool,
+    tags: dict[str, str] | None,
+    parent_run_id: str | None,
+    on_epoch_end: EpochCallback | None,
+    checkpoint: Path | None,
+    command: str | None,
+) -> RunOutcome:
     workdir = run_dir(results_dir, cfg)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(cfg.to_yaml())
@@ -159,10 +215,16 @@ def _train(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str, pr
     # The MLflow run comes first, so that anything failing later (the data, the checkpoint, the
     # training) is recorded in it. An interrupted run (killed process, crash) continues in its own
     # MLflow run from its last checkpoint: its curves have no gap and no repeat.
-    unfinished = (tracker.find(cfg.config_hash, statuses=("RUNNING", "FAILED", "KILLED"))
-                  if checkpoint is not None else None)
-    logged = ({step for step, _ in tracker.history(unfinished.run_id, "loss/total")}
-              if unfinished is not None else set())
+    unfinished = (
+        tracker.find(cfg.config_hash, statuses=("RUNNING", "FAILED", "KILLED"))
+        if checkpoint is not None
+        else None
+    )
+    logged = (
+        {step for step, _ in tracker.history(unfinished.run_id, "loss/total")}
+        if unfinished is not None
+        else set()
+    )
     resume_from = None
     if unfinished is not None and checkpoint is not None and checkpoint.is_file():
         run_id, resume_from = unfinished.run_id, checkpoint
@@ -173,16 +235,29 @@ def _train(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str, pr
         tracker.resume(run_id)
         log.info("restarting %s from epoch 0 (it stopped before its first epoch ended)", run_id)
     else:
-        run_id = tracker.start(cfg, grid, command=command if command is not None
-                               else command_line(), tags=tags, parent_run_id=parent_run_id)
+        run_id = tracker.start(
+            cfg,
+            grid,
+            command=command if command is not None else command_line(),
+            tags=tags,
+            parent_run_id=parent_run_id,
+        )
         tracker.set_tags(run_id, {"reproduce": reproduce_command(cfg, results_dir, tracker.uri)})
         if unfinished is not None:
             # Epochs were logged but their checkpoint is not here (deleted, or the run was on
             # another machine): continuing in that run would repeat steps in its curves.
-            tracker.supersede(unfinished.run_id, run_id,
-                              f"checkpoint {checkpoint} missing; restarted as run {run_id}")
-            log.warning("run %s has %d logged epochs but no checkpoint at %s: restarting as %s",
-                        unfinished.run_id, len(logged), checkpoint, run_id)
+            tracker.supersede(
+                unfinished.run_id,
+                run_id,
+                f"checkpoint {checkpoint} missing; restarted as run {run_id}",
+            )
+            log.warning(
+                "run %s has %d logged epochs but no checkpoint at %s: restarting as %s",
+                unfinished.run_id,
+                len(logged),
+                checkpoint,
+                run_id,
+            )
 
     def epoch_done(epoch: int, record: dict[str, float]) -> None:
         tracker.log_epoch(run_id, epoch, record)
@@ -197,22 +272,33 @@ def _train(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str, pr
         torch.use_deterministic_algorithms(cfg.train.deterministic)
         device = resolve_device(cfg.train.device)
         _record_numerics(tracker, run_id, cfg, device, resumed=resume_from is not None)
-        bundle = load_dataset(cfg.dataset.name, cfg.dataset.root, results_dir / "cache" / "data",
-                              allow_partial=cfg.dataset.allow_partial, cache=cfg.dataset.cache)
+        bundle = load_dataset(
+            cfg.dataset.name,
+            cfg.dataset.root,
+            results_dir / "cache" / "data",
+            allow_partial=cfg.dataset.allow_partial,
+            cache=cfg.dataset.cache,
+        )
         if "partial" in bundle.info:  # real datasets: say in the tags whether the copy was whole
-            tracker.set_tags(run_id, {"dataset.partial": str(bundle.info["partial"]).lower(),
-                                      "dataset.missing_classes":
-                                          str(bundle.info.get("missing_class_count", 0))})
+            tracker.set_tags(
+                run_id,
+                {
+                    "dataset.partial": str(bundle.info["partial"]).lower(),
+                    "dataset.missing_classes": str(bundle.info.get("missing_class_count", 0)),
+                },
+            )
         eval_prefix = "test"
         if cfg.validation.active:
             v = cfg.validation
-            bundle = split_validation(bundle, fraction=v.fraction, folds=v.folds, fold=v.fold,
-                                      seed=v.seed)
+            bundle = split_validation(
+                bundle, fraction=v.fraction, folds=v.folds, fold=v.fold, seed=v.seed
+            )
             eval_prefix = "val"
         trainer = build_trainer(cfg, bundle, device, pretrained_weights(cfg, results_dir))
         if resume_from is not None:
-            trainer.load_state_dict(torch.load(resume_from, map_location=device,
-                                               weights_only=False))
+            trainer.load_state_dict(
+                torch.load(resume_from, map_location=device, weights_only=False)
+            )
             # A kill between writing the checkpoint and logging its epoch leaves MLflow one
             # epoch behind: log what the checkpoint's history has and MLflow lacks, exactly once.
             for epoch, record in enumerate(trainer.history, 1):
@@ -220,8 +306,14 @@ def _train(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str, pr
                     tracker.log_epoch(run_id, epoch, record)
             log.info("resuming %s from epoch %d", run_id, trainer.epoch)
         started = time.perf_counter()
-        last = fit(trainer, bundle, checkpoint_path=checkpoint, progress=progress,
-                   on_epoch_end=epoch_done, eval_prefix=eval_prefix)
+        last = fit(
+            trainer,
+            bundle,
+            checkpoint_path=checkpoint,
+            progress=progress,
+            on_epoch_end=epoch_done,
+            eval_prefix=eval_prefix,
+        )
         train_s = sum(r["time/epoch_s"] for r in trainer.history)
         # e.g. nir.inactive_from_epoch, from the whole history (a resumed run's too)
         activity = inactivity_tags(trainer.history)
@@ -231,13 +323,19 @@ def _train(cfg: RunConfig, tracker: Tracker, results_dir: Path, *, grid: str, pr
             tracker.log_artifact(run_id, checkpoint, "checkpoint")
         tracker.finish(run_id, {"time/train_total_s": train_s})
     except RunPruned as err:  # stopped on purpose by the caller: not a failure
-        tracker.pruned(run_id, err.epoch,
-                       {"time/train_total_s": sum(r["time/epoch_s"] for r in trainer.history)})
+        tracker.pruned(
+            run_id,
+            err.epoch,
+            {"time/train_total_s": sum(r["time/epoch_s"] for r in trainer.history)},
+        )
         raise
     except (KeyboardInterrupt, SystemExit) as err:  # stopped from outside: resumable, no failure
         epoch = trainer.epoch if trainer is not None else 0
-        tracker.killed(run_id, f"interrupted at epoch {epoch} "
-                               f"({type(err).__name__}{': ' + str(err) if str(err) else ''})")
+        tracker.killed(
+            run_id,
+            f"interrupted at epoch {epoch} "
+            f"({type(err).__name__}{': ' + str(err) if str(err) else ''})",
+        )
         raise
     except BaseException as err:
         tracker.fail(run_id, err)

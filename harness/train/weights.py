@@ -15,6 +15,7 @@ Fetched when missing, from the official URL or from ``NIRBENCH_MIRROR=BASE_URL``
 to put it. Hashing a 100 MB file takes a fraction of a second; a process hashes each file once
 (until it changes).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,8 +55,10 @@ def offline() -> bool:
         return True
     if value in _OFF:
         return False
-    raise ValueError(f"{OFFLINE_ENV}={os.environ[OFFLINE_ENV]!r} is neither on nor off; set it "
-                     f"to 1 (never download) or 0, or unset it")
+    raise ValueError(
+        f"{OFFLINE_ENV}={os.environ[OFFLINE_ENV]!r} is neither on nor off; set it "
+        f"to 1 (never download) or 0, or unset it"
+    )
 
 
 def mirror_base() -> str | None:
@@ -82,10 +85,15 @@ def downloadable(name: str) -> tuple[BackboneInfo, WeightsFile]:
     info = BACKBONES.get(name)
     if info.weights is None:
         having = [n for n, i in BACKBONES.items() if i.weights is not None]
-        how = ("its pretraining is embedded: built on first use by a run with "
-               "backbone.pretrained=true" if info.embedded_pretraining else "it has no pretraining")
-        raise WeightsError(f"backbone {name!r} has no published weights to fetch ({how}); "
-                           f"backbones with published weights: {', '.join(having)}")
+        how = (
+            "its pretraining is embedded: built on first use by a run with backbone.pretrained=true"
+            if info.embedded_pretraining
+            else "it has no pretraining"
+        )
+        raise WeightsError(
+            f"backbone {name!r} has no published weights to fetch ({how}); "
+            f"backbones with published weights: {', '.join(having)}"
+        )
     return info, info.weights
 
 
@@ -110,8 +118,10 @@ def sha256_of(path: Path) -> str:
 
 
 def _refetch_fix(name: str, path: Path) -> str:
-    return (f"delete it (rm {path}) and fetch it again: nirbench weights fetch {name} (on a "
-            f"machine with internet; then copy the file to {path})")
+    return (
+        f"delete it (rm {path}) and fetch it again: nirbench weights fetch {name} (on a "
+        f"machine with internet; then copy the file to {path})"
+    )
 
 
 def verify(name: str, path: Path) -> str:
@@ -124,7 +134,8 @@ def verify(name: str, path: Path) -> str:
             f"{weights.source} weights at {path} are corrupt: sha256 {digest} does not start "
             f"with {weights.sha256_prefix}, the prefix in the official file name "
             f"({path.stat().st_size:,} bytes; a truncated download or another file). Not used: "
-            + _refetch_fix(name, path))
+            + _refetch_fix(name, path)
+        )
     return digest
 
 
@@ -138,16 +149,24 @@ class VerifiedWeights:
     downloaded: bool  # fetched just now, rather than found in the cache
 
     def as_dict(self) -> dict[str, Any]:
-        return {"backbone": self.backbone, "path": str(self.path), "sha256": self.sha256,
-                "bytes": self.bytes, "url": self.url, "downloaded": self.downloaded}
+        return {
+            "backbone": self.backbone,
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "url": self.url,
+            "downloaded": self.downloaded,
+        }
 
 
 def _unavailable(name: str, weights: WeightsFile, path: Path, url: str, why: str) -> str:
-    return (f"{weights.source} weights for {name} are not in the torch hub cache ({path}); {why}"
-            f" Fetch them on a machine with internet (nirbench weights fetch {name}, or download "
-            f"{url}) and put the file at {path} (or set TORCH_HOME so that "
-            f"$TORCH_HOME/hub/checkpoints holds it), or set backbone.pretrained=false to train "
-            f"from random initialisation.")
+    return (
+        f"{weights.source} weights for {name} are not in the torch hub cache ({path}); {why}"
+        f" Fetch them on a machine with internet (nirbench weights fetch {name}, or download "
+        f"{url}) and put the file at {path} (or set TORCH_HOME so that "
+        f"$TORCH_HOME/hub/checkpoints holds it), or set backbone.pretrained=false to train "
+        f"from random initialisation."
+    )
 
 
 def _download(name: str, weights: WeightsFile, path: Path, progress: bool) -> str:
@@ -164,21 +183,34 @@ def _download(name: str, weights: WeightsFile, path: Path, progress: bool) -> st
         try:
             # torch.hub checks the sha256 prefix as it reads, and writes through its own
             # .partial file, removed on any failure
-            torch.hub.download_url_to_file(url, str(tmp), hash_prefix=weights.sha256_prefix,
-                                           progress=progress)
+            torch.hub.download_url_to_file(
+                url, str(tmp), hash_prefix=weights.sha256_prefix, progress=progress
+            )
         except urllib.error.HTTPError as err:  # the server answered: the file is not there
             where = f"the mirror {MIRROR_ENV}={mirror_base()}" if mirror_base() else "the server"
-            raise WeightsUnavailableError(_unavailable(
-                name, weights, path, url, f"{where} answered HTTP {err.code} {err.reason} for "
-                f"{url}.")) from err
+            raise WeightsUnavailableError(
+                _unavailable(
+                    name,
+                    weights,
+                    path,
+                    url,
+                    f"{where} answered HTTP {err.code} {err.reason} for {url}.",
+                )
+            ) from err
         except OSError as err:  # URLError (no DNS, refused, unreachable), timeouts, resets
             reason = getattr(err, "reason", err)
-            raise WeightsUnavailableError(_unavailable(
-                name, weights, path, url,
-                f"downloading them failed: no network reachable ({type(err).__name__}: {reason})"
-                f". Downloads were attempted because {OFFLINE_ENV} is not set (--offline: never "
-                f"try); behind a proxy set https_proxy, behind a mirror "
-                f"{MIRROR_ENV}=BASE_URL.")) from err
+            raise WeightsUnavailableError(
+                _unavailable(
+                    name,
+                    weights,
+                    path,
+                    url,
+                    f"downloading them failed: no network reachable ({type(err).__name__}: {reason})"
+                    f". Downloads were attempted because {OFFLINE_ENV} is not set (--offline: never "
+                    f"try); behind a proxy set https_proxy, behind a mirror "
+                    f"{MIRROR_ENV}=BASE_URL.",
+                )
+            ) from err
         except RuntimeError as err:
             if "invalid hash value" not in str(err):
                 raise
@@ -186,11 +218,14 @@ def _download(name: str, weights: WeightsFile, path: Path, progress: bool) -> st
                 f"downloaded {url} but its sha256 does not start with {weights.sha256_prefix}, "
                 f"the prefix in the official file name ({err}); nothing was kept in "
                 f"{path.parent}. A damaged transfer, or the mirror serves another file: try "
-                f"again, or check the mirror") from err
+                f"again, or check the mirror"
+            ) from err
         digest = sha256_of(tmp)  # the authority is this module's check, not only torch.hub's
         if not digest.startswith(weights.sha256_prefix):
-            raise CorruptWeightsError(f"downloaded {url} but its sha256 {digest} does not start "
-                                      f"with {weights.sha256_prefix}; nothing was kept")
+            raise CorruptWeightsError(
+                f"downloaded {url} but its sha256 {digest} does not start "
+                f"with {weights.sha256_prefix}; nothing was kept"
+            )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -198,8 +233,9 @@ def _download(name: str, weights: WeightsFile, path: Path, progress: bool) -> st
     return digest
 
 
-def ensure(name: str, *, progress: bool | None = None, replace_corrupt: bool = False
-           ) -> VerifiedWeights:
+def ensure(
+    name: str, *, progress: bool | None = None, replace_corrupt: bool = False
+) -> VerifiedWeights:
     """``name``'s published weights, verified: from the cache, else downloaded (unless offline).
 
     A corrupt cached file raises ``CorruptWeightsError``; with ``replace_corrupt`` (``nirbench
@@ -215,12 +251,21 @@ def ensure(name: str, *, progress: bool | None = None, replace_corrupt: bool = F
         except CorruptWeightsError:
             if not replace_corrupt or offline():
                 raise
-            log.warning("%s is corrupt (sha256 does not start with %s): downloading it again",
-                        path, weights.sha256_prefix)
+            log.warning(
+                "%s is corrupt (sha256 does not start with %s): downloading it again",
+                path,
+                weights.sha256_prefix,
+            )
     elif offline():
-        raise WeightsUnavailableError(_unavailable(
-            name, weights, path, url, f"downloads are off ({OFFLINE_ENV}=1 or --offline), so "
-                                      f"they were not fetched."))
+        raise WeightsUnavailableError(
+            _unavailable(
+                name,
+                weights,
+                path,
+                url,
+                f"downloads are off ({OFFLINE_ENV}=1 or --offline), so they were not fetched.",
+            )
+        )
     digest = _download(name, weights, path, sys.stderr.isatty() if progress is None else progress)
     return VerifiedWeights(name, path, digest, path.stat().st_size, url, True)
 
@@ -233,16 +278,23 @@ def load_state_dict(name: str) -> dict[str, Any]:
     try:
         return torch.load(found.path, map_location="cpu", weights_only=True)
     except Exception as err:  # verified bytes that do not load: a torch incompatibility
-        raise WeightsError(f"could not read {found.path} (sha256 {found.sha256}, verified): "
-                           f"{type(err).__name__}: {err}") from err
+        raise WeightsError(
+            f"could not read {found.path} (sha256 {found.sha256}, verified): "
+            f"{type(err).__name__}: {err}"
+        ) from err
 
 
 def status(name: str) -> dict[str, Any]:
     """What the cache holds for ``name``: ``cached`` (verified), ``missing`` or ``corrupt``."""
     _, weights = downloadable(name)
     path = cache_path(name)
-    row = {"backbone": name, "path": str(path), "url": download_url(weights),
-           "sha256_prefix": weights.sha256_prefix, "source": weights.source}
+    row = {
+        "backbone": name,
+        "path": str(path),
+        "url": download_url(weights),
+        "sha256_prefix": weights.sha256_prefix,
+        "source": weights.source,
+    }
     if not path.is_file():
         return {**row, "status": "missing", "sha256": None, "bytes": None}
     digest = sha256_of(path)
@@ -258,5 +310,7 @@ def describe(name: str, pretrained: bool) -> str:
         return "random initialisation (backbone.pretrained=false)"
     _, weights = downloadable(name)
     found = ensure(name)
-    return (f"{weights.source} ({weights.trained_on}) from {found.path}, sha256 {found.sha256} "
-            f"(verified{', downloaded now' if found.downloaded else ''})")
+    return (
+        f"{weights.source} ({weights.trained_on}) from {found.path}, sha256 {found.sha256} "
+        f"(verified{', downloaded now' if found.downloaded else ''})"
+    )

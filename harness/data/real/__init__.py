@@ -12,10 +12,20 @@
   ``reference.py`` is the classic per-sample PIL + torchvision pipeline they are measured and
   tested against (``nirbench bench data``).
 """
+
 from nirbench.harness.data.real.datasets import list_dataset, load_real  # noqa: F401  (registers)
 from nirbench.harness.data.real.layouts import DatasetLayoutError, Listing, UnreadableImagesError
 from nirbench.harness.data.real.official_ids import OFFICIAL, PartialDatasetError, completeness
 from nirbench.harness.data.real.split import CachedImageSplit
 
-__all__ = ["CachedImageSplit", "DatasetLayoutError", "Listing", "OFFICIAL", "PartialDatasetError",
-           "UnreadableImagesError", "completeness", "list_dataset", "load_real"]
+__all__ = [
+    "CachedImageSplit",
+    "DatasetLayoutError",
+    "Listing",
+    "OFFICIAL",
+    "PartialDatasetError",
+    "UnreadableImagesError",
+    "completeness",
+    "list_dataset",
+    "load_real",
+]

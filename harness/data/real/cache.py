@@ -24,6 +24,7 @@ replacing a file gives a new key and a rebuild; moving the dataset folder does n
 relative). The cache is written to a temporary folder and renamed into place when complete, so an
 interrupted build is never mistaken for a cache.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,18 +39,32 @@ from typing import Any
 import numpy as np
 
 from nirbench.harness.data.real.layouts import UnreadableImagesError
+
 # Decoding lives below both caches (this one and jpeg_cache.py); re-exported here for callers.
 from nirbench.harness.data.real.decode import (  # noqa: F401
-    CACHE_VERSION, ENV_WORKERS, IN_PROCESS_BELOW, PREPROCESSING, SHORT_SIDE, decode_all,
-    decode_resized, decode_workers, imap_with_progress, resized_size)
+    CACHE_VERSION,
+    ENV_WORKERS,
+    IN_PROCESS_BELOW,
+    PREPROCESSING,
+    SHORT_SIDE,
+    decode_all,
+    decode_resized,
+    decode_workers,
+    imap_with_progress,
+    resized_size,
+)
 
 
-def cache_key(dataset: str, layout: str, base: Path, paths: list[str],
-              short_side: int = SHORT_SIDE) -> str:
+def cache_key(
+    dataset: str, layout: str, base: Path, paths: list[str], short_side: int = SHORT_SIDE
+) -> str:
     """Hash of dataset, layout, preprocessing and the file list (relative path + byte size)."""
     digest = hashlib.sha256()
-    header = {"dataset": dataset, "layout": layout,
-              "preprocessing": {**PREPROCESSING, "resize_shorter_side": short_side}}
+    header = {
+        "dataset": dataset,
+        "layout": layout,
+        "preprocessing": {**PREPROCESSING, "resize_shorter_side": short_side},
+    }
     digest.update(json.dumps(header, sort_keys=True).encode())
     for path in paths:
         try:
@@ -78,19 +93,24 @@ class PixelStore:
             raise ValueError(f"cache {self.directory}: index arrays disagree with meta.json")
         expected = int(self.meta["bytes"])
         actual = (self.directory / "pixels.u8").stat().st_size
-        if actual != expected or (n and int(self.offsets[-1] + 3 * self.heights[-1]
-                                            * self.widths[-1]) != expected):
-            raise ValueError(f"cache {self.directory}: pixels.u8 has {actual} bytes, the index "
-                             f"says {expected}")
-        self.pixels = (np.memmap(self.directory / "pixels.u8", dtype=np.uint8, mode="c")
-                       if expected else np.zeros(0, np.uint8))
+        if actual != expected or (
+            n and int(self.offsets[-1] + 3 * self.heights[-1] * self.widths[-1]) != expected
+        ):
+            raise ValueError(
+                f"cache {self.directory}: pixels.u8 has {actual} bytes, the index says {expected}"
+            )
+        self.pixels = (
+            np.memmap(self.directory / "pixels.u8", dtype=np.uint8, mode="c")
+            if expected
+            else np.zeros(0, np.uint8)
+        )
 
     def __len__(self) -> int:
         return len(self.offsets)
 
     def image(self, i: int) -> np.ndarray:
         start, h, w = int(self.offsets[i]), int(self.heights[i]), int(self.widths[i])
-        return self.pixels[start:start + 3 * h * w].reshape(h, w, 3)
+        return self.pixels[start : start + 3 * h * w].reshape(h, w, 3)
 
     def images(self, ids: list[int], device=None) -> list[np.ndarray]:
         """Images ``ids`` as (h, w, 3) uint8 views (nothing to decode; ``device`` is for the
@@ -107,10 +127,18 @@ class PixelStore:
 KINDS = ("uint8", "jpeg")
 
 
-def open_or_build(dataset: str, layout: str, base: str | Path, paths: list[str],
-                  cache_dir: str | Path, *, short_side: int = SHORT_SIDE,
-                  workers: int | None = None, progress: bool = True, kind: str = "uint8",
-                  ) -> tuple[Any, bool]:
+def open_or_build(
+    dataset: str,
+    layout: str,
+    base: str | Path,
+    paths: list[str],
+    cache_dir: str | Path,
+    *,
+    short_side: int = SHORT_SIDE,
+    workers: int | None = None,
+    progress: bool = True,
+    kind: str = "uint8",
+) -> tuple[Any, bool]:
     """(store, reused): the cache of the images ``base/paths`` (store index k = paths[k]),
     built first if there is none: a ``PixelStore`` (kind ``uint8``) or a ``JpegStore`` (kind
     ``jpeg``). Raises ``UnreadableImagesError`` naming every image that cannot be decoded (no
@@ -136,8 +164,11 @@ def open_or_build(dataset: str, layout: str, base: str | Path, paths: list[str],
             problem = f"its key is {store.meta.get('key')!r}, expected {key!r}"
         except Exception as err:  # noqa: BLE001 - a damaged cache is rebuilt, with a warning
             problem = f"{type(err).__name__}: {err}"
-        warnings.warn(f"image cache {final} is unusable ({problem}); rebuilding it",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"image cache {final} is unusable ({problem}); rebuilding it",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         shutil.rmtree(final)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}"
@@ -158,8 +189,17 @@ def open_or_build(dataset: str, layout: str, base: str | Path, paths: list[str],
     return opener(final), False
 
 
-def _build(dataset: str, layout: str, base: Path, paths: list[str], folder: Path, key: str,
-           short_side: int, workers: int | None, progress: bool) -> None:
+def _build(
+    dataset: str,
+    layout: str,
+    base: Path,
+    paths: list[str],
+    folder: Path,
+    key: str,
+    short_side: int,
+    workers: int | None,
+    progress: bool,
+) -> None:
     n = len(paths)
     offsets = np.zeros(n, np.int64)
     heights = np.zeros(n, np.int64)
@@ -169,9 +209,13 @@ def _build(dataset: str, layout: str, base: Path, paths: list[str], folder: Path
     position = 0
     absolute = [str(base / p) for p in paths]
     with open(folder / "pixels.u8", "wb") as fh:
-        for i, pixels, error in decode_all(absolute, short_side=short_side, workers=workers,
-                                           desc=f"{dataset}: decoding once, shorter side "
-                                                f"{short_side} px", progress=progress):
+        for i, pixels, error in decode_all(
+            absolute,
+            short_side=short_side,
+            workers=workers,
+            desc=f"{dataset}: decoding once, shorter side {short_side} px",
+            progress=progress,
+        ):
             if pixels is None:
                 failures.append((paths[i], error or "unreadable"))
                 continue
@@ -183,11 +227,16 @@ def _build(dataset: str, layout: str, base: Path, paths: list[str], folder: Path
     if failures:
         raise UnreadableImagesError(dataset, n, failures)
     np.savez(folder / "index.npz", offsets=offsets, heights=heights, widths=widths)
-    meta = {"key": key, "dataset": dataset, "layout": layout,
-            "images": n, "bytes": position, "preprocessing": {**PREPROCESSING,
-                                                              "resize_shorter_side": short_side},
-            "build_seconds": round(time.perf_counter() - started, 3),
-            "source": str(base)}
+    meta = {
+        "key": key,
+        "dataset": dataset,
+        "layout": layout,
+        "images": n,
+        "bytes": position,
+        "preprocessing": {**PREPROCESSING, "resize_shorter_side": short_side},
+        "build_seconds": round(time.perf_counter() - started, 3),
+        "source": str(base),
+    }
     with open(folder / "meta.json", "w", encoding="utf-8") as fh:  # last: marks it complete
         json.dump(meta, fh, indent=1)
         fh.flush()

@@ -10,6 +10,7 @@
   compression ratio measured on generated photographs of that dataset's kind
   (``nirbench bench cache``, README "Cache size per dataset").
 """
+
 from __future__ import annotations
 
 import json
@@ -39,22 +40,30 @@ def uint8_bytes(sizes: Iterable[tuple[int, int]], short_side: int = SHORT_SIDE) 
     return total
 
 
-def estimate(dataset: str, images: int | None = None, *, uint8: int | None = None,
-             ) -> dict[str, Any]:
+def estimate(
+    dataset: str,
+    images: int | None = None,
+    *,
+    uint8: int | None = None,
+) -> dict[str, Any]:
     """The cache-size keys of a report: ``cache_uint8_bytes`` (exact when ``uint8`` is given),
     ``cache_jpeg_bytes`` (always an estimate), ``cache_size_source``."""
     n = official(dataset).images if images is None else images
     exact = uint8 is not None
     if uint8 is None:
         uint8 = int(round(n * 3 * SHORT_SIDE * SHORT_SIDE * TYPICAL_ASPECT[dataset]))
-    return {"cache_uint8_bytes": int(uint8),
-            "cache_uint8_gb": round(uint8 / 1e9, 2),
-            "cache_jpeg_bytes": int(round(uint8 / JPEG_RATIO[dataset])),
-            "cache_jpeg_gb": round(uint8 / JPEG_RATIO[dataset] / 1e9, 2),
-            "cache_size_source": ("image sizes (exact)" if exact else
-                                  f"estimate: {n:,} images at a typical aspect ratio of "
-                                  f"{TYPICAL_ASPECT[dataset]}")
-                                 + f"; JPEG estimated at 1/{JPEG_RATIO[dataset]:g} of uint8"}
+    return {
+        "cache_uint8_bytes": int(uint8),
+        "cache_uint8_gb": round(uint8 / 1e9, 2),
+        "cache_jpeg_bytes": int(round(uint8 / JPEG_RATIO[dataset])),
+        "cache_jpeg_gb": round(uint8 / JPEG_RATIO[dataset] / 1e9, 2),
+        "cache_size_source": (
+            "image sizes (exact)"
+            if exact
+            else f"estimate: {n:,} images at a typical aspect ratio of {TYPICAL_ASPECT[dataset]}"
+        )
+        + f"; JPEG estimated at 1/{JPEG_RATIO[dataset]:g} of uint8",
+    }
 
 
 def existing_caches(cache_dir: str | Path, dataset: str) -> list[dict[str, Any]]:
@@ -68,6 +77,12 @@ def existing_caches(cache_dir: str | Path, dataset: str) -> list[dict[str, Any]]
             meta = json.loads(meta_file.read_text())
         except (OSError, ValueError):
             continue
-        out.append({"folder": str(meta_file.parent), "kind": meta.get("kind", "uint8"),
-                    "bytes": int(meta.get("bytes", 0)), "images": int(meta.get("images", 0))})
+        out.append(
+            {
+                "folder": str(meta_file.parent),
+                "kind": meta.get("kind", "uint8"),
+                "bytes": int(meta.get("bytes", 0)),
+                "images": int(meta.get("images", 0)),
+            }
+        )
     return out

@@ -10,6 +10,7 @@ mirror's train/ and test/ folders (merged). Alphabetical folder order is NOT the
 (e.g. official id 1 is "AM General Hummer SUV 2000", and "Audi S4 Sedan 2012" precedes "Audi S4
 Sedan 2007").
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from nirbench.harness.data.real.layouts import (
-    DatasetLayoutError, Listing, candidate_dirs, class_folder_listing, drop_absent,
-    read_names_file, require_root)
+    DatasetLayoutError,
+    Listing,
+    candidate_dirs,
+    class_folder_listing,
+    drop_absent,
+    read_names_file,
+    require_root,
+)
 from nirbench.harness.data.real.official_ids import official_train_mask
 
 NAME = "cars196"
@@ -38,8 +45,10 @@ Expected layouts:
             car_data/car_data/{{train,test}}/<class name>/<file>.jpg (train/ and test/ are merged)
 Split: class ids 1-98 train, 99-196 test (by official class id, not folder order)."""
 OFFICIAL_HINT = "the official layout needs cars_annos.mat and car_ims/<file>.jpg next to it"
-FLAT_HINT = ("the flat layout is images/<id>.<class name>/<file>.jpg, or class-name folders "
-             "plus names.csv in official id order")
+FLAT_HINT = (
+    "the flat layout is images/<id>.<class name>/<file>.jpg, or class-name folders "
+    "plus names.csv in official id order"
+)
 KAGGLE_CONTAINERS = ("car_data/car_data", "car_data", ".")
 
 
@@ -51,14 +60,17 @@ def list_images(root: str | Path | None) -> Listing:
             return _official(folder)
     for folder in candidates:
         if (folder / "car_ims").is_dir():
-            raise DatasetLayoutError(f"{folder / 'cars_annos.mat'} is missing; "
-                                     f"{OFFICIAL_HINT}.\n{HELP}")
+            raise DatasetLayoutError(
+                f"{folder / 'cars_annos.mat'} is missing; {OFFICIAL_HINT}.\n{HELP}"
+            )
     for folder in candidates:
         containers = _flat_containers(folder)
         if containers:
             return _flat(folder, containers)
-    raise DatasetLayoutError(f"no Cars196 layout under {base} (looked in "
-                             f"{', '.join(str(c) for c in candidates)}).\n{HELP}")
+    raise DatasetLayoutError(
+        f"no Cars196 layout under {base} (looked in "
+        f"{', '.join(str(c) for c in candidates)}).\n{HELP}"
+    )
 
 
 def read_annotations(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
@@ -68,18 +80,23 @@ def read_annotations(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
     try:
         mat = loadmat(path, squeeze_me=True, struct_as_record=True)
     except Exception as err:  # noqa: BLE001 - any unreadable .mat gets one clear message
-        raise DatasetLayoutError(f"{path} is not a readable MATLAB file ({type(err).__name__}: "
-                                 f"{err}); {OFFICIAL_HINT}") from err
+        raise DatasetLayoutError(
+            f"{path} is not a readable MATLAB file ({type(err).__name__}: {err}); {OFFICIAL_HINT}"
+        ) from err
     if "annotations" not in mat:
-        raise DatasetLayoutError(f"{path} has no 'annotations' struct array (found "
-                                 f"{sorted(k for k in mat if not k.startswith('__'))}); "
-                                 f"{OFFICIAL_HINT}")
+        raise DatasetLayoutError(
+            f"{path} has no 'annotations' struct array (found "
+            f"{sorted(k for k in mat if not k.startswith('__'))}); "
+            f"{OFFICIAL_HINT}"
+        )
     annotations = np.atleast_1d(mat["annotations"])
     fields = annotations.dtype.names or ()
     missing = [f for f in ("relative_im_path", "class") if f not in fields]
     if missing:
-        raise DatasetLayoutError(f"{path}: 'annotations' lacks the fields {missing} (has "
-                                 f"{list(fields)}); {OFFICIAL_HINT}")
+        raise DatasetLayoutError(
+            f"{path}: 'annotations' lacks the fields {missing} (has "
+            f"{list(fields)}); {OFFICIAL_HINT}"
+        )
     paths = [str(a["relative_im_path"]).strip() for a in annotations]
     classes = np.asarray([int(a["class"]) for a in annotations], dtype=np.int64)
     names = [str(n) for n in np.atleast_1d(mat["class_names"])] if "class_names" in mat else []
@@ -92,8 +109,16 @@ def _official(folder: Path) -> Listing:
     listed, listed_ids, names = read_annotations(folder / "cars_annos.mat")
     paths, (class_ids,), absent = drop_absent(NAME, folder, listed, listed_ids)
     class_names = {i: n for i, n in enumerate(names, 1)}
-    return Listing(NAME, "official", folder, paths, class_ids,
-                   official_train_mask(NAME, class_ids), class_names, absent=absent)
+    return Listing(
+        NAME,
+        "official",
+        folder,
+        paths,
+        class_ids,
+        official_train_mask(NAME, class_ids),
+        class_names,
+        absent=absent,
+    )
 
 
 def _flat_containers(folder: Path) -> list[Path]:
@@ -113,5 +138,4 @@ def _flat(folder: Path, containers: list[Path]) -> Listing:
             names = read_names_file(folder / candidate)
             break
     layout = "flat" if containers[0].name == "images" else "flat-train-test"
-    return class_folder_listing(NAME, layout, folder, containers, names,
-                                f"{FLAT_HINT}.\n{HELP}")
+    return class_folder_listing(NAME, layout, folder, containers, names, f"{FLAT_HINT}.\n{HELP}")

@@ -5,6 +5,7 @@ files the annotations list but the copy lacks), then decodes every image (JPEGs 
 scale: the whole compressed stream is still parsed, so truncated or corrupt files fail, at a
 fraction of the full decode time) and sums the exact size of the pixel cache from the image
 sizes. Nothing is written; loading for training builds the cache."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,16 +34,26 @@ def verify_image(path: str) -> tuple[str | None, tuple[int, int] | None]:
         return f"{type(err).__name__}: {err}", None
 
 
-def check_dataset(name: str, root: str | Path, *, decode: bool = True,
-                  workers: int | None = None, progress: bool = True) -> dict[str, Any]:
+def check_dataset(
+    name: str,
+    root: str | Path,
+    *,
+    decode: bool = True,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Split counts, layout, completeness against the official dataset, unreadable images and
     cache sizes of one copy; ``ok`` is False if any image cannot be decoded, ``complete`` is
     False for a partial copy. Layout problems raise ``DatasetLayoutError`` (what is missing,
     what was expected)."""
     listing = list_dataset(name, root)
-    report: dict[str, Any] = {"dataset": name, **listing.split_counts(),
-                              "layout": listing.layout, "root": str(listing.base),
-                              "images": len(listing.paths)}
+    report: dict[str, Any] = {
+        "dataset": name,
+        **listing.split_counts(),
+        "layout": listing.layout,
+        "root": str(listing.base),
+        "images": len(listing.paths),
+    }
     if listing.super_class_ids is not None:
         report["super_classes"] = len(set(listing.super_class_ids.tolist()))
     report.update(completeness(listing).report())
@@ -65,5 +76,11 @@ def check_dataset(name: str, root: str | Path, *, decode: bool = True,
 
 
 def _verify_all(files: list[str], workers: int | None, progress: bool, name: str):
-    return imap_with_progress(verify_image, files, workers=workers,
-                              desc=f"{name}: checking images", progress=progress, chunksize=16)
+    return imap_with_progress(
+        verify_image,
+        files,
+        workers=workers,
+        desc=f"{name}: checking images",
+        progress=progress,
+        chunksize=16,
+    )

@@ -4,6 +4,7 @@ Split (PAPER.md section 5): class ids 1-100 train (5,864 images), 101-200 test (
 by id whatever the copy holds (``official_ids.py``). The archive's ``train_test_split.txt`` is the
 classification split and is deliberately ignored.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from nirbench.harness.data.real.layouts import (
-    DatasetLayoutError, Listing, candidate_dirs, class_folder_listing, drop_absent, parse_int,
-    read_names_file, read_table, require_root)
+    DatasetLayoutError,
+    Listing,
+    candidate_dirs,
+    class_folder_listing,
+    drop_absent,
+    parse_int,
+    read_names_file,
+    read_table,
+    require_root,
+)
 from nirbench.harness.data.real.official_ids import official_train_mask
 
 NAME = "cub200"
@@ -29,8 +38,10 @@ point at the folder holding CUB_200_2011/ or at CUB_200_2011/ itself. Expected l
   flat      cub200/images/<id>.<name>/<file>.jpg   (e.g. images/001.Black_footed_Albatross/),
             or class folders without ids plus cub200/classes.txt listing them in official order
 Split: classes 1-100 train, 101-200 test."""
-OFFICIAL_HINT = ("the official CUB_200_2011 layout needs images.txt, image_class_labels.txt, "
-                 "classes.txt and images/<class>/<file>.jpg")
+OFFICIAL_HINT = (
+    "the official CUB_200_2011 layout needs images.txt, image_class_labels.txt, "
+    "classes.txt and images/<class>/<file>.jpg"
+)
 FLAT_HINT = "the flat layout is cub200/images/<id>.<class name>/<file>.jpg"
 
 
@@ -43,8 +54,10 @@ def list_images(root: str | Path | None) -> Listing:
     for folder in candidates:
         if (folder / "images").is_dir():
             return _flat(folder)
-    raise DatasetLayoutError(f"no CUB200-2011 layout under {base} (looked in "
-                             f"{', '.join(str(c) for c in candidates)}).\n{HELP}")
+    raise DatasetLayoutError(
+        f"no CUB200-2011 layout under {base} (looked in "
+        f"{', '.join(str(c) for c in candidates)}).\n{HELP}"
+    )
 
 
 def _official(folder: Path) -> Listing:
@@ -54,31 +67,50 @@ def _official(folder: Path) -> Listing:
     if not (folder / "images").is_dir():
         raise DatasetLayoutError(f"{folder / 'images'} is missing; {OFFICIAL_HINT}.\n{HELP}")
     hint = OFFICIAL_HINT
-    images = {parse_int(i, folder / "images.txt", "image id"): p
-              for i, p in read_table(folder / "images.txt", 2, hint)}
+    images = {
+        parse_int(i, folder / "images.txt", "image id"): p
+        for i, p in read_table(folder / "images.txt", 2, hint)
+    }
     labels_file = folder / "image_class_labels.txt"
-    labels = {parse_int(i, labels_file, "image id"): parse_int(c, labels_file, "class id")
-              for i, c in read_table(labels_file, 2, hint)}
+    labels = {
+        parse_int(i, labels_file, "image id"): parse_int(c, labels_file, "class id")
+        for i, c in read_table(labels_file, 2, hint)
+    }
     classes_file = folder / "classes.txt"
-    names = {parse_int(c, classes_file, "class id"): n
-             for c, n in read_table(classes_file, 2, hint)}
+    names = {
+        parse_int(c, classes_file, "class id"): n for c, n in read_table(classes_file, 2, hint)
+    }
     unlabelled = sorted(set(images) - set(labels))
     if unlabelled:
-        raise DatasetLayoutError(f"{labels_file} has no class for image ids {unlabelled[:5]} "
-                                 f"listed in {folder / 'images.txt'}")
+        raise DatasetLayoutError(
+            f"{labels_file} has no class for image ids {unlabelled[:5]} "
+            f"listed in {folder / 'images.txt'}"
+        )
     unknown = sorted({labels[i] for i in images} - set(names))
     if unknown:
         raise DatasetLayoutError(f"{classes_file} does not define class ids {unknown[:5]}")
     order = sorted(images)
     paths, (class_ids,), absent = drop_absent(
-        NAME, folder, [f"images/{images[i]}" for i in order],
-        np.asarray([labels[i] for i in order], dtype=np.int64))
-    return Listing(NAME, "official", folder, paths, class_ids,
-                   official_train_mask(NAME, class_ids), names, absent=absent)
+        NAME,
+        folder,
+        [f"images/{images[i]}" for i in order],
+        np.asarray([labels[i] for i in order], dtype=np.int64),
+    )
+    return Listing(
+        NAME,
+        "official",
+        folder,
+        paths,
+        class_ids,
+        official_train_mask(NAME, class_ids),
+        names,
+        absent=absent,
+    )
 
 
 def _flat(folder: Path) -> Listing:
     names_file = folder / "classes.txt"
     names = read_names_file(names_file) if names_file.is_file() else None
-    return class_folder_listing(NAME, "flat", folder, [folder / "images"], names,
-                                f"{FLAT_HINT}.\n{HELP}")
+    return class_folder_listing(
+        NAME, "flat", folder, [folder / "images"], names, f"{FLAT_HINT}.\n{HELP}"
+    )

@@ -11,6 +11,7 @@ counts, files the annotations list but the copy lacks) is refused before anythin
 unless ``allow_partial``; ``info["partial"]`` and ``info["missing_class_count"]`` say which it was
 (the runner turns them into the run's ``dataset.partial`` tag).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,15 +28,18 @@ from nirbench.harness.data.real.official_ids import require_complete
 from nirbench.harness.data.real.split import CachedImageSplit
 
 READERS: dict[str, Callable[[str | Path | None], Listing]] = {
-    "cub200": cub200.list_images, "cars196": cars196.list_images, "sop": sop.list_images}
+    "cub200": cub200.list_images,
+    "cars196": cars196.list_images,
+    "sop": sop.list_images,
+}
 RECALL_AT = {"cub200": (1, 2, 4, 8), "cars196": (1, 2, 4, 8), "sop": (1, 10, 100, 1000)}
 DESCRIPTIONS = {
     "cub200": "CUB200-2011 birds: classes 1-100 train (5,864 images), 101-200 test (5,924); "
-              "needs dataset.root",
+    "needs dataset.root",
     "cars196": "Cars196: official class ids 1-98 train (8,054 images), 99-196 test (8,131); "
-               "needs dataset.root",
+    "needs dataset.root",
     "sop": "Stanford Online Products: Ebay_train.txt 11,318 classes (59,551 images), "
-           "Ebay_test.txt 11,316 classes (60,502); needs dataset.root",
+    "Ebay_test.txt 11,316 classes (60,502); needs dataset.root",
 }
 HELP = {"cub200": cub200.HELP, "cars196": cars196.HELP, "sop": sop.HELP}
 
@@ -46,8 +50,13 @@ def list_dataset(name: str, root: str | Path | None) -> Listing:
     return READERS[name](root)
 
 
-def _split(store, listing: Listing, mask: np.ndarray, info: dict[str, Any], tag: str,
-           ) -> CachedImageSplit:
+def _split(
+    store,
+    listing: Listing,
+    mask: np.ndarray,
+    info: dict[str, Any],
+    tag: str,
+) -> CachedImageSplit:
     ids = np.flatnonzero(mask)
     classes, labels = np.unique(listing.class_ids[ids], return_inverse=True)
     info[f"global_class_{tag}"] = classes
@@ -59,21 +68,41 @@ def _split(store, listing: Listing, mask: np.ndarray, info: dict[str, Any], tag:
     return CachedImageSplit(store, ids, torch.from_numpy(labels.astype(np.int64)))
 
 
-def load_real(name: str, root: str | Path | None, cache_dir: str | Path, *,
-              allow_partial: bool = False, cache: str = "uint8", workers: int | None = None,
-              progress: bool = True) -> DatasetBundle:
+def load_real(
+    name: str,
+    root: str | Path | None,
+    cache_dir: str | Path,
+    *,
+    allow_partial: bool = False,
+    cache: str = "uint8",
+    workers: int | None = None,
+    progress: bool = True,
+) -> DatasetBundle:
     """``cache``: ``uint8`` (decoded pixels, the default) or ``jpeg`` (the compact cache of
     jpeg_cache.py, lossy, 6-15x smaller)."""
     listing = list_dataset(name, root)
     report = require_complete(listing, allow_partial)  # before any decoding: fail in seconds
-    store, reused = open_or_build(listing.dataset, listing.layout, listing.base, listing.paths,
-                                  cache_dir, workers=workers, progress=progress, kind=cache)
-    info: dict[str, Any] = {"layout": listing.layout, "root": str(listing.base),
-                            "cache_dir": str(store.directory), "from_cache": reused,
-                            "cache_kind": cache,
-                            "preprocessing": dict(PREPROCESSING), **listing.split_counts(),
-                            "partial": not report.complete,
-                            "missing_class_count": len(report.missing_ids)}
+    store, reused = open_or_build(
+        listing.dataset,
+        listing.layout,
+        listing.base,
+        listing.paths,
+        cache_dir,
+        workers=workers,
+        progress=progress,
+        kind=cache,
+    )
+    info: dict[str, Any] = {
+        "layout": listing.layout,
+        "root": str(listing.base),
+        "cache_dir": str(store.directory),
+        "from_cache": reused,
+        "cache_kind": cache,
+        "preprocessing": dict(PREPROCESSING),
+        **listing.split_counts(),
+        "partial": not report.complete,
+        "missing_class_count": len(report.missing_ids),
+    }
     train = _split(store, listing, listing.train, info, "train")
     test = _split(store, listing, ~listing.train, info, "test")
     if listing.class_names:
@@ -84,8 +113,9 @@ def load_real(name: str, root: str | Path | None, cache_dir: str | Path, *,
 
 
 def _make_loader(name: str) -> Callable[..., DatasetBundle]:
-    def load(root: str | None, cache_dir: str, *, allow_partial: bool = False,
-             cache: str = "uint8") -> DatasetBundle:
+    def load(
+        root: str | None, cache_dir: str, *, allow_partial: bool = False, cache: str = "uint8"
+    ) -> DatasetBundle:
         return load_real(name, root, cache_dir, allow_partial=allow_partial, cache=cache)
 
     load.__name__ = load.__qualname__ = f"load_{name}"
@@ -93,6 +123,14 @@ def _make_loader(name: str) -> Callable[..., DatasetBundle]:
 
 
 for _name in READERS:
-    DATASETS.add(_name, DatasetInfo(name=_name, load=_make_loader(_name),
-                                    recall_at=RECALL_AT[_name], description=DESCRIPTIONS[_name],
-                                    needs_root=True, options=("allow_partial", "cache")))
+    DATASETS.add(
+        _name,
+        DatasetInfo(
+            name=_name,
+            load=_make_loader(_name),
+            recall_at=RECALL_AT[_name],
+            description=DESCRIPTIONS[_name],
+            needs_root=True,
+            options=("allow_partial", "cache"),
+        ),
+    )

@@ -1,6 +1,7 @@
 """Decoding photographs for the caches: ``Resize(256)`` (the shorter side to 256 px with PIL's
 antialiased bilinear filter, as torchvision does), one image or many in a process pool with a
 progress bar. Shared by the uint8 cache (cache.py) and the JPEG cache (jpeg_cache.py)."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -13,8 +14,13 @@ import numpy as np
 
 CACHE_VERSION = 1
 SHORT_SIDE = 256
-PREPROCESSING = {"resize_shorter_side": SHORT_SIDE, "interpolation": "PIL bilinear (antialiased)",
-                 "mode": "RGB", "size_rule": "torchvision Resize(int)", "version": CACHE_VERSION}
+PREPROCESSING = {
+    "resize_shorter_side": SHORT_SIDE,
+    "interpolation": "PIL bilinear (antialiased)",
+    "mode": "RGB",
+    "size_rule": "torchvision Resize(int)",
+    "version": CACHE_VERSION,
+}
 IN_PROCESS_BELOW = 64  # images; a process pool is not worth starting for fewer
 ENV_WORKERS = "NIRBENCH_DECODE_WORKERS"
 
@@ -60,25 +66,37 @@ def decode_workers(requested: int | None = None) -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def decode_all(paths: list[str], *, short_side: int = SHORT_SIDE, workers: int | None = None,
-               desc: str = "decoding", progress: bool = True,
-               ) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
+def decode_all(
+    paths: list[str],
+    *,
+    short_side: int = SHORT_SIDE,
+    workers: int | None = None,
+    desc: str = "decoding",
+    progress: bool = True,
+) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
     """(index, pixels or None, error or None) for every path, in order; a process pool when
     there are enough images, a tqdm progress bar on a terminal."""
     tasks = [(i, p, short_side) for i, p in enumerate(paths)]
-    yield from imap_with_progress(_decode_task, tasks, workers=workers, desc=desc,
-                                  progress=progress, chunksize=8)
+    yield from imap_with_progress(
+        _decode_task, tasks, workers=workers, desc=desc, progress=progress, chunksize=8
+    )
 
 
-def imap_with_progress(func, items: list, *, workers: int | None, desc: str, progress: bool,
-                       chunksize: int) -> Iterator[Any]:
+def imap_with_progress(
+    func, items: list, *, workers: int | None, desc: str, progress: bool, chunksize: int
+) -> Iterator[Any]:
     """``func(item)`` for every item, in order: in this process for few items (or one worker),
     else a process pool; a tqdm bar on a terminal. ``func`` must be a module-level function."""
     from tqdm.auto import tqdm
 
     n_workers = decode_workers(workers)
-    bar = tqdm(total=len(items), desc=desc, unit="img", dynamic_ncols=True,
-               disable=None if progress else True)
+    bar = tqdm(
+        total=len(items),
+        desc=desc,
+        unit="img",
+        dynamic_ncols=True,
+        disable=None if progress else True,
+    )
     try:
         if n_workers == 1 or len(items) < IN_PROCESS_BELOW:
             for item in items:
@@ -95,5 +113,3 @@ def imap_with_progress(func, items: list, *, workers: int | None, desc: str, pro
                 bar.update()
     finally:
         bar.close()
-
-

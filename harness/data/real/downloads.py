@@ -17,6 +17,7 @@ Where the facts come from (checked against public loader code, not guessed):
                                 they are verified by their layout and images (the doctor's check)
                                 and never downloaded (nothing is downloaded without a checksum).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,27 +47,82 @@ class OfficialFile:
 
 
 OFFICIAL_FILES: tuple[OfficialFile, ...] = (
-    OfficialFile("cub200", "CUB_200_2011.tgz",
-                 "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
-                 1_150_585_339, "97eceeb196236b17998738112f37df78", "CUB_200_2011",
-                 source="CaltechDATA record 65de6-vp158"),
-    OfficialFile("sop", "Stanford_Online_Products.zip",
-                 "http://ftp.cs.stanford.edu/cs/cvgl/Stanford_Online_Products.zip",
-                 None, "7f73d41a2f44250d4779881525aea32e", "Stanford_Online_Products",
-                 source="Stanford CVGL (historically ftp://cs.stanford.edu/cs/cvgl/)"),
-    OfficialFile("cars196", "car_ims.tgz", None, None, None, "car_ims",
-                 source="ai.stanford.edu/~jkrause/car196/ (gone)"),
-    OfficialFile("cars196", "cars_annos.mat", None, None, None, None,
-                 source="ai.stanford.edu/~jkrause/car196/ (gone)"),
-    OfficialFile("cars196", "cars_train.tgz", None, None, "065e5b463ae28d29e77c1b4b166cfe61",
-                 "cars_train", needed=False, source="torchvision StanfordCars (former)"),
-    OfficialFile("cars196", "cars_test.tgz", None, None, "4ce7ebf6a94d07f1952d94dd34c4d501",
-                 "cars_test", needed=False, source="torchvision StanfordCars (former)"),
-    OfficialFile("cars196", "car_devkit.tgz", None, None, "c3b158d763b6e2245038c8ad08e45376",
-                 "devkit", needed=False, source="torchvision StanfordCars (former)"),
-    OfficialFile("cars196", "cars_test_annos_withlabels.mat", None, None,
-                 "b0a2b23655a3edd16d84508592a98d10", None, needed=False,
-                 source="torchvision StanfordCars (former)"),
+    OfficialFile(
+        "cub200",
+        "CUB_200_2011.tgz",
+        "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
+        1_150_585_339,
+        "97eceeb196236b17998738112f37df78",
+        "CUB_200_2011",
+        source="CaltechDATA record 65de6-vp158",
+    ),
+    OfficialFile(
+        "sop",
+        "Stanford_Online_Products.zip",
+        "http://ftp.cs.stanford.edu/cs/cvgl/Stanford_Online_Products.zip",
+        None,
+        "7f73d41a2f44250d4779881525aea32e",
+        "Stanford_Online_Products",
+        source="Stanford CVGL (historically ftp://cs.stanford.edu/cs/cvgl/)",
+    ),
+    OfficialFile(
+        "cars196",
+        "car_ims.tgz",
+        None,
+        None,
+        None,
+        "car_ims",
+        source="ai.stanford.edu/~jkrause/car196/ (gone)",
+    ),
+    OfficialFile(
+        "cars196",
+        "cars_annos.mat",
+        None,
+        None,
+        None,
+        None,
+        source="ai.stanford.edu/~jkrause/car196/ (gone)",
+    ),
+    OfficialFile(
+        "cars196",
+        "cars_train.tgz",
+        None,
+        None,
+        "065e5b463ae28d29e77c1b4b166cfe61",
+        "cars_train",
+        needed=False,
+        source="torchvision StanfordCars (former)",
+    ),
+    OfficialFile(
+        "cars196",
+        "cars_test.tgz",
+        None,
+        None,
+        "4ce7ebf6a94d07f1952d94dd34c4d501",
+        "cars_test",
+        needed=False,
+        source="torchvision StanfordCars (former)",
+    ),
+    OfficialFile(
+        "cars196",
+        "car_devkit.tgz",
+        None,
+        None,
+        "c3b158d763b6e2245038c8ad08e45376",
+        "devkit",
+        needed=False,
+        source="torchvision StanfordCars (former)",
+    ),
+    OfficialFile(
+        "cars196",
+        "cars_test_annos_withlabels.mat",
+        None,
+        None,
+        "b0a2b23655a3edd16d84508592a98d10",
+        None,
+        needed=False,
+        source="torchvision StanfordCars (former)",
+    ),
 )
 
 DATASETS = ("cub200", "cars196", "sop")
@@ -97,14 +153,18 @@ def files_of(dataset: str) -> tuple[OfficialFile, ...]:
 
 def downloads_markdown() -> str:
     """docs/downloads.md: the table above and the Cars196 instructions."""
-    rows = ["| dataset | file | URL | size (bytes) | md5 | extracts to | read by nirbench |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| dataset | file | URL | size (bytes) | md5 | extracts to | read by nirbench |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for f in OFFICIAL_FILES:
-        rows.append(f"| {f.dataset} | `{f.file_name}` | {f.url or 'none (host gone)'} | "
-                    f"{f'{f.size:,}' if f.size else 'not published'} | "
-                    f"{f'`{f.md5}`' if f.md5 else 'not published'} | "
-                    f"{f'`{f.extracts_to}/`' if f.extracts_to else 'used as is'} | "
-                    f"{'yes' if f.needed else 'no (verified if present)'} |")
+        rows.append(
+            f"| {f.dataset} | `{f.file_name}` | {f.url or 'none (host gone)'} | "
+            f"{f'{f.size:,}' if f.size else 'not published'} | "
+            f"{f'`{f.md5}`' if f.md5 else 'not published'} | "
+            f"{f'`{f.extracts_to}/`' if f.extracts_to else 'used as is'} | "
+            f"{'yes' if f.needed else 'no (verified if present)'} |"
+        )
     return f"""\
 # Dataset downloads
 

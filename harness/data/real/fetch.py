@@ -15,6 +15,7 @@ Why each step is as it is:
     against the same md5 (the same rule as the weights' mirror). ``NIRBENCH_OFFLINE=1``: nothing
     is downloaded; what is missing is named with its URL and destination, what is there verified.
 Checksums and extraction are torchvision's (``calculate_md5``, ``extract_archive``)."""
+
 from __future__ import annotations
 
 import http.client
@@ -28,8 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nirbench.harness.data.real.downloads import (
-    CARS196_INSTRUCTIONS, OfficialFile, files_of)
+from nirbench.harness.data.real.downloads import CARS196_INSTRUCTIONS, OfficialFile, files_of
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,10 @@ def offline() -> bool:
         return True
     if value in _OFF:
         return False
-    raise FetchError(f"{OFFLINE_ENV}={os.environ[OFFLINE_ENV]!r} is neither on nor off; set it "
-                     f"to 1 (never download) or 0, or unset it")
+    raise FetchError(
+        f"{OFFLINE_ENV}={os.environ[OFFLINE_ENV]!r} is neither on nor off; set it "
+        f"to 1 (never download) or 0, or unset it"
+    )
 
 
 def mirror_base() -> str | None:
@@ -68,8 +70,14 @@ def source_url(entry: OfficialFile) -> str | None:
     return f"{base}/{entry.file_name}" if base else entry.url
 
 
-def fetch(dataset: str, root: str | Path, *, offline_mode: bool | None = None,
-          progress: bool | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+def fetch(
+    dataset: str,
+    root: str | Path,
+    *,
+    offline_mode: bool | None = None,
+    progress: bool | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Bring ``dataset``'s official files into ``root``. Returns {"dataset", "root", "files":
     [{file, action, path}]}; the caller (``nirbench data fetch``, a command) then runs the
     doctor's dataset check, which lives in a later stage than the data package.
@@ -90,8 +98,10 @@ def fetch(dataset: str, root: str | Path, *, offline_mode: bool | None = None,
             action = "in place"
         elif archive.is_file():
             if entry.md5 is not None and not check_integrity(archive, entry.md5):
-                raise FetchError(f"{archive} does not match its md5 {entry.md5}: a damaged or "
-                                 f"other file; delete it and fetch it again")
+                raise FetchError(
+                    f"{archive} does not match its md5 {entry.md5}: a damaged or "
+                    f"other file; delete it and fetch it again"
+                )
             action = "verified" if entry.md5 else "present (no published checksum)"
             if entry.extracts_to and entry.needed:
                 _extract(entry, archive, root, dataset)
@@ -101,8 +111,10 @@ def fetch(dataset: str, root: str | Path, *, offline_mode: bool | None = None,
         elif entry.md5 is None or url is None:
             action = "missing (no download: " + ("no published checksum" if url else "no URL") + ")"
         elif no_download:
-            say(f"offline ({OFFLINE_ENV}=1): download {url} and put it at {archive}, then run "
-                f"this command again to verify and extract it")
+            say(
+                f"offline ({OFFLINE_ENV}=1): download {url} and put it at {archive}, then run "
+                f"this command again to verify and extract it"
+            )
             action = "missing (offline)"
         else:
             _download(entry, url, archive, show)
@@ -117,6 +129,7 @@ def fetch(dataset: str, root: str | Path, *, offline_mode: bool | None = None,
 
 # ----------------------------------------------------------------------------------- download
 
+
 def _download(entry: OfficialFile, url: str, archive: Path, show: bool) -> None:
     """Download to ``<archive>.part`` (resumed when possible), verify, rename into place."""
     from torchvision.datasets.utils import calculate_md5
@@ -128,15 +141,19 @@ def _download(entry: OfficialFile, url: str, archive: Path, show: bool) -> None:
     got = part.stat().st_size
     if entry.size is not None and got != entry.size:
         part.unlink()
-        raise FetchError(f"{entry.file_name} from {url} has {got:,} bytes, expected "
-                         f"{entry.size:,}: truncated or another file; deleted it, run again "
-                         f"(or check the mirror's copy)")
+        raise FetchError(
+            f"{entry.file_name} from {url} has {got:,} bytes, expected "
+            f"{entry.size:,}: truncated or another file; deleted it, run again "
+            f"(or check the mirror's copy)"
+        )
     md5 = calculate_md5(part)
     if md5 != entry.md5:
         part.unlink()
-        raise FetchError(f"{entry.file_name} from {url} has md5 {md5}, expected {entry.md5}: "
-                         f"damaged or another file; deleted it, run again (or check the "
-                         f"mirror's copy)")
+        raise FetchError(
+            f"{entry.file_name} from {url} has md5 {md5}, expected {entry.md5}: "
+            f"damaged or another file; deleted it, run again (or check the "
+            f"mirror's copy)"
+        )
     part.replace(archive)
 
 
@@ -151,12 +168,15 @@ def _transfer(url: str, part: Path, size: int | None, show: bool) -> None:
         if err.code == 416 and have:  # the range starts at or past the end: start again
             part.unlink()
             return _transfer(url, part, size, show)
-        raise FetchError(f"{url}: HTTP {err.code} {err.reason}; check the URL or "
-                         f"{MIRROR_ENV}") from err
+        raise FetchError(
+            f"{url}: HTTP {err.code} {err.reason}; check the URL or {MIRROR_ENV}"
+        ) from err
     except (urllib.error.URLError, OSError) as err:
-        raise FetchError(f"cannot reach {url}: {err}; check the network or a proxy, or set "
-                         f"{MIRROR_ENV}=BASE_URL, or {OFFLINE_ENV}=1 to be told what to place "
-                         f"where") from err
+        raise FetchError(
+            f"cannot reach {url}: {err}; check the network or a proxy, or set "
+            f"{MIRROR_ENV}=BASE_URL, or {OFFLINE_ENV}=1 to be told what to place "
+            f"where"
+        ) from err
     with response:
         resumed = have and response.status == 206
         if have and not resumed:
@@ -187,8 +207,10 @@ def _transfer(url: str, part: Path, size: int | None, show: bool) -> None:
 
 
 def _interrupted(url: str, part: Path, received: int, why: object) -> str:
-    return (f"download of {url} interrupted after {received:,} bytes ({why}); {part} is kept: run "
-            f"the same command again to resume it")
+    return (
+        f"download of {url} interrupted after {received:,} bytes ({why}); {part} is kept: run "
+        f"the same command again to resume it"
+    )
 
 
 def _progress_bar(show: bool, total: int | None, initial: int, name: str):
@@ -196,11 +218,11 @@ def _progress_bar(show: bool, total: int | None, initial: int, name: str):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=name,
-                file=sys.stderr)
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=name, file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------- extraction
+
 
 def _extract(entry: OfficialFile, archive: Path, root: Path, dataset: str) -> None:
     """Extract into a partial folder; move its entries into ``root`` only once it is complete."""
@@ -216,18 +238,24 @@ def _extract(entry: OfficialFile, archive: Path, root: Path, dataset: str) -> No
     try:
         extract_archive(archive, partial)
         if not (partial / entry.extracts_to).exists():
-            raise FetchError(f"{archive} does not contain {entry.extracts_to}/; it is not the "
-                             f"official {entry.file_name}: delete it and fetch again")
+            raise FetchError(
+                f"{archive} does not contain {entry.extracts_to}/; it is not the "
+                f"official {entry.file_name}: delete it and fetch again"
+            )
         clashes = [p.name for p in partial.iterdir() if (root / p.name).exists()]
         if clashes:
-            raise FetchError(f"extracting {archive} would overwrite {', '.join(clashes)} in "
-                             f"{root}; move them away and run again")
+            raise FetchError(
+                f"extracting {archive} would overwrite {', '.join(clashes)} in "
+                f"{root}; move them away and run again"
+            )
         for item in sorted(partial.iterdir()):  # extracts_to moves last: its presence = done
             if item.name != entry.extracts_to:
                 item.replace(root / item.name)
         (partial / entry.extracts_to).replace(root / entry.extracts_to)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
-        raise FetchError(f"{archive} cannot be extracted ({type(err).__name__}: {err}): truncated "
-                         f"or damaged; delete it and fetch again") from err
+        raise FetchError(
+            f"{archive} cannot be extracted ({type(err).__name__}: {err}): truncated "
+            f"or damaged; delete it and fetch again"
+        ) from err
     finally:
         shutil.rmtree(partial, ignore_errors=True)

@@ -15,6 +15,7 @@ cache's, so the crop boxes of a seed are identical in both.
 Storage: ``jpeg.bin`` (every image's JPEG bytes, back to back) plus ``offsets``, ``lengths``,
 ``heights``, ``widths`` in ``index.npz`` and ``meta.json`` (written last: marks it complete).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,12 @@ from nirbench.harness.data.real.layouts import UnreadableImagesError
 
 QUALITY = 95  # 90 loses visibly more (about 1.5x the error) for 25% fewer bytes (bench cache)
 FOLDER_SUFFIX = f"-jpeg{QUALITY}"
-KIND = {"kind": "jpeg", "quality": QUALITY, "encoder": "PIL (libjpeg-turbo), 4:2:0 subsampling",
-        "version": 1}
+KIND = {
+    "kind": "jpeg",
+    "quality": QUALITY,
+    "encoder": "PIL (libjpeg-turbo), 4:2:0 subsampling",
+    "version": 1,
+}
 
 
 def kind_key(uint8_key: str) -> str:
@@ -51,8 +56,9 @@ def encode(pixels: np.ndarray, quality: int = QUALITY) -> bytes:
     return out.getvalue()
 
 
-def _encode_task(task: tuple[int, str, int]) -> tuple[int, tuple[bytes, int, int] | None,
-                                                      str | None]:
+def _encode_task(
+    task: tuple[int, str, int],
+) -> tuple[int, tuple[bytes, int, int] | None, str | None]:
     from nirbench.harness.data.real.decode import decode_resized
 
     index, path, short_side = task
@@ -68,8 +74,9 @@ def _decode_jpeg(data, device: torch.device | None = None):
 
     with warnings.catch_warnings():  # torchvision 0.29 flags its image codecs as deprecated
         warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_jpeg(data, mode=ImageReadMode.RGB,
-                           device=device if device is not None else "cpu")
+        return decode_jpeg(
+            data, mode=ImageReadMode.RGB, device=device if device is not None else "cpu"
+        )
 
 
 class JpegStore:
@@ -88,16 +95,21 @@ class JpegStore:
             self.heights = index["heights"].astype(np.int64)
             self.widths = index["widths"].astype(np.int64)
         n = len(self.offsets)
-        if not (len(self.lengths) == len(self.heights) == len(self.widths) == n
-                == self.meta["images"]):
+        if not (
+            len(self.lengths) == len(self.heights) == len(self.widths) == n == self.meta["images"]
+        ):
             raise ValueError(f"cache {self.directory}: index arrays disagree with meta.json")
         expected = int(self.meta["bytes"])
         actual = (self.directory / "jpeg.bin").stat().st_size
         if actual != expected or (n and int(self.offsets[-1] + self.lengths[-1]) != expected):
-            raise ValueError(f"cache {self.directory}: jpeg.bin has {actual} bytes, the index "
-                             f"says {expected}")
-        self.data = (np.memmap(self.directory / "jpeg.bin", dtype=np.uint8, mode="c")
-                     if expected else np.zeros(0, np.uint8))
+            raise ValueError(
+                f"cache {self.directory}: jpeg.bin has {actual} bytes, the index says {expected}"
+            )
+        self.data = (
+            np.memmap(self.directory / "jpeg.bin", dtype=np.uint8, mode="c")
+            if expected
+            else np.zeros(0, np.uint8)
+        )
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -105,7 +117,7 @@ class JpegStore:
     def encoded(self, i: int) -> torch.Tensor:
         """The JPEG bytes of image ``i`` as a 1-D uint8 tensor over the memory map (no copy)."""
         start = int(self.offsets[i])
-        return torch.from_numpy(self.data[start:start + int(self.lengths[i])])
+        return torch.from_numpy(self.data[start : start + int(self.lengths[i])])
 
     def image(self, i: int) -> np.ndarray:
         return _decode_jpeg(self.encoded(i)).permute(1, 2, 0).numpy()
@@ -128,8 +140,17 @@ class JpegStore:
         return f"JpegStore({str(self.directory)!r}, images={len(self)})"
 
 
-def build(dataset: str, layout: str, base: Path, paths: list[str], folder: Path, key: str,
-          short_side: int, workers: int | None, progress: bool) -> None:
+def build(
+    dataset: str,
+    layout: str,
+    base: Path,
+    paths: list[str],
+    folder: Path,
+    key: str,
+    short_side: int,
+    workers: int | None,
+    progress: bool,
+) -> None:
     """Decode, resize and re-encode every image (worker processes), write the cache into
     ``folder``; called by ``cache.open_or_build`` (which owns the temporary folder and rename)."""
     from nirbench.harness.data.real.decode import PREPROCESSING, imap_with_progress
@@ -143,8 +164,13 @@ def build(dataset: str, layout: str, base: Path, paths: list[str], folder: Path,
     tasks = [(i, str(base / p), short_side) for i, p in enumerate(paths)]
     with open(folder / "jpeg.bin", "wb") as fh:
         for i, result, error in imap_with_progress(
-                _encode_task, tasks, workers=workers, progress=progress, chunksize=8,
-                desc=f"{dataset}: decoding once, shorter side {short_side} px, JPEG q{QUALITY}"):
+            _encode_task,
+            tasks,
+            workers=workers,
+            progress=progress,
+            chunksize=8,
+            desc=f"{dataset}: decoding once, shorter side {short_side} px, JPEG q{QUALITY}",
+        ):
             if result is None:
                 failures.append((paths[i], error or "unreadable"))
                 continue
@@ -155,12 +181,19 @@ def build(dataset: str, layout: str, base: Path, paths: list[str], folder: Path,
             position += len(data)
     if failures:
         raise UnreadableImagesError(dataset, n, failures)
-    np.savez(folder / "index.npz", offsets=offsets, lengths=lengths, heights=heights,
-             widths=widths)
-    meta = {"key": key, "dataset": dataset, "layout": layout, "kind": "jpeg", "images": n,
-            "bytes": position, "uint8_bytes": int((3 * heights * widths).sum()),
-            "preprocessing": {**PREPROCESSING, "resize_shorter_side": short_side, **KIND},
-            "build_seconds": round(time.perf_counter() - started, 3), "source": str(base)}
+    np.savez(folder / "index.npz", offsets=offsets, lengths=lengths, heights=heights, widths=widths)
+    meta = {
+        "key": key,
+        "dataset": dataset,
+        "layout": layout,
+        "kind": "jpeg",
+        "images": n,
+        "bytes": position,
+        "uint8_bytes": int((3 * heights * widths).sum()),
+        "preprocessing": {**PREPROCESSING, "resize_shorter_side": short_side, **KIND},
+        "build_seconds": round(time.perf_counter() - started, 3),
+        "source": str(base),
+    }
     with open(folder / "meta.json", "w", encoding="utf-8") as fh:
         json.dump(meta, fh, indent=1)
         fh.flush()

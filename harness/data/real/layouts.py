@@ -8,6 +8,7 @@ Class ids are the datasets' own (1-based) ids, so the class-disjoint split follo
 annotations, never the alphabetical order of folders, and never the classes a copy happens to hold
 (``official_ids.py``: the split is a property of the id).
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,15 +35,17 @@ class UnreadableImagesError(ValueError):
     """Some images of a dataset cannot be decoded (missing, truncated, not an image). Training
     on the rest would silently change the benchmark, so loading refuses and names them."""
 
-    def __init__(self, dataset: str, total: int, failures: list[tuple[str, str]],
-                 shown: int = 10) -> None:
+    def __init__(
+        self, dataset: str, total: int, failures: list[tuple[str, str]], shown: int = 10
+    ) -> None:
         self.dataset, self.total, self.failures = dataset, total, failures
         listed = "\n".join(f"  {path}: {error}" for path, error in failures[:shown])
         more = f"\n  ... and {len(failures) - shown} more" if len(failures) > shown else ""
         super().__init__(
             f"{len(failures)} of {total} images of {dataset} cannot be read:\n{listed}{more}\n"
             f"Re-download or replace these files (nirbench data check --dataset {dataset} "
-            f"--root ... lists them all); nothing is trained on a partial dataset.")
+            f"--root ... lists them all); nothing is trained on a partial dataset."
+        )
 
 
 @dataclass
@@ -65,38 +68,51 @@ class Listing:
     def __post_init__(self) -> None:
         n = len(self.paths)
         if self.class_ids.shape != (n,) or self.train.shape != (n,):
-            raise ValueError(f"listing of {self.dataset}: class_ids and train need one entry per "
-                             f"image ({n})")
+            raise ValueError(
+                f"listing of {self.dataset}: class_ids and train need one entry per image ({n})"
+            )
         if n == 0:
-            raise DatasetLayoutError(f"{self.dataset} ({self.layout} layout) under {self.base} "
-                                     f"lists no images")
+            raise DatasetLayoutError(
+                f"{self.dataset} ({self.layout} layout) under {self.base} lists no images"
+            )
         for name, mask in (("training", self.train), ("test", ~self.train)):
             if not mask.any():
-                raise DatasetLayoutError(f"{self.dataset} ({self.layout} layout) under "
-                                         f"{self.base} has no {name} images")
+                raise DatasetLayoutError(
+                    f"{self.dataset} ({self.layout} layout) under {self.base} has no {name} images"
+                )
         overlap = np.intersect1d(self.class_ids[self.train], self.class_ids[~self.train])
         if len(overlap):
-            raise ValueError(f"{self.dataset}: classes {overlap[:5].tolist()} are in both splits; "
-                             f"the benchmark's splits are class-disjoint")
+            raise ValueError(
+                f"{self.dataset}: classes {overlap[:5].tolist()} are in both splits; "
+                f"the benchmark's splits are class-disjoint"
+            )
 
     def split_counts(self) -> dict[str, int]:
-        return {"train_classes": int(len(np.unique(self.class_ids[self.train]))),
-                "train_images": int(self.train.sum()),
-                "test_classes": int(len(np.unique(self.class_ids[~self.train]))),
-                "test_images": int((~self.train).sum())}
+        return {
+            "train_classes": int(len(np.unique(self.class_ids[self.train]))),
+            "train_images": int(self.train.sum()),
+            "test_classes": int(len(np.unique(self.class_ids[~self.train]))),
+            "test_images": int((~self.train).sum()),
+        }
 
 
-def drop_absent(dataset: str, base: Path, paths: list[str], *columns: np.ndarray,
-                ) -> tuple[list[str], list[np.ndarray], list[str]]:
+def drop_absent(
+    dataset: str,
+    base: Path,
+    paths: list[str],
+    *columns: np.ndarray,
+) -> tuple[list[str], list[np.ndarray], list[str]]:
     """Split the files an annotation file lists into those on disk and those absent (a failed or
     partial extract): (present paths, the columns restricted to them, absent paths). One stat per
     file, so a missing half of car_ims/ is reported in a second instead of as thousands of
     decoding errors. Nothing on disk at all is a layout error: the images folder is elsewhere."""
     on_disk = np.fromiter(((base / p).is_file() for p in paths), dtype=bool, count=len(paths))
     if len(paths) and not on_disk.any():
-        raise DatasetLayoutError(f"{dataset}: none of the {len(paths)} images listed by the "
-                                 f"annotations is under {base} (first: {base / paths[0]}); "
-                                 f"extract the images next to the annotation files")
+        raise DatasetLayoutError(
+            f"{dataset}: none of the {len(paths)} images listed by the "
+            f"annotations is under {base} (first: {base / paths[0]}); "
+            f"extract the images next to the annotation files"
+        )
     absent = [p for p, ok in zip(paths, on_disk) if not ok]
     kept = [p for p, ok in zip(paths, on_disk) if ok]
     return kept, [np.asarray(c)[on_disk] for c in columns], absent
@@ -115,8 +131,9 @@ def candidate_dirs(root: Path, subfolders: tuple[str, ...]) -> list[Path]:
 
 def require_root(dataset: str, root: str | Path | None, help_text: str) -> Path:
     if root is None or str(root) == "":
-        raise DatasetLayoutError(f"dataset {dataset} needs a root folder (dataset.root / --root)."
-                                 f"\n{help_text}")
+        raise DatasetLayoutError(
+            f"dataset {dataset} needs a root folder (dataset.root / --root).\n{help_text}"
+        )
     path = Path(root).expanduser()
     if not path.is_dir():
         raise DatasetLayoutError(f"{dataset}: root {path} is not a folder.\n{help_text}")
@@ -124,12 +141,12 @@ def require_root(dataset: str, root: str | Path | None, help_text: str) -> Path:
 
 
 def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_table(path: Path, columns: int, layout_hint: str,
-               header: tuple[str, ...] | None = None) -> list[list[str]]:
+def read_table(
+    path: Path, columns: int, layout_hint: str, header: tuple[str, ...] | None = None
+) -> list[list[str]]:
     """Whitespace-separated rows of exactly ``columns`` fields (the last may hold spaces)."""
     if not path.is_file():
         raise DatasetLayoutError(f"{path} is missing; {layout_hint}")
@@ -140,16 +157,19 @@ def read_table(path: Path, columns: int, layout_hint: str,
     if header is not None:
         if not lines or tuple(lines[0].split()) != header:
             got = lines[0] if lines else "(empty file)"
-            raise DatasetLayoutError(f"{path}: first line should be the header "
-                                     f"{' '.join(header)!r}, got {got!r}; {layout_hint}")
+            raise DatasetLayoutError(
+                f"{path}: first line should be the header "
+                f"{' '.join(header)!r}, got {got!r}; {layout_hint}"
+            )
         start = 1
     for number, line in enumerate(lines[start:], start + 1):
         if not line.strip():
             continue
         fields = line.split(maxsplit=columns - 1)
         if len(fields) != columns:
-            raise DatasetLayoutError(f"{path}, line {number}: expected {columns} fields, got "
-                                     f"{line!r}; {layout_hint}")
+            raise DatasetLayoutError(
+                f"{path}, line {number}: expected {columns} fields, got {line!r}; {layout_hint}"
+            )
         rows.append(fields)
     return rows
 
@@ -169,8 +189,9 @@ def _normalised(name: str) -> str:
     return re.sub(r"\s+", " ", name.replace("/", "-")).strip().lower()
 
 
-def class_ids_of_folders(folders: list[str], names: list[str] | None, container: Path,
-                         layout_hint: str) -> dict[str, int]:
+def class_ids_of_folders(
+    folders: list[str], names: list[str] | None, container: Path, layout_hint: str
+) -> dict[str, int]:
     """Official 1-based class id of each class folder, from (in this order) a class-names file in
     official id order (``names``), or a leading number in every folder name (``001.Black_footed_
     Albatross``, ``17``, ``017_Acura...``). Alphabetical folder order is never used: for Cars196 it
@@ -180,8 +201,9 @@ def class_ids_of_folders(folders: list[str], names: list[str] | None, container:
         ids, unknown = {}, []
         for folder in folders:
             # "AM General Hummer SUV 2000" or "001.AM General Hummer SUV 2000"
-            match = by_name.get(_normalised(folder), by_name.get(_normalised(
-                _LEADING_ID.sub("", folder))))
+            match = by_name.get(
+                _normalised(folder), by_name.get(_normalised(_LEADING_ID.sub("", folder)))
+            )
             if match is None:
                 unknown.append(folder)
             else:
@@ -189,7 +211,8 @@ def class_ids_of_folders(folders: list[str], names: list[str] | None, container:
         if unknown:
             raise DatasetLayoutError(
                 f"{container}: class folders {unknown[:5]} are not in the class-names file "
-                f"({len(names)} names); {layout_hint}")
+                f"({len(names)} names); {layout_hint}"
+            )
         return ids
     ids = {}
     for folder in folders:
@@ -198,7 +221,8 @@ def class_ids_of_folders(folders: list[str], names: list[str] | None, container:
             raise DatasetLayoutError(
                 f"{container}: class folder {folder!r} has no leading class id, and no "
                 f"class-names file was found, so the official class order is unknown "
-                f"(alphabetical folder order is not it); {layout_hint}")
+                f"(alphabetical folder order is not it); {layout_hint}"
+            )
         ids[folder] = int(found.group(1))
     return ids
 
@@ -207,13 +231,21 @@ def check_unique_ids(ids: dict[str, int], container: Path) -> None:
     seen: dict[int, str] = {}
     for folder, class_id in ids.items():
         if class_id in seen:
-            raise DatasetLayoutError(f"{container}: folders {seen[class_id]!r} and {folder!r} "
-                                     f"both map to class id {class_id}")
+            raise DatasetLayoutError(
+                f"{container}: folders {seen[class_id]!r} and {folder!r} "
+                f"both map to class id {class_id}"
+            )
         seen[class_id] = folder
 
 
-def class_folder_listing(dataset: str, layout: str, base: Path, containers: list[Path],
-                         names: list[str] | None, layout_hint: str) -> Listing:
+def class_folder_listing(
+    dataset: str,
+    layout: str,
+    base: Path,
+    containers: list[Path],
+    names: list[str] | None,
+    layout_hint: str,
+) -> Listing:
     """Images in ``<container>/<class folder>/<file>`` (several containers are merged, e.g. the
     Kaggle Cars mirror's train/ and test/), ids from ``class_ids_of_folders``, split by official
     id."""
@@ -223,8 +255,9 @@ def class_folder_listing(dataset: str, layout: str, base: Path, containers: list
         folders = sorted(p.name for p in container.iterdir() if p.is_dir())
         if not folders:
             raise DatasetLayoutError(f"{container} has no class folders; {layout_hint}")
-        for folder, class_id in class_ids_of_folders(folders, names, container,
-                                                     layout_hint).items():
+        for folder, class_id in class_ids_of_folders(
+            folders, names, container, layout_hint
+        ).items():
             if folder_ids.setdefault(folder, class_id) != class_id:
                 raise DatasetLayoutError(f"class folder {folder!r} maps to two ids")
             class_names[class_id] = names[class_id - 1] if names else folder
@@ -233,8 +266,15 @@ def class_folder_listing(dataset: str, layout: str, base: Path, containers: list
                 ids.append(class_id)
     check_unique_ids(folder_ids, base)
     class_ids = np.asarray(ids, dtype=np.int64)
-    return Listing(dataset, layout, base, paths, class_ids,
-                   official_train_mask(dataset, class_ids), class_names)
+    return Listing(
+        dataset,
+        layout,
+        base,
+        paths,
+        class_ids,
+        official_train_mask(dataset, class_ids),
+        class_names,
+    )
 
 
 def read_names_file(path: Path) -> list[str]:

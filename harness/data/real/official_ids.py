@@ -11,6 +11,7 @@ totals, files the annotations list but the copy lacks. ``require_complete`` refu
 unless ``dataset.allow_partial`` is set; then the split still follows the ids and the run is
 tagged ``dataset.partial=true``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,13 +55,30 @@ class OfficialSplit:
 
 
 OFFICIAL: dict[str, OfficialSplit] = {
-    "cub200": OfficialSplit("cub200", range(1, 101), range(101, 201), 5864, 5924,
-                            "class ids 1-100 train, 101-200 test (classes.txt)"),
-    "cars196": OfficialSplit("cars196", range(1, 99), range(99, 197), 8054, 8131,
-                             "class ids 1-98 train, 99-196 test (cars_annos.mat)"),
-    "sop": OfficialSplit("sop", range(1, 11319), range(11319, 22635), 59551, 60502,
-                         "Ebay_train.txt (class ids 1-11318) train, Ebay_test.txt "
-                         "(11319-22634) test"),
+    "cub200": OfficialSplit(
+        "cub200",
+        range(1, 101),
+        range(101, 201),
+        5864,
+        5924,
+        "class ids 1-100 train, 101-200 test (classes.txt)",
+    ),
+    "cars196": OfficialSplit(
+        "cars196",
+        range(1, 99),
+        range(99, 197),
+        8054,
+        8131,
+        "class ids 1-98 train, 99-196 test (cars_annos.mat)",
+    ),
+    "sop": OfficialSplit(
+        "sop",
+        range(1, 11319),
+        range(11319, 22635),
+        59551,
+        60502,
+        "Ebay_train.txt (class ids 1-11318) train, Ebay_test.txt (11319-22634) test",
+    ),
 }
 
 
@@ -113,44 +131,58 @@ class Completeness:
     @property
     def complete(self) -> bool:
         o = self.official
-        return (not self.missing_ids and not self.unexpected_ids and not self.absent
-                and self.train_images == o.train_images and self.test_images == o.test_images)
+        return (
+            not self.missing_ids
+            and not self.unexpected_ids
+            and not self.absent
+            and self.train_images == o.train_images
+            and self.test_images == o.test_images
+        )
 
     def problems(self) -> list[str]:
         """One line per way this copy differs from the official one (empty when complete)."""
         o, out = self.official, []
         if self.missing_ids:
-            out.append(f"{len(self.missing_ids)} of {o.classes} official class ids are missing "
-                       f"({len(self.missing_train_ids)} train, {len(self.missing_test_ids)} "
-                       f"test): {format_ids(self.missing_ids)}")
+            out.append(
+                f"{len(self.missing_ids)} of {o.classes} official class ids are missing "
+                f"({len(self.missing_train_ids)} train, {len(self.missing_test_ids)} "
+                f"test): {format_ids(self.missing_ids)}"
+            )
         if self.unexpected_ids:
-            out.append(f"{len(self.unexpected_ids)} class ids are not official ids of their "
-                       f"split: {format_ids(self.unexpected_ids)}")
+            out.append(
+                f"{len(self.unexpected_ids)} class ids are not official ids of their "
+                f"split: {format_ids(self.unexpected_ids)}"
+            )
         if self.absent:
             shown = ", ".join(self.absent[:5]) + (" ..." if len(self.absent) > 5 else "")
-            out.append(f"{len(self.absent)} image files listed in the annotations are not on "
-                       f"disk: {shown}")
+            out.append(
+                f"{len(self.absent)} image files listed in the annotations are not on disk: {shown}"
+            )
         if (self.train_images, self.test_images) != (o.train_images, o.test_images):
-            out.append(f"{self.train_images + self.test_images:,} images instead of "
-                       f"{o.images:,} (train {self.train_images:,} of {o.train_images:,}, "
-                       f"test {self.test_images:,} of {o.test_images:,})")
+            out.append(
+                f"{self.train_images + self.test_images:,} images instead of "
+                f"{o.images:,} (train {self.train_images:,} of {o.train_images:,}, "
+                f"test {self.test_images:,} of {o.test_images:,})"
+            )
         return out
 
     def report(self) -> dict[str, Any]:
         """The ``nirbench data check --json`` keys about completeness (a public contract)."""
         o = self.official
-        return {"complete": self.complete,
-                "official_split": o.rule,
-                "official_classes": o.classes,
-                "official_images": o.images,
-                "official_train_images": o.train_images,
-                "official_test_images": o.test_images,
-                "missing_class_count": len(self.missing_ids),
-                "missing_class_ids": self.missing_ids,
-                "unexpected_class_count": len(self.unexpected_ids),
-                "unexpected_class_ids": self.unexpected_ids,
-                "absent_count": len(self.absent),
-                "absent": self.absent[:10]}
+        return {
+            "complete": self.complete,
+            "official_split": o.rule,
+            "official_classes": o.classes,
+            "official_images": o.images,
+            "official_train_images": o.train_images,
+            "official_test_images": o.test_images,
+            "missing_class_count": len(self.missing_ids),
+            "missing_class_ids": self.missing_ids,
+            "unexpected_class_count": len(self.unexpected_ids),
+            "unexpected_class_ids": self.unexpected_ids,
+            "absent_count": len(self.absent),
+            "absent": self.absent[:10],
+        }
 
 
 def completeness(listing: ListedCopy) -> Completeness:
@@ -160,12 +192,15 @@ def completeness(listing: ListedCopy) -> Completeness:
     unexpected = sorted((train_present - set(o.train_ids)) | (test_present - set(o.test_ids)))
     present = train_present | test_present
     return Completeness(
-        dataset=listing.dataset, official=o,
+        dataset=listing.dataset,
+        official=o,
         missing_train_ids=[i for i in o.train_ids if i not in present],
         missing_test_ids=[i for i in o.test_ids if i not in present],
         unexpected_ids=unexpected,
-        train_images=int(listing.train.sum()), test_images=int((~listing.train).sum()),
-        absent=list(listing.absent))
+        train_images=int(listing.train.sum()),
+        test_images=int((~listing.train).sum()),
+        absent=list(listing.absent),
+    )
 
 
 class PartialDatasetError(ValueError):
@@ -182,7 +217,8 @@ class PartialDatasetError(ValueError):
             f"(nirbench data check --dataset {listing.dataset} --root ... lists every missing id), "
             f"or, to train on it anyway (tests, debugging), set dataset.allow_partial=true "
             f"(--set dataset.allow_partial=true): the split stays by official class id "
-            f"({report.official.rule}) and the run is tagged dataset.partial=true.")
+            f"({report.official.rule}) and the run is tagged dataset.partial=true."
+        )
 
 
 def require_complete(listing: ListedCopy, allow_partial: bool) -> Completeness:

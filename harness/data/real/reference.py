@@ -2,6 +2,7 @@
 ``ImageFolder`` loader) + torchvision transforms, batched by a ``torch.utils.data.DataLoader``
 with worker processes. ``nirbench bench data`` measures the cached pipeline against it, and the
 tests compare ``CachedImageSplit``'s batches with its transforms."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,17 +18,23 @@ def train_transform() -> Callable:
     """The paper's training transform on PIL images."""
     from torchvision import transforms as T
 
-    return T.Compose([T.RandomResizedCrop(CROP, scale=SCALE, ratio=RATIO),
-                      T.RandomHorizontalFlip(), T.ToTensor(),
-                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(CROP, scale=SCALE, ratio=RATIO),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def eval_transform() -> Callable:
     """The paper's evaluation transform on PIL images: Resize(256) + CenterCrop(224)."""
     from torchvision import transforms as T
 
-    return T.Compose([T.Resize(256), T.CenterCrop(CROP), T.ToTensor(),
-                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return T.Compose(
+        [T.Resize(256), T.CenterCrop(CROP), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
 
 
 def pil_loader(path: str | Path):
@@ -41,8 +48,9 @@ def pil_loader(path: str | Path):
 class PerSampleImages(Dataset):
     """``ImageFolder``-style: item k is (transform(decode(files[k])), labels[k])."""
 
-    def __init__(self, files: Sequence[str | Path], labels: Sequence[int],
-                 transform: Callable) -> None:
+    def __init__(
+        self, files: Sequence[str | Path], labels: Sequence[int], transform: Callable
+    ) -> None:
         if len(files) != len(labels):
             raise ValueError(f"{len(files)} files but {len(labels)} labels")
         self.files = [str(f) for f in files]

@@ -20,6 +20,7 @@ Sizes, and where they come from (stated, because no copy of CUB is on this machi
 Deterministic by seed: image k's pixels, shape and quality come from ``default_rng([seed, k])``,
 whatever the number of worker processes.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,15 @@ FOLDER = "CUB_200_2011"
 MANIFEST = "nirbench_rehearsal.json"  # what generated this copy, so a rerun can reuse it
 MAX_WORKERS = 2
 # (width, height, share); the tail ("tail") draws a long side 300-499 and an aspect 0.6-1.
-SHAPES = ((500, 333, 0.30), (500, 375, 0.25), (500, 334, 0.10), (333, 500, 0.07),
-          (375, 500, 0.08), (500, 500, 0.05), ("tail", "tail", 0.15))
+SHAPES = (
+    (500, 333, 0.30),
+    (500, 375, 0.25),
+    (500, 334, 0.10),
+    (333, 500, 0.07),
+    (375, 500, 0.08),
+    (500, 500, 0.05),
+    ("tail", "tail", 0.15),
+)
 QUALITY = (75, 92)  # inclusive range, uniform per image
 
 
@@ -59,8 +67,10 @@ def small_counts(classes: int, images: int) -> dict[int, int]:
     """A miniature copy: ``classes`` classes, half with train ids (1, 2, ...) and half with test
     ids (101, 102, ...), ``images`` spread over them as evenly as possible."""
     if classes < 2 or classes > 200 or images < classes:
-        raise ValueError(f"a rehearsal copy needs 2-200 classes and at least one image per class; "
-                         f"got classes={classes}, images={images}")
+        raise ValueError(
+            f"a rehearsal copy needs 2-200 classes and at least one image per class; "
+            f"got classes={classes}, images={images}"
+        )
     train = (classes + 1) // 2
     ids = list(range(1, train + 1)) + list(range(101, 101 + classes - train))
     base, extra = divmod(images, classes)
@@ -92,9 +102,14 @@ def _write_image(task: tuple[int, str, int]) -> tuple[int, int, int, int]:
     return image_id, w, h, Path(path).stat().st_size
 
 
-def generate(root: str | Path, *, counts: dict[int, int] | None = None, seed: int = 0,
-             workers: int = MAX_WORKERS, progress: Callable[[str], None] | None = None,
-             ) -> dict:
+def generate(
+    root: str | Path,
+    *,
+    counts: dict[int, int] | None = None,
+    seed: int = 0,
+    workers: int = MAX_WORKERS,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Write the copy under ``root/CUB_200_2011`` (``counts``: class id -> images, default the
     full-size CUB). Reuses a copy this function already wrote with the same counts and seed (its
     manifest says so); refuses to write into a folder that holds anything else. Returns the
@@ -104,8 +119,9 @@ def generate(root: str | Path, *, counts: dict[int, int] | None = None, seed: in
     say = progress or (lambda message: None)
     counts = dict(sorted((counts or full_size_counts()).items()))
     if not 1 <= workers <= MAX_WORKERS:
-        raise ValueError(f"workers must be 1-{MAX_WORKERS} (a shared 2-core machine), "
-                         f"got {workers}")
+        raise ValueError(
+            f"workers must be 1-{MAX_WORKERS} (a shared 2-core machine), got {workers}"
+        )
     folder = Path(root).expanduser() / FOLDER
     wanted = {"counts": {str(c): n for c, n in counts.items()}, "seed": seed}
     manifest_path = folder / MANIFEST
@@ -114,11 +130,15 @@ def generate(root: str | Path, *, counts: dict[int, int] | None = None, seed: in
         if {k: manifest.get(k) for k in wanted} == wanted:
             say(f"reusing the generated copy in {folder}")
             return {**manifest, "generate_s": 0.0, "reused": True}
-        raise FileExistsError(f"{folder} holds a generated copy with other counts or seed; "
-                              f"remove it (rm -r {folder}) or pass another --root")
+        raise FileExistsError(
+            f"{folder} holds a generated copy with other counts or seed; "
+            f"remove it (rm -r {folder}) or pass another --root"
+        )
     if folder.exists() and any(folder.iterdir()):
-        raise FileExistsError(f"{folder} exists and was not written by the rehearsal "
-                              f"generator; pass an empty or new --root")
+        raise FileExistsError(
+            f"{folder} exists and was not written by the rehearsal "
+            f"generator; pass an empty or new --root"
+        )
     started = time.perf_counter()
     tasks, rows = [], []
     image_id = 0
@@ -129,8 +149,10 @@ def generate(root: str | Path, *, counts: dict[int, int] | None = None, seed: in
             rel = f"{class_name(class_id)}/{class_name(class_id)[4:]}_{k + 1:04d}.jpg"
             rows.append((image_id, rel, class_id))
             tasks.append((image_id, str(folder / "images" / rel), seed))
-    say(f"generating {len(tasks):,} JPEGs of {len(counts)} classes in {folder} "
-        f"with {workers} processes")
+    say(
+        f"generating {len(tasks):,} JPEGs of {len(counts)} classes in {folder} "
+        f"with {workers} processes"
+    )
     sizes: dict[int, tuple[int, int, int]] = {}
     if workers == 1:
         results = map(_write_image, tasks)
@@ -153,13 +175,24 @@ def generate(root: str | Path, *, counts: dict[int, int] | None = None, seed: in
     # train_test_split.txt is the classification split (about half of each class), which the
     # DML protocol ignores; written so the tree is the archive's.
     _write_text(folder / "train_test_split.txt", (f"{i} {i % 2}" for i, _, _ in rows))
-    _write_text(folder / "bounding_boxes.txt", (
-        f"{i} {sizes[i][0] * 0.2:.1f} {sizes[i][1] * 0.2:.1f} {sizes[i][0] * 0.6:.1f} "
-        f"{sizes[i][1] * 0.6:.1f}" for i, _, _ in rows))
+    _write_text(
+        folder / "bounding_boxes.txt",
+        (
+            f"{i} {sizes[i][0] * 0.2:.1f} {sizes[i][1] * 0.2:.1f} {sizes[i][0] * 0.6:.1f} "
+            f"{sizes[i][1] * 0.6:.1f}"
+            for i, _, _ in rows
+        ),
+    )
     total = sum(s[2] for s in sizes.values())
-    manifest = {**wanted, "images": len(rows), "classes": len(counts), "bytes": total,
-                "mean_jpeg_bytes": total / len(rows),
-                "shapes": _shape_histogram(sizes.values()), "quality_range": list(QUALITY)}
+    manifest = {
+        **wanted,
+        "images": len(rows),
+        "classes": len(counts),
+        "bytes": total,
+        "mean_jpeg_bytes": total / len(rows),
+        "shapes": _shape_histogram(sizes.values()),
+        "quality_range": list(QUALITY),
+    }
     manifest_path.write_text(json.dumps(manifest))
     return {**manifest, "generate_s": time.perf_counter() - started, "reused": False}
 
@@ -176,8 +209,9 @@ def _write_text(path: Path, lines) -> None:
     path.write_text("".join(f"{line}\n" for line in lines))
 
 
-def write_subset(full_root: str | Path, subset_root: str | Path, *, train_images: int,
-                 test_images: int) -> dict[str, int]:
+def write_subset(
+    full_root: str | Path, subset_root: str | Path, *, train_images: int, test_images: int
+) -> dict[str, int]:
     """A partial official-layout copy under ``subset_root/CUB_200_2011`` that lists an evenly
     spread ``train_images`` of the training split and ``test_images`` of the test split of the
     copy under ``full_root``; its ``images`` folder is a symbolic link to the full copy's, so no
@@ -194,11 +228,14 @@ def write_subset(full_root: str | Path, subset_root: str | Path, *, train_images
     for mask, n in ((full.train, train_images), (~full.train, test_images)):
         ids = np.flatnonzero(mask)
         if not 1 <= n <= len(ids):
-            raise ValueError(f"subset wants {n} images of a split of {len(ids)}; "
-                             f"choose 1-{len(ids)}")
+            raise ValueError(
+                f"subset wants {n} images of a split of {len(ids)}; choose 1-{len(ids)}"
+            )
         picked += ids[np.linspace(0, len(ids) - 1, n).round().astype(int)].tolist()
-    rows = [(k + 1, full.paths[i].removeprefix("images/"), int(full.class_ids[i]))
-            for k, i in enumerate(sorted(picked))]
+    rows = [
+        (k + 1, full.paths[i].removeprefix("images/"), int(full.class_ids[i]))
+        for k, i in enumerate(sorted(picked))
+    ]
     _write_text(folder / "images.txt", (f"{i} {rel}" for i, rel, _ in rows))
     _write_text(folder / "image_class_labels.txt", (f"{i} {c}" for i, _, c in rows))
     classes = sorted({c for _, _, c in rows})
@@ -209,5 +246,9 @@ def write_subset(full_root: str | Path, subset_root: str | Path, *, train_images
     if link.is_symlink() or link.exists():
         link.unlink()
     link.symlink_to((full.base / "images").resolve(), target_is_directory=True)
-    return {"train_images": train_images, "test_images": test_images,
-            "classes": len(classes), "train_classes": int(train_classes)}
+    return {
+        "train_images": train_images,
+        "test_images": test_images,
+        "classes": len(classes),
+        "train_classes": int(train_classes),
+    }

@@ -7,6 +7,7 @@ in the wrong file is reported as unexpected by ``official_ids.completeness``. Th
 (bicycle, cabinet, ... toaster) are kept: their ids as in the files (1-12) and their names from the
 image folders (``bicycle_final``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from nirbench.harness.data.real.layouts import (
-    DatasetLayoutError, Listing, candidate_dirs, drop_absent, parse_int, read_table, require_root)
+    DatasetLayoutError,
+    Listing,
+    candidate_dirs,
+    drop_absent,
+    parse_int,
+    read_table,
+    require_root,
+)
 
 NAME = "sop"
 URL = "https://cvgl.stanford.edu/projects/lifted_struct/"
@@ -29,8 +37,10 @@ Expected layout:
     Ebay_test.txt      same columns
     <super class>_final/<class id>_<n>.JPG   (e.g. bicycle_final/111085122871_0.JPG)
 Split: Ebay_train.txt classes train, Ebay_test.txt classes test."""
-HINT = ("the SOP layout needs Ebay_train.txt and Ebay_test.txt (header 'image_id class_id "
-        "super_class_id path') next to the <super class>_final/ image folders")
+HINT = (
+    "the SOP layout needs Ebay_train.txt and Ebay_test.txt (header 'image_id class_id "
+    "super_class_id path') next to the <super class>_final/ image folders"
+)
 
 
 def list_images(root: str | Path | None) -> Listing:
@@ -43,8 +53,10 @@ def list_images(root: str | Path | None) -> Listing:
                 if required not in present:
                     raise DatasetLayoutError(f"{folder / required} is missing; {HINT}.\n{HELP}")
             return _listing(folder)
-    raise DatasetLayoutError(f"no Stanford Online Products layout under {base} (looked in "
-                             f"{', '.join(str(c) for c in candidates)}).\n{HELP}")
+    raise DatasetLayoutError(
+        f"no Stanford Online Products layout under {base} (looked in "
+        f"{', '.join(str(c) for c in candidates)}).\n{HELP}"
+    )
 
 
 def _listing(folder: Path) -> Listing:
@@ -61,7 +73,13 @@ def _listing(folder: Path) -> Listing:
             super_names.setdefault(sid, path.split("/", 1)[0] if "/" in path else str(sid))
             train.append(is_train)
     paths, (ids, is_train, supers), absent = drop_absent(
-        NAME, folder, paths, np.asarray(class_ids, dtype=np.int64), np.asarray(train, dtype=bool),
-        np.asarray(super_ids, dtype=np.int64))
-    return Listing(NAME, "official", folder, paths, ids, is_train, {}, supers, super_names,
-                   absent=absent)
+        NAME,
+        folder,
+        paths,
+        np.asarray(class_ids, dtype=np.int64),
+        np.asarray(train, dtype=bool),
+        np.asarray(super_ids, dtype=np.int64),
+    )
+    return Listing(
+        NAME, "official", folder, paths, ids, is_train, {}, supers, super_names, absent=absent
+    )

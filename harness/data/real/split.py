@@ -7,6 +7,7 @@ that store, so a validation split (``subset``) shares the same cache file and co
 There is no ``images`` tensor: real photographs differ in size, and materialising the split
 would defeat the cache.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,12 +17,25 @@ from nirbench.harness.data.base import ImageSplit
 from nirbench.harness.data.real.cache import PixelStore
 from nirbench.harness.data.real.jpeg_cache import JpegStore
 from nirbench.harness.data.real.transforms import (
-    CROP, RATIO, SCALE, center_boxes, eval_pixels, one_thread, sample_crop_boxes, train_pixels)
+    CROP,
+    RATIO,
+    SCALE,
+    center_boxes,
+    eval_pixels,
+    one_thread,
+    sample_crop_boxes,
+    train_pixels,
+)
 
 
 class CachedImageSplit(ImageSplit):
-    def __init__(self, store: PixelStore | JpegStore, ids: np.ndarray | torch.Tensor,
-                 labels: torch.Tensor, crop: int = CROP) -> None:
+    def __init__(
+        self,
+        store: PixelStore | JpegStore,
+        ids: np.ndarray | torch.Tensor,
+        labels: torch.Tensor,
+        crop: int = CROP,
+    ) -> None:
         # Not the dataclass __init__: the parent's fields are (images, labels), and this split
         # has no images tensor; __post_init__ still validates what it has.
         # ``crop``: output size (224, the paper's); smaller for low-resolution CPU benchmarks
@@ -34,11 +48,14 @@ class CachedImageSplit(ImageSplit):
 
     def __post_init__(self) -> None:
         if self.labels.dtype != torch.int64 or self.labels.ndim != 1:
-            raise ValueError(f"labels must be int64 (N,), got {self.labels.dtype} "
-                             f"{tuple(self.labels.shape)}")
+            raise ValueError(
+                f"labels must be int64 (N,), got {self.labels.dtype} {tuple(self.labels.shape)}"
+            )
         if self.ids.shape != self.labels.shape:
-            raise ValueError(f"labels must have one entry per image: {len(self.labels)} labels "
-                             f"for {len(self.ids)} images")
+            raise ValueError(
+                f"labels must have one entry per image: {len(self.labels)} labels "
+                f"for {len(self.ids)} images"
+            )
         if len(self.ids) and (int(self.ids.min()) < 0 or int(self.ids.max()) >= len(self.store)):
             raise ValueError(f"image ids must lie in [0, {len(self.store)}) of {self.store}")
         if len(self.labels) and set(self.labels.unique().tolist()) != set(range(self.num_classes)):
@@ -46,9 +63,11 @@ class CachedImageSplit(ImageSplit):
 
     @property
     def images(self) -> torch.Tensor:
-        raise AttributeError("a CachedImageSplit has no images tensor (variable-size photographs "
-                             "in a memory-mapped cache); use train_batch / eval_batch, or "
-                             "image(k) for one (h, w, 3) uint8 array")
+        raise AttributeError(
+            "a CachedImageSplit has no images tensor (variable-size photographs "
+            "in a memory-mapped cache); use train_batch / eval_batch, or "
+            "image(k) for one (h, w, 3) uint8 array"
+        )
 
     def image(self, k: int) -> np.ndarray:
         """The cached (Resize(256)) image at position ``k`` of this split, (h, w, 3) uint8."""
@@ -56,18 +75,21 @@ class CachedImageSplit(ImageSplit):
 
     def sizes(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ids = self.ids[idx].numpy()
-        return (torch.from_numpy(self.store.heights[ids]),
-                torch.from_numpy(self.store.widths[ids]))
+        return (torch.from_numpy(self.store.heights[ids]), torch.from_numpy(self.store.widths[ids]))
 
-    def train_boxes(self, idx: torch.Tensor, generator: torch.Generator,
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_boxes(
+        self,
+        idx: torch.Tensor,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The RandomResizedCrop boxes (i, j, h, w) and flip coins ``train_batch`` will use for
         ``idx`` with a generator in this state (it advances the generator the same way)."""
         heights, widths = self.sizes(idx)
         return sample_crop_boxes(heights, widths, generator, SCALE, RATIO)
 
-    def train_batch(self, idx: torch.Tensor, device: torch.device,
-                    generator: torch.Generator) -> torch.Tensor:
+    def train_batch(
+        self, idx: torch.Tensor, device: torch.device, generator: torch.Generator
+    ) -> torch.Tensor:
         idx = torch.as_tensor(idx, dtype=torch.int64).reshape(-1)
         # One thread for the many small CPU ops (see transforms.py: waiting for a second OpenMP
         # thread on a busy machine made them ten times slower); the model keeps its threads.
@@ -89,8 +111,7 @@ class CachedImageSplit(ImageSplit):
         return CachedImageSplit(self.store, self.ids[mask], labels, self.crop)
 
     def __repr__(self) -> str:
-        return (f"CachedImageSplit({len(self)} images, {self.num_classes} classes, "
-                f"{self.store!r})")
+        return f"CachedImageSplit({len(self)} images, {self.num_classes} classes, {self.store!r})"
 
     __eq__ = object.__eq__  # the dataclass __eq__ would compare the missing images tensor
     __hash__ = object.__hash__

@@ -26,6 +26,7 @@ the image, at the resolution the paper's eval transform sees.
 Evaluation: ``CenterCrop(224)`` on the cached ``Resize(256)`` image (torchvision's offsets), i.e.
 the paper's eval transform exactly, then ImageNet normalisation.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,9 +47,13 @@ RATIO = (3.0 / 4.0, 4.0 / 3.0)
 ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
 
 
-def sample_crop_boxes(heights: torch.Tensor, widths: torch.Tensor, generator: torch.Generator,
-                      scale: tuple[float, float] = SCALE, ratio: tuple[float, float] = RATIO,
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_crop_boxes(
+    heights: torch.Tensor,
+    widths: torch.Tensor,
+    generator: torch.Generator,
+    scale: tuple[float, float] = SCALE,
+    ratio: tuple[float, float] = RATIO,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """RandomResizedCrop boxes and flip coins for images of the given sizes.
 
     Returns ``boxes`` int64 (B, 4) as (top, left, height, width), torchvision's (i, j, h, w), and
@@ -57,8 +62,9 @@ def sample_crop_boxes(heights: torch.Tensor, widths: torch.Tensor, generator: to
     1 flip coin, drawn in that order for the whole batch.
     """
     if not (0 < scale[0] <= scale[1]) or not (0 < ratio[0] <= ratio[1]):
-        raise ValueError(f"scale and ratio must be increasing positive pairs, got scale={scale}, "
-                         f"ratio={ratio}")
+        raise ValueError(
+            f"scale and ratio must be increasing positive pairs, got scale={scale}, ratio={ratio}"
+        )
     n = int(heights.shape[0])
     H = heights.to(torch.float64)
     W = widths.to(torch.float64)
@@ -84,22 +90,32 @@ def sample_crop_boxes(heights: torch.Tensor, widths: torch.Tensor, generator: to
 
     # Fallback: the centre crop with the aspect clamped into ratio (torchvision's rule).
     in_ratio = W / H
-    w_fb = torch.where(in_ratio < ratio[0], W,
-                       torch.where(in_ratio > ratio[1], torch.round(H * ratio[1]), W))
+    w_fb = torch.where(
+        in_ratio < ratio[0], W, torch.where(in_ratio > ratio[1], torch.round(H * ratio[1]), W)
+    )
     h_fb = torch.where(in_ratio < ratio[0], torch.round(W / ratio[0]), H)
     top_fb = torch.div(H - h_fb, 2, rounding_mode="floor")
     left_fb = torch.div(W - w_fb, 2, rounding_mode="floor")
 
-    boxes = torch.stack([torch.where(found, top_ok, top_fb), torch.where(found, left_ok, left_fb),
-                         torch.where(found, h_ok, h_fb), torch.where(found, w_ok, w_fb)], dim=1)
+    boxes = torch.stack(
+        [
+            torch.where(found, top_ok, top_fb),
+            torch.where(found, left_ok, left_fb),
+            torch.where(found, h_ok, h_fb),
+            torch.where(found, w_ok, w_fb),
+        ],
+        dim=1,
+    )
     return boxes.to(torch.int64), flips
 
 
 def center_boxes(heights: torch.Tensor, widths: torch.Tensor, size: int = CROP) -> torch.Tensor:
     """torchvision ``CenterCrop(size)`` offsets: int(round((H - size) / 2)), as (i, j, h, w)."""
     if int(heights.min()) < size or int(widths.min()) < size:
-        raise ValueError(f"images must be at least {size} px on both sides for a centre crop, "
-                         f"got a {int(heights.min())} x {int(widths.min())} one")
+        raise ValueError(
+            f"images must be at least {size} px on both sides for a centre crop, "
+            f"got a {int(heights.min())} x {int(widths.min())} one"
+        )
     top = torch.round((heights.to(torch.float64) - size) / 2)
     left = torch.round((widths.to(torch.float64) - size) / 2)
     full = torch.full_like(top, size)
@@ -124,8 +140,10 @@ def _hwc(view: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(view)
 
 
-def _normalisation(device: torch.device, width: int | None = None,
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def _normalisation(
+    device: torch.device,
+    width: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(255 mean, 1 / (255 std)): shaped (1, 3, 1, 1), or tiled along an interleaved RGB row of
     ``width`` pixels (3 * width,) so the CPU path's innermost dimension is long (vectorised)."""
     shift = torch.tensor([255.0 * m for m in IMAGENET_MEAN], device=device)
@@ -135,44 +153,65 @@ def _normalisation(device: torch.device, width: int | None = None,
     return shift.repeat(width), scale.repeat(width)
 
 
-def train_pixels(images: Sequence[np.ndarray], boxes: torch.Tensor, flips: torch.Tensor,
-                 device: torch.device, size: int = CROP) -> torch.Tensor:
+def train_pixels(
+    images: Sequence[np.ndarray],
+    boxes: torch.Tensor,
+    flips: torch.Tensor,
+    device: torch.device,
+    size: int = CROP,
+) -> torch.Tensor:
     """Crop ``boxes[k]`` of ``images[k]``, resize it to (size, size) (antialiased bilinear),
     mirror it where ``flips[k]``, normalise: float32 (B, 3, size, size) on ``device``."""
     if device.type == "cpu":
         return _cpu_pixels(images, boxes, flips, size, resize=True)
     box_list = boxes.tolist()
     if _on_device(images):  # decoded on the device (JPEG cache, nvjpeg): crop in place
-        crops = [img[:, i:i + h, j:j + w].unsqueeze(0) for img, (i, j, h, w)
-                 in zip(images, box_list)]
+        crops = [
+            img[:, i : i + h, j : j + w].unsqueeze(0) for img, (i, j, h, w) in zip(images, box_list)
+        ]
     else:
         canvas = _upload_crops(images, box_list, device)
-        crops = [canvas[k:k + 1, :h, :w].permute(0, 3, 1, 2)
-                 for k, (_, _, h, w) in enumerate(box_list)]
+        crops = [
+            canvas[k : k + 1, :h, :w].permute(0, 3, 1, 2) for k, (_, _, h, w) in enumerate(box_list)
+        ]
     out = torch.empty(len(images), 3, size, size, dtype=torch.float32, device=device)
     for k, crop in enumerate(crops):
-        out[k] = F.interpolate(crop.to(torch.float32), size=(size, size), mode="bilinear",
-                               antialias=True, align_corners=False)[0]
+        out[k] = F.interpolate(
+            crop.to(torch.float32),
+            size=(size, size),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )[0]
     chosen = flips.to(device)
     out[chosen] = out[chosen].flip(-1)
     shift, scale = _normalisation(device)
     return out.sub_(shift).mul_(scale)
 
 
-def eval_pixels(images: Sequence[np.ndarray], boxes: torch.Tensor, device: torch.device,
-                ) -> torch.Tensor:
+def eval_pixels(
+    images: Sequence[np.ndarray],
+    boxes: torch.Tensor,
+    device: torch.device,
+) -> torch.Tensor:
     """Exact crops ``boxes[k]`` (all of one size, no resampling), normalised: float32
     (B, 3, h, w) on ``device``."""
     box_list = boxes.tolist()
     if len({(h, w) for _, _, h, w in box_list}) > 1:
         raise ValueError(f"eval crops must share one size, got {sorted(set(map(tuple, box_list)))}")
     if device.type == "cpu":
-        return _cpu_pixels(images, boxes, torch.zeros(len(images), dtype=torch.bool),
-                           int(box_list[0][2]) if box_list else CROP, resize=False)
+        return _cpu_pixels(
+            images,
+            boxes,
+            torch.zeros(len(images), dtype=torch.bool),
+            int(box_list[0][2]) if box_list else CROP,
+            resize=False,
+        )
     shift, scale = _normalisation(device)
     if _on_device(images):
-        crops = torch.stack([img[:, i:i + h, j:j + w] for img, (i, j, h, w)
-                             in zip(images, box_list)])
+        crops = torch.stack(
+            [img[:, i : i + h, j : j + w] for img, (i, j, h, w) in zip(images, box_list)]
+        )
         return crops.to(torch.float32).sub_(shift).mul_(scale)
     canvas = _upload_crops(images, box_list, device)
     return canvas.permute(0, 3, 1, 2).to(torch.float32).sub_(shift).mul_(scale)
@@ -222,8 +261,9 @@ class OutputPool:
 _OUTPUTS = OutputPool()
 
 
-def _cpu_pixels(images: Sequence[np.ndarray], boxes: torch.Tensor, flips: torch.Tensor,
-                size: int, resize: bool) -> torch.Tensor:
+def _cpu_pixels(
+    images: Sequence[np.ndarray], boxes: torch.Tensor, flips: torch.Tensor, size: int, resize: bool
+) -> torch.Tensor:
     """The CPU path, one image at a time while it is hot in the cache: crop (a view of the
     memory map), resize on uint8, flip, then uint8 -> float32 and normalisation in interleaved
     (h, w, 3) order. The result is (B, 3, size, size) in channels-last memory format: the resize
@@ -233,13 +273,16 @@ def _cpu_pixels(images: Sequence[np.ndarray], boxes: torch.Tensor, flips: torch.
     out = _OUTPUTS.take((b, size, size * 3))
     shift, scale = _normalisation(torch.device("cpu"), size)
     with one_thread():
-        for k, (view, (i, j, h, w), flip) in enumerate(zip(images, boxes.tolist(),
-                                                            flips.tolist())):
-            crop = _hwc(view[i:i + h, j:j + w])
+        for k, (view, (i, j, h, w), flip) in enumerate(zip(images, boxes.tolist(), flips.tolist())):
+            crop = _hwc(view[i : i + h, j : j + w])
             if resize:
-                crop = F.interpolate(crop.permute(2, 0, 1).unsqueeze(0), size=(size, size),
-                                     mode="bilinear", antialias=True,
-                                     align_corners=False)[0].permute(1, 2, 0)
+                crop = F.interpolate(
+                    crop.permute(2, 0, 1).unsqueeze(0),
+                    size=(size, size),
+                    mode="bilinear",
+                    antialias=True,
+                    align_corners=False,
+                )[0].permute(1, 2, 0)
             if flip:
                 crop = crop.flip(1)
             row = out[k]
@@ -248,14 +291,16 @@ def _cpu_pixels(images: Sequence[np.ndarray], boxes: torch.Tensor, flips: torch.
     return out.view(b, size, size, 3).permute(0, 3, 1, 2)
 
 
-def _upload_crops(images: Sequence[np.ndarray], box_list: list[list[int]],
-                  device: torch.device) -> torch.Tensor:
+def _upload_crops(
+    images: Sequence[np.ndarray], box_list: list[list[int]], device: torch.device
+) -> torch.Tensor:
     """The crops as one zero-padded uint8 (B, hmax, wmax, 3) canvas on ``device``: one transfer
     of uint8 instead of float32 (4x fewer bytes)."""
     hmax = max((h for _, _, h, _ in box_list), default=1)
     wmax = max((w for _, _, _, w in box_list), default=1)
-    canvas = torch.zeros(len(images), hmax, wmax, 3, dtype=torch.uint8,
-                         pin_memory=device.type == "cuda")
+    canvas = torch.zeros(
+        len(images), hmax, wmax, 3, dtype=torch.uint8, pin_memory=device.type == "cuda"
+    )
     for k, (view, (i, j, h, w)) in enumerate(zip(images, box_list)):
-        canvas[k, :h, :w] = _hwc(view[i:i + h, j:j + w])
+        canvas[k, :h, :w] = _hwc(view[i : i + h, j : j + w])
     return canvas.to(device, non_blocking=True)

@@ -31,6 +31,7 @@ Cache: ``<cache_dir>/<name>-<key>.npz``; the key hashes the name, seed, generato
 ``GENERATOR_VERSION``. Written atomically (temp file + ``os.replace``); an unreadable cache file is
 regenerated with a warning.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -50,8 +51,17 @@ from nirbench.harness.data.synthetic.params import (
     clean_params,
 )
 
-__all__ = ["DATA_SEED", "GENERATOR_VERSION", "IMAGE_SIZE", "SYNTH_PARAMS", "SynthParams",
-           "cache_key", "clean_params", "generate", "load_synthetic"]
+__all__ = [
+    "DATA_SEED",
+    "GENERATOR_VERSION",
+    "IMAGE_SIZE",
+    "SYNTH_PARAMS",
+    "SynthParams",
+    "cache_key",
+    "clean_params",
+    "generate",
+    "load_synthetic",
+]
 
 
 def _make_loader(name: str) -> Callable[[str | None, str], DatasetBundle]:

@@ -1,5 +1,6 @@
 """``synth-cub`` structure: soft-ellipse part compositions (tail, body, belly, wing, head, cap,
 beak, eye, legs). Returns class parts, families, sub-mode parts and sub-mode poses."""
+
 from __future__ import annotations
 
 import numpy as np

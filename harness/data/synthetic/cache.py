@@ -1,6 +1,7 @@
 """The generated arrays are cached as ``<cache_dir>/<name>-<key>.npz`` (the key hashes the name,
 seed, generator parameters and ``GENERATOR_VERSION``), written atomically; an unreadable cache
 file is regenerated with a warning."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -76,8 +77,9 @@ def read_cache(path: str, key: str) -> tuple[dict[str, np.ndarray], dict[str, An
     return arrays, meta
 
 
-def load_synthetic(name: str, root: str | None, cache_dir: str, seed: int = 0,
-                   params: SynthParams | None = None) -> DatasetBundle:
+def load_synthetic(
+    name: str, root: str | None, cache_dir: str, seed: int = 0, params: SynthParams | None = None
+) -> DatasetBundle:
     """Load (or generate and cache) one embedded dataset; ``root``, if given, is the cache dir;
     ``params`` replace the registered generator parameters (the pretraining's frozen copy)."""
     if name not in SYNTH_PARAMS:

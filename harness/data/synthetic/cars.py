@@ -1,4 +1,5 @@
 """``synth-cars`` structure: rounded/hard box compositions plus wheels; paint is not a class cue."""
+
 from __future__ import annotations
 
 import numpy as np

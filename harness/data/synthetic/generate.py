@@ -1,5 +1,6 @@
 """Assemble one dataset: sample its structure (families -> classes -> sub-modes), render every
 image, split class-disjointly (first half of the class ids train, second half test)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,12 @@ import numpy as np
 
 from nirbench.harness.data.synthetic.birds import sample_birds
 from nirbench.harness.data.synthetic.cars import sample_cars
-from nirbench.harness.data.synthetic.params import GENERATOR_VERSION, IMAGE_SIZE, SYNTH_PARAMS, SynthParams
+from nirbench.harness.data.synthetic.params import (
+    GENERATOR_VERSION,
+    IMAGE_SIZE,
+    SYNTH_PARAMS,
+    SynthParams,
+)
 from nirbench.harness.data.synthetic.parts import class_sizes
 from nirbench.harness.data.synthetic.products import sample_products
 from nirbench.harness.data.synthetic.render import render_images

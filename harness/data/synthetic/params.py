@@ -1,5 +1,6 @@
 """Generator parameters of the three embedded datasets (all hashed into the cache key), their
 descriptions and Recall@k lists, and the constants that version the generated arrays."""
+
 from __future__ import annotations
 
 import dataclasses

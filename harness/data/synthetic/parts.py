@@ -1,5 +1,6 @@
 """One part's parameter vector (geometry, colours, stripes, visibility) and the helpers that draw
 class and sub-mode variations of part prototypes."""
+
 from __future__ import annotations
 
 import numpy as np

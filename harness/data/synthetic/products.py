@@ -1,5 +1,6 @@
 """``synth-sop`` structure: 12 families of random part templates, ~2000 classes of 2-12 images;
 sub-modes are viewpoints that rotate, squash and hide parts."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """The per-pixel renderer: parts, clutter, lighting and noise -> uint8 images (N, 3, 32, 32). It
 only uses +, -, *, /, sqrt, floor, min/max and clip, so pixels do not depend on the CPU's SIMD
 kernels."""
+
 from __future__ import annotations
 
 import numpy as np

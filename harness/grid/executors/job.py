@@ -7,6 +7,7 @@ train something else), calls ``runner.execute`` and turns every outcome into a `
 failures are results, not exceptions, so one bad run never stops a grid. An interrupt
 (``KeyboardInterrupt``) still propagates: the worker is being stopped.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -63,9 +64,11 @@ def import_extensions(modules: tuple[str, ...]) -> None:
         try:
             importlib.import_module(name)
         except ImportError as err:
-            raise ImportError(f"worker cannot import {name!r}, which registers a dataset or "
-                              f"method the grid uses ({err}); make it importable (PYTHONPATH) on "
-                              f"every worker") from err
+            raise ImportError(
+                f"worker cannot import {name!r}, which registers a dataset or "
+                f"method the grid uses ({err}); make it importable (PYTHONPATH) on "
+                f"every worker"
+            ) from err
 
 
 _trackers: dict[tuple[str, str], object] = {}
@@ -91,8 +94,9 @@ def warm_up(settings: JobSettings) -> None:
 
         _tracker(settings)
     except Exception as err:
-        log.warning("worker warm-up failed (%s: %s); its first job will report it",
-                    type(err).__name__, err)
+        log.warning(
+            "worker warm-up failed (%s: %s); its first job will report it", type(err).__name__, err
+        )
 
 
 def run_job(job: Job, settings: JobSettings) -> JobResult:
@@ -112,29 +116,46 @@ def run_job(job: Job, settings: JobSettings) -> JobResult:
                 f"config resolves to hash {cfg.config_hash} in this worker but "
                 f"{job.config_hash} in the grid process: the worker runs another nirbench "
                 f"version ({Path(__file__).resolve().parent.parent}); install the same code "
-                f"everywhere")
+                f"everywhere"
+            )
         if settings.threads and not cfg.train.threads:
             import torch
 
             torch.set_num_threads(settings.threads)
         tracker = _tracker(settings)
         try:
-            outcome = execute(cfg, tracker, Path(settings.results_dir), grid=settings.grid,
-                              command=settings.command)
+            outcome = execute(
+                cfg,
+                tracker,
+                Path(settings.results_dir),
+                grid=settings.grid,
+                command=settings.command,
+            )
         except RunLockedElsewhere as err:
-            return JobResult(job.config_hash, ELSEWHERE, error=str(err),
-                             seconds=time.perf_counter() - started)
+            return JobResult(
+                job.config_hash, ELSEWHERE, error=str(err), seconds=time.perf_counter() - started
+            )
         run = tracker.client.get_run(outcome.run_id)
         train_s = run.data.metrics.get(mlflow_key("time/train_total_s"), 0.0)
         metrics = {k: float(v) for k, v in outcome.metrics.items()}
         # The runner says "finished" (trained now) or "skipped" (finished earlier): the same words
         # as the job statuses.
-        return JobResult(job.config_hash, FINISHED if outcome.status == FINISHED else SKIPPED,
-                         outcome.run_id, time.perf_counter() - started, train_s, metrics)
+        return JobResult(
+            job.config_hash,
+            FINISHED if outcome.status == FINISHED else SKIPPED,
+            outcome.run_id,
+            time.perf_counter() - started,
+            train_s,
+            metrics,
+        )
     except Exception as err:  # recorded FAILED in MLflow by the runner (when it got that far)
         log.debug("job %s failed", job.label, exc_info=True)
-        return JobResult(job.config_hash, FAILED, error=f"{type(err).__name__}: {err}",
-                         seconds=time.perf_counter() - started)
+        return JobResult(
+            job.config_hash,
+            FAILED,
+            error=f"{type(err).__name__}: {err}",
+            seconds=time.perf_counter() - started,
+        )
 
 
 def default_imports() -> tuple[str, ...]:
@@ -149,8 +170,11 @@ def default_imports() -> tuple[str, ...]:
         for _, entry in registry.items():
             for value in (entry, *vars(entry).values()) if hasattr(entry, "__dict__") else (entry,):
                 module = getattr(value, "__module__", None) if callable(value) else None
-                if module and module.split(".")[0] not in ("nirbench", "builtins", "__main__") \
-                        and module not in found:
+                if (
+                    module
+                    and module.split(".")[0] not in ("nirbench", "builtins", "__main__")
+                    and module not in found
+                ):
                     found.append(module)
     extra = [m.strip() for m in os.environ.get("NIRBENCH_IMPORTS", "").split(",") if m.strip()]
     return tuple(found + [m for m in extra if m not in found])

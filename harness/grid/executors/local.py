@@ -13,6 +13,7 @@ threads so that N workers do not oversubscribe the cores. A worker dies with the
 (``PR_SET_PDEATHSIG``), and an interrupted grid (Ctrl-C, SIGTERM) interrupts its workers, whose
 runs end KILLED and resume on the next start.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,8 +53,9 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def plan_slots(workers: int | None, *, gpus: list[str], runs_per_gpu: int = 1,
-               cores: int | None = None) -> list[Slot]:
+def plan_slots(
+    workers: int | None, *, gpus: list[str], runs_per_gpu: int = 1, cores: int | None = None
+) -> list[Slot]:
     """``workers=None`` (auto): one slot per ``runs_per_gpu`` x GPU; on the CPU 2 workers when
     there are at least 2 cores (measured on 2 cores: 2 workers with 1 thread each ran a 6-run grid
     16% faster than 1 worker with 2 threads; small models do not scale across threads), else 1."""
@@ -66,9 +68,11 @@ def plan_slots(workers: int | None, *, gpus: list[str], runs_per_gpu: int = 1,
         capacity = len(gpus) * runs_per_gpu
         count = capacity if workers is None else workers
         if count > capacity:
-            raise ValueError(f"--workers {workers} exceeds {len(gpus)} GPU(s) x --runs-per-gpu "
-                             f"{runs_per_gpu} = {capacity}; raise --runs-per-gpu or lower "
-                             f"--workers")
+            raise ValueError(
+                f"--workers {workers} exceeds {len(gpus)} GPU(s) x --runs-per-gpu "
+                f"{runs_per_gpu} = {capacity}; raise --runs-per-gpu or lower "
+                f"--workers"
+            )
         return [Slot(i, gpus[i % len(gpus)], max(1, cores // count)) for i in range(count)]
     count = min(2, cores) if workers is None else workers
     return [Slot(i, None, max(1, cores // count)) for i in range(count)]
@@ -90,8 +94,9 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
-def worker_main(slot: Slot, settings: JobSettings, conn: Connection, parent_pid: int,
-                log_level: int) -> None:
+def worker_main(
+    slot: Slot, settings: JobSettings, conn: Connection, parent_pid: int, log_level: int
+) -> None:
     """A worker's life: take a job, run it, send the result back, until told to stop (None)."""
     _die_with_parent()
     if os.getppid() != parent_pid:  # the grid died before prctl took effect
@@ -99,8 +104,11 @@ def worker_main(slot: Slot, settings: JobSettings, conn: Connection, parent_pid:
     signal.signal(signal.SIGTERM, _interrupt)  # the runner records the run KILLED, resumable
     if slot.gpu is not None:  # before anything initialises CUDA in this process
         os.environ["CUDA_VISIBLE_DEVICES"] = slot.gpu
-    logging.basicConfig(level=log_level, format=f"%(asctime)s w{slot.index} %(levelname)s "
-                                                f"%(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=log_level,
+        format=f"%(asctime)s w{slot.index} %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     for noisy in ("alembic", "mlflow", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = dataclasses.replace(settings, threads=slot.threads)
@@ -127,8 +135,11 @@ class _Worker:
 def death_cause(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
-        hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" \
-            if -exitcode == signal.SIGKILL else ""
+        hint = (
+            " (out of memory? the kernel's OOM killer sends SIGKILL)"
+            if -exitcode == signal.SIGKILL
+            else ""
+        )
         return f"worker process killed by {name}{hint}"
     return f"worker process exited with code {exitcode} in the middle of the run"
 
@@ -136,21 +147,30 @@ def death_cause(exitcode: int | None) -> str:
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, workers: int | None = None, *, gpus: list[str] | None = None,
-                 runs_per_gpu: int = 1, log_level: int = logging.WARNING) -> None:
-        self.slots = plan_slots(workers, gpus=visible_gpus() if gpus is None else gpus,
-                                runs_per_gpu=runs_per_gpu)
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        gpus: list[str] | None = None,
+        runs_per_gpu: int = 1,
+        log_level: int = logging.WARNING,
+    ) -> None:
+        self.slots = plan_slots(
+            workers, gpus=visible_gpus() if gpus is None else gpus, runs_per_gpu=runs_per_gpu
+        )
         self.parallel = len(self.slots)
         self.log_level = log_level
 
     def describe(self) -> str:
         gpus = sorted({s.gpu for s in self.slots if s.gpu is not None})
-        where = f"GPU(s) {', '.join(gpus)}" if gpus else f"CPU, {self.slots[0].threads} " \
-                                                         f"thread(s) each"
+        where = (
+            f"GPU(s) {', '.join(gpus)}" if gpus else f"CPU, {self.slots[0].threads} thread(s) each"
+        )
         return f"local executor: {self.parallel} worker process(es) on {where}"
 
-    def run(self, jobs: list[Job], settings: JobSettings, progress, on_crash=None
-            ) -> list[JobResult]:
+    def run(
+        self, jobs: list[Job], settings: JobSettings, progress, on_crash=None
+    ) -> list[JobResult]:
         """Run every job; ``progress`` gets started/finished events; ``on_crash(job, cause)`` is
         called when a worker dies in the middle of a job (to mark its MLflow run FAILED)."""
         ctx = multiprocessing.get_context("spawn")
@@ -159,9 +179,12 @@ class LocalExecutor:
 
         def launch(slot: Slot) -> _Worker:
             ours, theirs = ctx.Pipe()
-            process = ctx.Process(target=worker_main, name=f"nirbench-{slot.describe()}",
-                                  args=(slot, settings, theirs, os.getpid(), self.log_level),
-                                  daemon=False)
+            process = ctx.Process(
+                target=worker_main,
+                name=f"nirbench-{slot.describe()}",
+                args=(slot, settings, theirs, os.getpid(), self.log_level),
+                daemon=False,
+            )
             process.start()
             theirs.close()
             return _Worker(slot, process, ours)
@@ -185,7 +208,7 @@ class LocalExecutor:
                 give_work(worker)
 
         try:
-            for slot in self.slots[:len(jobs)]:
+            for slot in self.slots[: len(jobs)]:
                 workers.append(launch(slot))
                 give_work(workers[-1])
             while any(w.job is not None for w in workers):
@@ -232,8 +255,12 @@ class LocalExecutor:
     @staticmethod
     def _stop(workers: list[_Worker]) -> None:
         """Interrupt every worker (their runs end KILLED, resumable) and wait for them."""
-        print(f"stopping {sum(w.process.is_alive() for w in workers)} worker(s); their runs "
-              f"resume on the next start", file=sys.stderr, flush=True)
+        print(
+            f"stopping {sum(w.process.is_alive() for w in workers)} worker(s); their runs "
+            f"resume on the next start",
+            file=sys.stderr,
+            flush=True,
+        )
         for worker in workers:
             if worker.process.is_alive():
                 os.kill(worker.process.pid, signal.SIGTERM)

@@ -15,6 +15,7 @@ on another node continue from its checkpoint, otherwise it restarts there in a n
 A task is not retried by Ray (``max_retries=0``): a task whose node dies is recorded FAILED and
 ``--retry-failed`` resumes it, as with the local executor.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,9 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise ImportError("the Ray executor needs ray: pip install 'nirbench[cluster]' (or "
-                          "pip install ray)") from None
+        raise ImportError(
+            "the Ray executor needs ray: pip install 'nirbench[cluster]' (or pip install ray)"
+        ) from None
     return ray
 
 
@@ -46,8 +48,14 @@ def ray_run_job(job: Job, settings: JobSettings, threads: int) -> JobResult:
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, address: str = "auto", *, gpus_per_run: float | None = None,
-                 cpus_per_run: float = 1.0, local_cpus: int | None = None) -> None:
+    def __init__(
+        self,
+        address: str = "auto",
+        *,
+        gpus_per_run: float | None = None,
+        cpus_per_run: float = 1.0,
+        local_cpus: int | None = None,
+    ) -> None:
         if cpus_per_run <= 0:
             raise ValueError(f"--cpus-per-run must be positive, got {cpus_per_run}")
         if gpus_per_run is not None and gpus_per_run < 0:
@@ -62,8 +70,12 @@ class RayExecutor:
             # (a no-op for an installed nirbench, needed for a source checkout or test modules).
             own = [p for p in sys.path if p and not p.startswith((sys.prefix, sys.base_prefix))]
             env = {"PYTHONPATH": os.pathsep.join(own)}
-            kwargs = dict(runtime_env={"env_vars": env}, include_dashboard=False,
-                          log_to_driver=True, logging_level=logging.WARNING)
+            kwargs = dict(
+                runtime_env={"env_vars": env},
+                include_dashboard=False,
+                log_to_driver=True,
+                logging_level=logging.WARNING,
+            )
             if address == "local":
                 ray.init(num_cpus=local_cpus, **kwargs)
             else:
@@ -71,25 +83,32 @@ class RayExecutor:
         resources = ray.cluster_resources()
         self.cluster_gpus = float(resources.get("GPU", 0.0))
         self.cluster_cpus = float(resources.get("CPU", 1.0))
-        self.gpus_per_run = (1.0 if self.cluster_gpus else 0.0) if gpus_per_run is None \
-            else gpus_per_run
+        self.gpus_per_run = (
+            (1.0 if self.cluster_gpus else 0.0) if gpus_per_run is None else gpus_per_run
+        )
         if self.gpus_per_run > 0 and not self.cluster_gpus:
-            raise ValueError(f"--gpus-per-run {self.gpus_per_run} but the Ray cluster at "
-                             f"{address} has no GPUs; use --gpus-per-run 0")
+            raise ValueError(
+                f"--gpus-per-run {self.gpus_per_run} but the Ray cluster at "
+                f"{address} has no GPUs; use --gpus-per-run 0"
+            )
         by_cpu = self.cluster_cpus / self.cpus_per_run
         by_gpu = self.cluster_gpus / self.gpus_per_run if self.gpus_per_run else by_cpu
         self.parallel = max(1, int(min(by_cpu, by_gpu)))
 
     def describe(self) -> str:
-        return (f"ray executor at {self.address}: {self.cluster_cpus:g} CPUs, "
-                f"{self.cluster_gpus:g} GPUs; each run asks for {self.cpus_per_run:g} CPU(s) and "
-                f"{self.gpus_per_run:g} GPU(s), up to {self.parallel} at once")
+        return (
+            f"ray executor at {self.address}: {self.cluster_cpus:g} CPUs, "
+            f"{self.cluster_gpus:g} GPUs; each run asks for {self.cpus_per_run:g} CPU(s) and "
+            f"{self.gpus_per_run:g} GPU(s), up to {self.parallel} at once"
+        )
 
-    def run(self, jobs: list[Job], settings: JobSettings, progress, on_crash=None
-            ) -> list[JobResult]:
+    def run(
+        self, jobs: list[Job], settings: JobSettings, progress, on_crash=None
+    ) -> list[JobResult]:
         ray = _ray()
-        task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
-                          max_retries=0)(ray_run_job)
+        task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)(
+            ray_run_job
+        )
         threads = max(1, int(self.cpus_per_run))
         running = {task.remote(job, settings, threads): job for job in jobs}
         for job in jobs:  # Ray queues what does not fit; counted as running from submission

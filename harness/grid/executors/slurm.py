@@ -24,6 +24,7 @@ Locks: a requeued task can start while its previous incarnation, or a dead node'
 share, still holds the configuration's lock. The task then waits (``lock_wait_s``) instead of
 giving up, unless the holder is another live Slurm job or a process outside Slurm.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,19 +55,29 @@ LOCK_WAIT_S = 300.0  # a dead holder's NFS lock is freed when its lease expires 
 OUTSIDE_GRACE_S = 10.0  # a status probe holds a lock for microseconds; a real run for minutes
 LOCK_POLL_S = 2.0
 # Options of our own CLI that would collide with the same sbatch option given in --slurm-extra.
-OWNED = {"partition": "--partition", "time": "--time", "cpus-per-task": "--cpus-per-run",
-         "mem": "--mem", "gpus-per-node": "--gpus-per-run", "array": "--array-parallelism",
-         "job-name": "(set from the grid name)", "output": "(set by submitit)",
-         "error": "(set by submitit)", "signal": "(USR2, set by submitit)",
-         "open-mode": "(set by submitit)"}
+OWNED = {
+    "partition": "--partition",
+    "time": "--time",
+    "cpus-per-task": "--cpus-per-run",
+    "mem": "--mem",
+    "gpus-per-node": "--gpus-per-run",
+    "array": "--array-parallelism",
+    "job-name": "(set from the grid name)",
+    "output": "(set by submitit)",
+    "error": "(set by submitit)",
+    "signal": "(USR2, set by submitit)",
+    "open-mode": "(set by submitit)",
+}
 
 
 def _submitit():
     try:
         import submitit
     except ImportError:
-        raise ImportError("the Slurm executor needs submitit: pip install 'nirbench[cluster]' "
-                          "(or pip install submitit)") from None
+        raise ImportError(
+            "the Slurm executor needs submitit: pip install 'nirbench[cluster]' "
+            "(or pip install submitit)"
+        ) from None
     return submitit
 
 
@@ -78,8 +89,7 @@ def parse_time(value: str | int) -> int:
     text = str(value).strip()
     match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
     if not match:
-        raise ValueError(f"--time {value!r}: use a Slurm time such as 90, 24:00:00 or "
-                         f"2-00:00:00")
+        raise ValueError(f"--time {value!r}: use a Slurm time such as 90, 24:00:00 or 2-00:00:00")
     days, a, b, c = (int(g) if g is not None else None for g in match.groups())
     if days is not None:  # D-HH[:MM[:SS]]
         h, m, sec = a, b or 0, c or 0
@@ -101,8 +111,10 @@ def parse_extra(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         key = key.strip().lstrip("-").replace("_", "-")
         if not key:
-            raise ValueError(f"--slurm-extra {item!r} must look like KEY=VALUE (an sbatch option "
-                             f"without its dashes, e.g. account=myproj, qos=high)")
+            raise ValueError(
+                f"--slurm-extra {item!r} must look like KEY=VALUE (an sbatch option "
+                f"without its dashes, e.g. account=myproj, qos=high)"
+            )
         if key in OWNED:
             raise ValueError(f"--slurm-extra {key}: use {OWNED[key]} instead")
         out[key] = value if sep else True
@@ -128,15 +140,19 @@ class SlurmOptions:
         if self.gpus_per_run < 0:
             raise ValueError(f"--gpus-per-run must be >= 0, got {self.gpus_per_run}")
         if self.array_parallelism is not None and self.array_parallelism < 1:
-            raise ValueError(f"--array-parallelism must be at least 1, got "
-                             f"{self.array_parallelism}")
+            raise ValueError(
+                f"--array-parallelism must be at least 1, got {self.array_parallelism}"
+            )
 
 
 def _own_import_path() -> str:
     """This interpreter's import path entries outside its installation (a source checkout, a
     test folder), which the compute node's Python must see to import the same modules."""
-    own = [os.path.abspath(p) for p in sys.path
-           if p and not p.startswith((sys.prefix, sys.base_prefix)) and os.path.isdir(p)]
+    own = [
+        os.path.abspath(p)
+        for p in sys.path
+        if p and not p.startswith((sys.prefix, sys.base_prefix)) and os.path.isdir(p)
+    ]
     return os.pathsep.join(dict.fromkeys(own))
 
 
@@ -147,9 +163,13 @@ def job_name(name: str) -> str:
 def sbatch_parameters(options: SlurmOptions, name: str) -> dict[str, Any]:
     """The parameters of submitit's ``SlurmExecutor.update_parameters`` (sbatch names)."""
     # wckey None: submitit's default wckey "submitit" is refused where wckeys are enforced.
-    params: dict[str, Any] = {"job_name": job_name(name), "time": options.time_min,
-                              "cpus_per_task": options.cpus_per_run,
-                              "signal_delay_s": options.signal_delay_s, "wckey": None}
+    params: dict[str, Any] = {
+        "job_name": job_name(name),
+        "time": options.time_min,
+        "cpus_per_task": options.cpus_per_run,
+        "signal_delay_s": options.signal_delay_s,
+        "wckey": None,
+    }
     if options.partition:
         params["partition"] = options.partition
     if options.gpus_per_run:
@@ -168,8 +188,9 @@ def sbatch_parameters(options: SlurmOptions, name: str) -> dict[str, Any]:
 
 def submitit_command(folder: Path) -> str:
     """What the sbatch script runs: the same command string submitit's SlurmExecutor builds."""
-    return " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit",
-                     shlex.quote(str(folder))])
+    return " ".join(
+        [shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))]
+    )
 
 
 def render_sbatch(options: SlurmOptions, name: str, folder: Path, tasks: int) -> str:
@@ -179,8 +200,12 @@ def render_sbatch(options: SlurmOptions, name: str, folder: Path, tasks: int) ->
     from submitit.slurm.slurm import _make_sbatch_string  # submitit's own renderer
 
     folder = Path(folder).expanduser().absolute()
-    return _make_sbatch_string(command=submitit_command(folder), folder=folder,
-                               map_count=max(1, tasks), **sbatch_parameters(options, name))
+    return _make_sbatch_string(
+        command=submitit_command(folder),
+        folder=folder,
+        map_count=max(1, tasks),
+        **sbatch_parameters(options, name),
+    )
 
 
 # ============================================================================ the task
@@ -198,8 +223,9 @@ def this_slurm_job() -> str | None:
 def slurm_job_live(job_id: str) -> bool | None:
     """Whether Slurm still runs (or queues) ``job_id``; None when squeue cannot tell."""
     try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
-                             text=True, timeout=30)
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -211,8 +237,9 @@ def slurm_job_live(job_id: str) -> bool | None:
 
 def _task_logging() -> None:
     """Per-epoch lines in the task's log (``<task>_0_log.err``), without the libraries' chatter."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("alembic", "mlflow", "faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -249,14 +276,19 @@ class SlurmTask(Checkpointable):
             elif holder != me and slurm_job_live(holder) is not False:
                 break  # another live job trains it (a duplicate submission): leave it alone
             if waited >= self.lock_wait_s:
-                raise RuntimeError(f"{job.label}: its lock is still held after {waited:.0f} s by "
-                                   f"a Slurm job that has ended ({result.error}); a lock on an "
-                                   f"NFS share is freed when the dead node's lease expires: "
-                                   f"submit the grid again later")
+                raise RuntimeError(
+                    f"{job.label}: its lock is still held after {waited:.0f} s by "
+                    f"a Slurm job that has ended ({result.error}); a lock on an "
+                    f"NFS share is freed when the dead node's lease expires: "
+                    f"submit the grid again later"
+                )
             log.info("waiting for the lock of %s (%s)", job.label, result.error)
             time.sleep(LOCK_POLL_S)
-        print(f"nirbench slurm task {me}: {result.status}"
-              f"{': ' + result.error if result.error else ''}", flush=True)
+        print(
+            f"nirbench slurm task {me}: {result.status}"
+            f"{': ' + result.error if result.error else ''}",
+            flush=True,
+        )
         if result.status == FAILED:
             raise RuntimeError(f"{job.label} FAILED: {result.error}")
         return result
@@ -264,8 +296,11 @@ class SlurmTask(Checkpointable):
     def checkpoint(self, job: Job) -> Any:
         """Called by submitit on USR2 (preemption or the time limit): the state is already on the
         shared disk (epoch checkpoint + MLflow run), so resubmit the same task."""
-        print(f"nirbench slurm task {this_slurm_job()}: preempted or timed out; requeued, "
-              f"{job.label} resumes from its last epoch checkpoint", flush=True)
+        print(
+            f"nirbench slurm task {this_slurm_job()}: preempted or timed out; requeued, "
+            f"{job.label} resumes from its last epoch checkpoint",
+            flush=True,
+        )
         return _submitit().helpers.DelayedSubmission(self, job)
 
 
@@ -275,8 +310,9 @@ class SearchTask(Checkpointable):
     twice). Checkpointable: a preempted worker is requeued; its interrupted trial is failed and
     re-queued with the same parameters by whichever worker looks next (harness/search.py)."""
 
-    def __init__(self, tc: Any, results_dir: str, plots: bool = True,
-                 imports: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, tc: Any, results_dir: str, plots: bool = True, imports: tuple[str, ...] = ()
+    ) -> None:
         self.tc, self.results_dir, self.plots, self.imports = tc, results_dir, plots, imports
 
     def __call__(self, worker: int) -> dict[str, Any]:
@@ -287,13 +323,25 @@ class SearchTask(Checkpointable):
         import_extensions(self.imports)  # modules registering the datasets / methods it names
         tc = self.tc if worker == 0 else dataclasses.replace(self.tc, final_seeds=0)
         print(f"nirbench tune worker {worker} of study {tc.study}", flush=True)
-        outcome = run_search(tc, Path(self.results_dir), progress=False,
-                             echo=lambda line: print(line, flush=True), plots=self.plots)
-        return {"worker": worker, "study": outcome.study, "ran": len(outcome.ran),
-                "complete": outcome.n_complete, "pruned": outcome.n_pruned,
-                "failed": outcome.n_failed, "best_trial": outcome.best_trial,
-                "best_value": outcome.best_value, "best_params": dict(outcome.best_params),
-                "final": [dataclasses.asdict(f) for f in outcome.final]}
+        outcome = run_search(
+            tc,
+            Path(self.results_dir),
+            progress=False,
+            echo=lambda line: print(line, flush=True),
+            plots=self.plots,
+        )
+        return {
+            "worker": worker,
+            "study": outcome.study,
+            "ran": len(outcome.ran),
+            "complete": outcome.n_complete,
+            "pruned": outcome.n_pruned,
+            "failed": outcome.n_failed,
+            "best_trial": outcome.best_trial,
+            "best_value": outcome.best_value,
+            "best_params": dict(outcome.best_params),
+            "final": [dataclasses.asdict(f) for f in outcome.final],
+        }
 
     def checkpoint(self, worker: int) -> Any:
         print(f"nirbench tune worker {worker}: preempted or timed out; requeued", flush=True)
@@ -331,10 +379,12 @@ class SlurmExecutor:
     def describe(self) -> str:
         o = self.options
         where = f"partition {o.partition}" if o.partition else "the default partition"
-        return (f"slurm executor: one job array on {where}; each task asks for "
-                f"{o.cpus_per_run} CPU(s), {o.gpus_per_run} GPU(s)"
-                f"{', ' + o.mem if o.mem else ''} and {o.time_min} min"
-                + (f", at most {o.array_parallelism} at once" if o.array_parallelism else ""))
+        return (
+            f"slurm executor: one job array on {where}; each task asks for "
+            f"{o.cpus_per_run} CPU(s), {o.gpus_per_run} GPU(s)"
+            f"{', ' + o.mem if o.mem else ''} and {o.time_min} min"
+            + (f", at most {o.array_parallelism} at once" if o.array_parallelism else "")
+        )
 
     def sbatch_script(self, tasks: int) -> str:
         return render_sbatch(self.options, self.grid, self.folder, tasks)
@@ -342,8 +392,9 @@ class SlurmExecutor:
     def _executor(self):
         submitit = _submitit()
         self.folder.mkdir(parents=True, exist_ok=True)
-        ex = submitit.SlurmExecutor(folder=self.folder,
-                                    max_num_timeout=self.options.max_num_timeout)
+        ex = submitit.SlurmExecutor(
+            folder=self.folder, max_num_timeout=self.options.max_num_timeout
+        )
         ex.update_parameters(**sbatch_parameters(self.options, self.grid))
         return ex
 
@@ -354,8 +405,7 @@ class SlurmExecutor:
         submitted = self._executor().map_array(task, jobs)
         return self._record(submitted, [(j.config_hash, j.label) for j in jobs])
 
-    def submit_calls(self, fn: Any, args: list[Any], labels: list[tuple[str, str]]
-                     ) -> Submission:
+    def submit_calls(self, fn: Any, args: list[Any], labels: list[tuple[str, str]]) -> Submission:
         """Submit one array running ``fn(arg)`` per argument (the workers of a search)."""
         return self._record(self._executor().map_array(fn, args), labels)
 
@@ -364,10 +414,17 @@ class SlurmExecutor:
         tasks = [(j.job_id, key, label) for j, (key, label) in zip(submitted, labels)]
         sbatch = submitted[0].paths.submission_file
         with manifest_path(self.folder).open("a") as f:
-            f.write(json.dumps({"job": array_id, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                "sbatch": str(sbatch),
-                                "tasks": [{"task": t, "key": k, "label": lbl}
-                                          for t, k, lbl in tasks]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "job": array_id,
+                        "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "sbatch": str(sbatch),
+                        "tasks": [{"task": t, "key": k, "label": lbl} for t, k, lbl in tasks],
+                    }
+                )
+                + "\n"
+            )
         return Submission(array_id, tasks, sbatch, self.folder)
 
 
@@ -432,12 +489,14 @@ def slurm_view(results_dir: Path, grid: str, config_hashes: list[str]) -> SlurmV
     latest = latest_tasks(folder)
     arrays = sorted({t.split("_")[0] for t in latest.values()}, key=int)
     slurm, notes = query(arrays) if arrays else ({}, [])
-    return SlurmView(folder, latest, {h: slurm.get(latest.get(h, "")) for h in config_hashes},
-                     notes)
+    return SlurmView(
+        folder, latest, {h: slurm.get(latest.get(h, "")) for h in config_hashes}, notes
+    )
 
 
-def follow(sub: Submission, jobs: list[Job], tracker: Any, folder: Path, progress: Any, *,
-           poll_s: float) -> list[JobResult]:
+def follow(
+    sub: Submission, jobs: list[Job], tracker: Any, folder: Path, progress: Any, *, poll_s: float
+) -> list[JobResult]:
     """Wait for every task of ``sub`` to leave the queue, telling ``progress`` (a GridProgress)
     of each start, requeue and end; each task's result comes from submitit's result file, else
     from MLflow (a cancelled or killed task)."""
@@ -460,8 +519,11 @@ def follow(sub: Submission, jobs: list[Job], tracker: Any, folder: Path, progres
                     progress.started(job, f"{task} on {st.node}")
                 elif st.state == "PENDING" and task in running:  # requeued (preempted, time-out)
                     running.discard(task)
-                    print(f"{job.label}: task {task} requeued ({st.reason}); it resumes from "
-                          f"its last epoch checkpoint", flush=True)
+                    print(
+                        f"{job.label}: task {task} requeued ({st.reason}); it resumes from "
+                        f"its last epoch checkpoint",
+                        flush=True,
+                    )
                 continue
             if st is None and task not in seen and time.monotonic() - started < 60:
                 continue  # not visible to squeue yet
@@ -483,16 +545,20 @@ def _ended_task_result(folder: Path, task: str, job: Job, st: Any, tracker: Any)
         return JobResult(job.config_hash, FINISHED, done.run_id)
     if outcome is not None:
         last = [ln for ln in str(outcome[1]).strip().splitlines() if ln.strip()]
-        return JobResult(job.config_hash, FAILED,
-                         error=f"task {task}: {last[-1] if last else 'error'}")
+        return JobResult(
+            job.config_hash, FAILED, error=f"task {task}: {last[-1] if last else 'error'}"
+        )
     how = st.state if st is not None else "no longer known to Slurm"
-    return JobResult(job.config_hash, FAILED,
-                     error=f"task {task} ended {how} before its run finished; the next "
-                           f"submission resumes it")
+    return JobResult(
+        job.config_hash,
+        FAILED,
+        error=f"task {task} ended {how} before its run finished; the next submission resumes it",
+    )
 
 
-def ended_tasks(sub: Submission, folder: Path, *, poll_s: float
-                ) -> Iterator[tuple[str, tuple[str, Any] | None, Any]]:
+def ended_tasks(
+    sub: Submission, folder: Path, *, poll_s: float
+) -> Iterator[tuple[str, tuple[str, Any] | None, Any]]:
     """Wait for the tasks of ``sub`` (the workers of a search) to leave the queue; yield each as
     it ends: (task id, its ``task_result`` or None, its last slurm_status.TaskState or None)."""
     from nirbench.harness.grid.executors.slurm_status import query
@@ -513,6 +579,21 @@ def ended_tasks(sub: Submission, folder: Path, *, poll_s: float
             time.sleep(poll_s)
 
 
-__all__ = ["SearchTask", "SlurmExecutor", "SlurmOptions", "SlurmTask", "SlurmView", "Submission",
-           "ended_tasks", "follow", "parse_time", "parse_extra", "render_sbatch", "slurm_folder", "slurm_view",
-           "latest_tasks", "read_manifest", "task_result"]
+__all__ = [
+    "SearchTask",
+    "SlurmExecutor",
+    "SlurmOptions",
+    "SlurmTask",
+    "SlurmView",
+    "Submission",
+    "ended_tasks",
+    "follow",
+    "parse_time",
+    "parse_extra",
+    "render_sbatch",
+    "slurm_folder",
+    "slurm_view",
+    "latest_tasks",
+    "read_manifest",
+    "task_result",
+]

@@ -6,6 +6,7 @@ storage is disabled": the view then says so and relies on squeue and MLflow.
 MLflow stays the authority on whether a configuration is done; Slurm tells where its task is
 (queued, running on which node, requeued, cancelled, timed out, failed with which exit code).
 """
+
 from __future__ import annotations
 
 import getpass
@@ -15,9 +16,21 @@ from dataclasses import dataclass
 
 # Slurm states in which a task may still run (or hold its configuration's lock): a configuration
 # with such a task is not submitted again.
-LIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
-        "REQUEUE_FED", "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT",
-        "RESV_DEL_HOLD"}
+LIVE = {
+    "PENDING",
+    "RUNNING",
+    "CONFIGURING",
+    "COMPLETING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESIZING",
+    "SUSPENDED",
+    "STOPPED",
+    "SIGNALING",
+    "STAGE_OUT",
+    "RESV_DEL_HOLD",
+}
 
 
 @dataclass(frozen=True)
@@ -38,8 +51,11 @@ class TaskState:
         if self.node and self.state not in ("PENDING",):
             text += f" on {self.node}"
         # squeue keeps the last pending reason of a task that ran: only a waiting task's counts.
-        if self.reason and self.reason != "None" and (self.state == "PENDING"
-                                                       or self.source == "sacct"):
+        if (
+            self.reason
+            and self.reason != "None"
+            and (self.state == "PENDING" or self.source == "sacct")
+        ):
             text += f" ({self.reason})"
         if self.restarts:
             text += f", requeued {self.restarts}x"
@@ -82,8 +98,9 @@ def parse_sacct(text: str) -> dict[str, TaskState]:
         task, state, node, code = (p.strip() for p in parts[:4])
         state = state.split()[0] if state else "UNKNOWN"
         for tid in expand_ids(task):
-            out[tid] = TaskState(tid, state, node, f"exit {code}" if code != "0:0" else "",
-                                 source="sacct")
+            out[tid] = TaskState(
+                tid, state, node, f"exit {code}" if code != "0:0" else "", source="sacct"
+            )
     return out
 
 
@@ -111,24 +128,38 @@ def query(array_ids: list[str]) -> tuple[dict[str, TaskState], list[str]]:
     if not array_ids:
         return found, notes
     wanted = set(array_ids)
-    done = _run(["squeue", "-h", "-r", "--states=all", "-u", getpass.getuser(),
-                 "-o", "%i|%T|%N|%r"])
+    done = _run(
+        ["squeue", "-h", "-r", "--states=all", "-u", getpass.getuser(), "-o", "%i|%T|%N|%r"]
+    )
     if done is None:
         notes.append("squeue not found: run --status on a machine of the cluster")
     elif done.returncode != 0:
         notes.append(f"squeue failed: {done.stderr.strip()[:200]}")
     else:
-        found.update({t: s for t, s in parse_squeue(done.stdout).items()
-                      if t.split("_")[0] in wanted})
+        found.update(
+            {t: s for t, s in parse_squeue(done.stdout).items() if t.split("_")[0] in wanted}
+        )
     missing = [j for j in array_ids if not any(t.split("_")[0] == j for t in found)]
     if missing:
-        done = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(missing),
-                     "-o", "JobID,State,NodeList,ExitCode"])
+        done = _run(
+            [
+                "sacct",
+                "-n",
+                "-P",
+                "-X",
+                "-j",
+                ",".join(missing),
+                "-o",
+                "JobID,State,NodeList,ExitCode",
+            ]
+        )
         if done is None:
             notes.append("sacct not found")
         elif done.returncode != 0 or "disabled" in (done.stdout + done.stderr):
-            notes.append(f"sacct: {(done.stderr or done.stdout).strip()[:200]} (tasks that "
-                         f"left the controller show as 'not in the queue')")
+            notes.append(
+                f"sacct: {(done.stderr or done.stdout).strip()[:200]} (tasks that "
+                f"left the controller show as 'not in the queue')"
+            )
         else:
             found.update({t: s for t, s in parse_sacct(done.stdout).items() if t not in found})
     return found, notes
