@@ -103,10 +103,12 @@ def imap_with_progress(
                 yield func(item)
                 bar.update()
             return
-        # fork: workers need no imports beyond PIL and numpy and start at once; decoding never
-        # touches torch, so no OpenMP state is shared.
+        # forkserver, not fork: a plain fork copies the parent's threads' locks, and a parent that
+        # has started Ray, gRPC or MLflow threads (a grid run in a Ray worker, a test session that
+        # ran the Ray executor) deadlocks its pool that way; seen here as a 35-minute hang.
+        # The fork server is a fresh, single-threaded interpreter that forks the workers.
         methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         with context.Pool(n_workers) as pool:
             for result in pool.imap(func, items, chunksize=chunksize):
                 yield result
